@@ -1,0 +1,32 @@
+"""DiffTractographyLib: differentiable, batched diffusion-MRI tractography in PyTorch.
+
+All public functions take and return RAS millimetres; affines map voxel indices to RAS mm.
+Importing this package loads neither torch nor vtk: the names below are resolved on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "InputError": "errors",
+    "Tractogram": "streamlines",
+    "load_tractogram": "io",
+    "save_tractogram": "io",
+    "TrackingParams": "config",
+    "track": "tracking",
+    "SHField": "fields",
+    "DWIField": "fields",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

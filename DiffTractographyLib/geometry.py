@@ -1,0 +1,56 @@
+"""Affine helpers. An ``affine`` is always voxel index (i, j, k) -> RAS millimetres, (4, 4), with
+voxel centres at integer indices (NIfTI and Slicer's IJKToRAS convention)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+
+def as_affine(affine) -> np.ndarray:
+    """Validate and return a float64 (4, 4) affine."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        raise InputError(f"an affine must be a finite 4x4 matrix, got shape {a.shape}")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise InputError("the affine is singular (zero voxel size or collinear axes)")
+    return a
+
+
+def voxel_sizes(affine) -> np.ndarray:
+    """Voxel spacing in mm along the three voxel axes (column norms of the linear part)."""
+    return np.linalg.norm(as_affine(affine)[:3, :3], axis=0)
+
+
+def mean_voxel_size(affine) -> float:
+    """Geometric mean voxel size in mm, MRtrix3's ``vox()`` used for its default step and lengths."""
+    return float(np.prod(voxel_sizes(affine)) ** (1.0 / 3.0))
+
+
+def axes_rotation(affine, max_shear: float = 1e-4) -> np.ndarray:
+    """The orthogonal (3, 3) matrix whose columns are the unit voxel axes in RAS.
+
+    It maps a direction expressed along the voxel axes (FSL b-vectors after the x flip, DIPY's SH
+    frame) to RAS. It may be a reflection (det -1, e.g. LAS storage). Sheared affines are refused:
+    directions along voxel axes are not defined for them.
+    """
+    lin = as_affine(affine)[:3, :3]
+    r = lin / np.linalg.norm(lin, axis=0)
+    off = r.T @ r - np.eye(3)
+    if np.abs(off).max() > max_shear:
+        raise InputError("the affine has shear; voxel-axis directions are undefined for sheared grids")
+    return r
+
+
+def apply_affine(affine, points: np.ndarray) -> np.ndarray:
+    """(..., 3) points through a (4, 4) affine."""
+    a = np.asarray(affine, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return p @ a[:3, :3].T + a[:3, 3]
+
+
+def lps_to_ras(points: np.ndarray) -> np.ndarray:
+    """Flip x and y: LPS <-> RAS (the transform is its own inverse)."""
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[..., :2] *= -1
+    return out

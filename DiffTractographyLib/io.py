@@ -1,0 +1,162 @@
+"""Tractogram files: .tck (MRtrix), .trk (TrackVis), .trx, .vtk/.vtp (Slicer fiber bundles).
+
+``load_tractogram`` always returns RAS mm; ``save_tractogram`` writes RAS mm to .tck/.trk/.trx and
+RAS with a ``SPACE=RAS`` tag to .vtk/.vtp, the convention SlicerDMRI's fiber bundle storage reads and
+writes. Writes are atomic: a failed write never leaves a partial file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .streamlines import Tractogram
+
+FORMATS = (".tck", ".trk", ".trx", ".vtk", ".vtp")
+
+
+def tractogram_format(path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown tractogram format {suffix!r}; use one of {', '.join(FORMATS)}")
+    return suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` (same suffix); move it into place only on success."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise InputError(f"{path}: the output folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _reference_header(tractogram: Tractogram):
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(tractogram.dimensions)
+    header.set_sform(tractogram.affine, code=1)
+    header.set_qform(tractogram.affine, code=1)
+    return header
+
+
+def _nib_tractogram(t: Tractogram):
+    import nibabel as nib
+
+    dps = {k: v.detach().cpu().numpy().reshape(len(t), -1).astype(np.float32) for k, v in t.data_per_streamline.items()}
+    dpp = {k: v.detach().cpu().numpy().reshape(len(t.points), -1).astype(np.float32) for k, v in t.data_per_point.items()}
+    seq = nib.streamlines.ArraySequence()
+    seq._data = t.points.detach().cpu().numpy().astype(np.float32)
+    seq._offsets = t.offsets[:-1].cpu().numpy().astype(np.int64)
+    seq._lengths = t.lengths.cpu().numpy().astype(np.int64)
+    tractogram = nib.streamlines.Tractogram(seq, affine_to_rasmm=np.eye(4))
+    tractogram.data_per_streamline = dps
+    if dpp:
+        tractogram.data_per_point = {k: nib.streamlines.ArraySequence(np.split(v, t.offsets[1:-1].cpu().numpy()))
+                                     for k, v in dpp.items()}
+    return tractogram
+
+
+def save_tractogram(tractogram: Tractogram, path) -> None:
+    """Write ``tractogram`` (RAS mm) to ``path``; the format follows the extension."""
+    fmt = tractogram_format(path)
+    with atomic_path(path) as tmp:
+        if fmt in (".tck", ".trk"):
+            import nibabel as nib
+
+            nt = _nib_tractogram(tractogram)
+            if fmt == ".tck":
+                nt.data_per_streamline = {}
+                nt.data_per_point = {}
+                nib.streamlines.save(nt, tmp)
+            else:
+                from nibabel.orientations import aff2axcodes
+
+                header = {
+                    nib.streamlines.Field.VOXEL_TO_RASMM: tractogram.affine.astype(np.float32),
+                    nib.streamlines.Field.DIMENSIONS: np.array(tractogram.dimensions, dtype=np.int16),
+                    nib.streamlines.Field.VOXEL_SIZES: np.linalg.norm(tractogram.affine[:3, :3], axis=0).astype(np.float32),
+                    nib.streamlines.Field.VOXEL_ORDER: "".join(aff2axcodes(tractogram.affine)),
+                }
+                nib.streamlines.TrkFile(nt, header=header).save(tmp)
+        elif fmt == ".trx":
+            import trx.trx_file_memmap as tmm
+
+            nt = _nib_tractogram(tractogram)
+            dtypes = {"positions": np.float32, "offsets": np.uint64,
+                      "dps": {k: (np.int64 if not v.is_floating_point() else np.float32)
+                              for k, v in tractogram.data_per_streamline.items()},
+                      "dpv": {}}
+            trx = tmm.TrxFile.from_tractogram(nt, reference=_reference_header(tractogram), dtype_dict=dtypes)
+            try:
+                tmm.save(trx, tmp)
+            finally:
+                trx.close()
+        else:
+            from .polydata import write_polydata_file
+
+            write_polydata_file(tractogram, tmp)
+
+
+def load_tractogram(path, reference=None) -> Tractogram:
+    """Read a tractogram in RAS mm. ``reference`` (a NIfTI path or image) supplies the grid of
+    formats that carry none (.tck, .vtk/.vtp)."""
+    fmt = tractogram_format(path)
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file")
+    affine, dims = np.eye(4), (1, 1, 1)
+    if reference is not None:
+        import nibabel as nib
+
+        img = nib.load(reference) if isinstance(reference, (str, os.PathLike)) else reference
+        affine, dims = img.affine, img.shape[:3]
+    if fmt in (".tck", ".trk"):
+        import nibabel as nib
+
+        obj = nib.streamlines.load(str(path))
+        if fmt == ".trk":
+            affine = obj.header[nib.streamlines.Field.VOXEL_TO_RASMM]
+            dims = tuple(int(d) for d in obj.header[nib.streamlines.Field.DIMENSIONS])
+        streamlines = obj.streamlines
+        dps = {k: torch.as_tensor(np.asarray(v)).reshape(len(streamlines), -1).squeeze(1)
+               for k, v in obj.tractogram.data_per_streamline.items()}
+        dpp = {k: torch.as_tensor(np.asarray(v.get_data())).squeeze(-1) for k, v in obj.tractogram.data_per_point.items()}
+        data, lengths = np.asarray(streamlines.get_data(), dtype=np.float32), np.asarray(streamlines._lengths)
+    elif fmt == ".trx":
+        import trx.trx_file_memmap as tmm
+
+        trx = tmm.load(str(path))
+        try:
+            affine = np.asarray(trx.header["VOXEL_TO_RASMM"], dtype=np.float64)
+            dims = tuple(int(d) for d in trx.header["DIMENSIONS"])
+            data = np.array(trx.streamlines.get_data(), dtype=np.float32)
+            lengths = np.array(trx.streamlines._lengths, dtype=np.int64)
+            dps = {k: torch.as_tensor(np.array(v)).reshape(len(lengths), -1).squeeze(1) for k, v in trx.data_per_streamline.items()}
+            dpp = {k: torch.as_tensor(np.array(v.get_data())).squeeze(-1) for k, v in trx.data_per_vertex.items()}
+        finally:
+            trx.close()
+    else:
+        from .polydata import read_polydata_file
+
+        t = read_polydata_file(path)
+        t.affine, t.dimensions = np.asarray(affine, dtype=np.float64), tuple(dims)
+        return t
+    if "seed_index" in dps:
+        dps["seed_index"] = dps["seed_index"].round().to(torch.int64)
+    from .streamlines import _lengths_to_offsets
+
+    return Tractogram(torch.from_numpy(data.reshape(-1, 3)), _lengths_to_offsets(torch.from_numpy(lengths)),
+                      affine, dims, dps, dpp)

@@ -1,0 +1,118 @@
+"""Tractogram <-> vtkPolyData (one polyline cell per streamline), and .vtk/.vtp files.
+
+Points stay in RAS mm. Files carry Slicer's coordinate tag (``SPACE=RAS`` in the legacy header, a
+``SPACE`` field-data string for .vtp), which Slicer's model and fiber-bundle readers honour; untagged
+tractography files are read as RAS by SlicerDMRI. Needs the ``vtk`` package (present in Slicer).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .streamlines import Tractogram, _lengths_to_offsets
+
+SPACE_TAG = "SPACE=RAS"
+
+
+def _vtk():
+    try:
+        import vtk
+        from vtk.util import numpy_support
+    except ImportError as exc:
+        raise InputError("reading or writing .vtk/.vtp needs the 'vtk' package (pip install vtk)") from exc
+    return vtk, numpy_support
+
+
+def tractogram_to_polydata(tractogram: Tractogram):
+    """A vtkPolyData with one polyline per streamline; per-point data become point arrays, per-streamline
+    data cell arrays (9-component point arrays are what SlicerDMRI treats as tensors)."""
+    vtk, ns = _vtk()
+    points = np.ascontiguousarray(tractogram.points.detach().cpu().numpy(), dtype=np.float32)
+    pd = vtk.vtkPolyData()
+    vpoints = vtk.vtkPoints()
+    vpoints.SetData(ns.numpy_to_vtk(points, deep=True))
+    pd.SetPoints(vpoints)
+    offsets = tractogram.offsets.cpu().numpy().astype(np.int64)
+    cells = vtk.vtkCellArray()
+    cells.SetData(ns.numpy_to_vtkIdTypeArray(offsets, deep=True),
+                  ns.numpy_to_vtkIdTypeArray(np.arange(len(points), dtype=np.int64), deep=True))
+    pd.SetLines(cells)
+    for name, value in tractogram.data_per_point.items():
+        arr = ns.numpy_to_vtk(np.ascontiguousarray(value.detach().cpu().numpy().reshape(len(points), -1)), deep=True)
+        arr.SetName(name)
+        pd.GetPointData().AddArray(arr)
+    for name, value in tractogram.data_per_streamline.items():
+        arr = ns.numpy_to_vtk(np.ascontiguousarray(value.detach().cpu().numpy().reshape(len(tractogram), -1)), deep=True)
+        arr.SetName(name)
+        pd.GetCellData().AddArray(arr)
+    return pd
+
+
+def polydata_to_tractogram(pd) -> Tractogram:
+    """The polyline cells of ``pd`` as a Tractogram (points as stored, assumed RAS mm)."""
+    vtk, ns = _vtk()
+    n_points = pd.GetNumberOfPoints()
+    points = ns.vtk_to_numpy(pd.GetPoints().GetData()).astype(np.float32) if n_points else np.zeros((0, 3), np.float32)
+    lines = pd.GetLines()
+    offsets = ns.vtk_to_numpy(lines.GetOffsetsArray()).astype(np.int64) if lines.GetNumberOfCells() else np.zeros(1, np.int64)
+    conn = ns.vtk_to_numpy(lines.GetConnectivityArray()).astype(np.int64) if lines.GetNumberOfCells() else np.zeros(0, np.int64)
+    n = len(offsets) - 1
+    dps = {}
+    for i in range(pd.GetCellData().GetNumberOfArrays()):
+        arr = pd.GetCellData().GetArray(i)
+        if arr is not None and arr.GetNumberOfTuples() == n:
+            dps[arr.GetName()] = torch.from_numpy(ns.vtk_to_numpy(arr).copy())
+    dpp = {}
+    for i in range(pd.GetPointData().GetNumberOfArrays()):
+        arr = pd.GetPointData().GetArray(i)
+        if arr is not None and arr.GetName():
+            dpp[arr.GetName()] = torch.from_numpy(ns.vtk_to_numpy(arr)[conn].copy())
+    if "seed_index" in dps:
+        dps["seed_index"] = dps["seed_index"].round().to(torch.int64)
+    lengths = torch.from_numpy(np.diff(offsets))
+    return Tractogram(torch.from_numpy(points[conn]), _lengths_to_offsets(lengths), np.eye(4), (1, 1, 1), dps, dpp)
+
+
+def write_polydata_file(tractogram: Tractogram, path) -> None:
+    vtk, _ = _vtk()
+    pd = tractogram_to_polydata(tractogram)
+    if Path(path).suffix.lower() == ".vtp":
+        tag = vtk.vtkStringArray()
+        tag.SetName("SPACE")
+        tag.InsertNextValue("RAS")
+        pd.GetFieldData().AddArray(tag)
+        writer = vtk.vtkXMLPolyDataWriter()
+        writer.SetDataModeToBinary()
+    else:
+        writer = vtk.vtkPolyDataWriter()
+        writer.SetHeader(f"DiffTractography output. {SPACE_TAG}")
+        writer.SetFileTypeToBinary()
+    writer.SetFileName(str(path))
+    writer.SetInputData(pd)
+    if not writer.Write():
+        raise InputError(f"{path}: vtk could not write the file")
+
+
+def read_polydata_file(path) -> Tractogram:
+    """Read a .vtk/.vtp tractography file into RAS mm (an explicit ``SPACE=LPS`` tag is honoured)."""
+    vtk, _ = _vtk()
+    if Path(path).suffix.lower() == ".vtp":
+        reader = vtk.vtkXMLPolyDataReader()
+        reader.SetFileName(str(path))
+        reader.Update()
+        pd = reader.GetOutput()
+        tag = pd.GetFieldData().GetAbstractArray("SPACE")
+        space = tag.GetValue(0) if tag is not None and tag.GetNumberOfValues() else "RAS"
+    else:
+        reader = vtk.vtkPolyDataReader()
+        reader.SetFileName(str(path))
+        reader.Update()
+        pd = reader.GetOutput()
+        space = "LPS" if "SPACE=LPS" in (reader.GetHeader() or "") else "RAS"
+    t = polydata_to_tractogram(pd)
+    if "LPS" in space:
+        t.points = t.points * torch.tensor([-1.0, -1.0, 1.0], dtype=t.points.dtype)
+    return t

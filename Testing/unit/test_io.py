@@ -1,0 +1,63 @@
+"""Tractogram files round-trip exactly in RAS mm, keep seed_index, and are written atomically."""
+import numpy as np
+import pytest
+import torch
+
+from DiffTractographyLib import Tractogram, load_tractogram, save_tractogram
+from DiffTractographyLib.errors import InputError
+
+# LAS grid with an oblique component, as in real scans
+AFFINE = np.array([[-2.0, 0.1, 0.0, 40.0], [0.0, 1.99, 0.2, -30.0], [0.0, -0.2, 1.99, 12.0], [0, 0, 0, 1]])
+
+
+def make_tractogram():
+    rng = np.random.default_rng(0)
+    streamlines = [rng.normal(size=(n, 3)).cumsum(0).astype(np.float32) * 3 for n in (2, 7, 30)]
+    return Tractogram.from_list(streamlines, AFFINE, (20, 22, 24),
+                                data_per_streamline={"seed_index": torch.tensor([4, 0, 9])})
+
+
+@pytest.mark.parametrize("ext", [".tck", ".trk", ".trx", ".vtk", ".vtp"])
+def test_roundtrip_points_in_ras(tmp_path, ext):
+    pytest.importorskip("vtk") if ext in (".vtk", ".vtp") else None
+    t = make_tractogram()
+    path = tmp_path / f"out{ext}"
+    save_tractogram(t, path)
+    back = load_tractogram(path)
+    assert back.lengths.tolist() == [2, 7, 30]
+    np.testing.assert_allclose(back.points.numpy(), t.points.numpy(), atol=2e-5)
+    if ext != ".tck":
+        assert back.seed_index.tolist() == [4, 0, 9]
+    if ext in (".trk", ".trx"):
+        np.testing.assert_allclose(back.affine, AFFINE, atol=1e-5)
+        assert back.dimensions == (20, 22, 24)
+
+
+def test_vtk_files_are_tagged_ras(tmp_path):
+    pytest.importorskip("vtk")
+    path = tmp_path / "fibers.vtk"
+    save_tractogram(make_tractogram(), path)
+    assert b"SPACE=RAS" in path.read_bytes()[:200]
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    t = make_tractogram()
+    with pytest.raises(InputError):
+        save_tractogram(t, tmp_path / "missing_dir" / "out.tck")
+    with pytest.raises(InputError, match="unknown tractogram format"):
+        save_tractogram(t, tmp_path / "out.xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subset_and_padded_keep_order_and_data():
+    t = make_tractogram()
+    s = t.subset(torch.tensor([2, 0]))
+    assert s.lengths.tolist() == [30, 2]
+    assert s.seed_index.tolist() == [9, 4]
+    torch.testing.assert_close(s[1], t[0])
+    padded, lengths = t.padded()
+    assert padded.shape == (3, 30, 3) and lengths.tolist() == [2, 7, 30]
+    torch.testing.assert_close(padded[1, :7], t[1])
+    assert torch.isnan(padded[0, 2:]).all()
+    back = Tractogram.from_padded(padded, lengths)
+    torch.testing.assert_close(back.points, t.points)
