@@ -1,0 +1,205 @@
+"""Real, even-degree spherical harmonics: the bases of MRtrix3 and DIPY, evaluation, conversion.
+
+Storage order is the same in every basis: l = 0, 2, 4, ... and within each l, m = -l..l, so
+coefficient (l, m) sits at ``l (l + 1) / 2 + m``. The bases differ in which real function each slot
+holds (P is the orthonormal associated Legendre function with the Condon-Shortley phase):
+
+- ``tournier07`` (MRtrix3): m > 0: sqrt2 P_l^m cos(m phi); m < 0: sqrt2 P_l^|m| sin(|m| phi).
+- ``descoteaux07`` (DIPY's default, ``legacy=True``, what DIPY's CSD writes): m > 0: sqrt2 P_l^m sin(m phi);
+  m < 0: sqrt2 P_l^|m| cos(|m| phi).
+- ``descoteaux07-nonlegacy`` (DIPY ``legacy=False``): as ``descoteaux07`` with (-1)^m on the m < 0 slots.
+
+Directions are unit vectors in the frame the coefficients were fitted in; theta is measured from +z,
+phi = atan2(y, x).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+BASES = ("tournier07", "descoteaux07", "descoteaux07-nonlegacy")
+Y00 = 0.282094791773878  # 1 / sqrt(4 pi), MRtrix3's literal
+
+
+def n_coeffs(lmax: int) -> int:
+    """Number of even-degree coefficients up to ``lmax``."""
+    return (lmax + 1) * (lmax + 2) // 2
+
+
+def lmax_for(n: int) -> int:
+    """``lmax`` for ``n`` coefficients; InputError unless ``n`` is a valid even-degree count."""
+    lmax = 2 * int((math.sqrt(1 + 8 * n) - 3) // 4) if n else -1
+    if n < 1 or n_coeffs(lmax) != n:
+        valid = ", ".join(f"{n_coeffs(l)} (lmax {l})" for l in range(0, 14, 2))
+        raise InputError(f"{n} volumes is not a number of even-degree SH coefficients; expected one of {valid}")
+    return lmax
+
+
+def check_basis(basis: str) -> str:
+    if basis not in BASES:
+        raise InputError(f"unknown SH basis {basis!r}; choose one of {', '.join(BASES)}")
+    return basis
+
+
+@lru_cache(maxsize=None)
+def degrees_orders(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(l, m) of every coefficient slot, in storage order."""
+    ls, ms = [], []
+    for l in range(0, lmax + 1, 2):
+        ls += [l] * (2 * l + 1)
+        ms += list(range(-l, l + 1))
+    return np.array(ls), np.array(ms)
+
+
+def index(l: int, m: int) -> int:
+    return l * (l + 1) // 2 + m
+
+
+def index_mpos(l: int, m: int) -> int:
+    """Slot of P_l^m (even l, 0 <= m <= l) in the Legendre arrays returned by ``legendre``."""
+    return l * l // 4 + m
+
+
+def n_mpos(lmax: int) -> int:
+    return (lmax // 2 + 1) ** 2
+
+
+@lru_cache(maxsize=None)
+def _conversion(lmax: int, basis: str) -> tuple[np.ndarray, np.ndarray]:
+    """tournier07 -> ``basis``: ``out[..., i] = sign[i] * t[..., perm[i]]``."""
+    ls, ms = degrees_orders(lmax)
+    if basis == "tournier07":
+        return np.arange(len(ls)), np.ones(len(ls))
+    perm = np.array([index(l, -m) for l, m in zip(ls, ms)])  # descoteaux swaps the cos and sin slots
+    sign = np.ones(len(ls))
+    if basis == "descoteaux07-nonlegacy":
+        sign = np.where((ms < 0) & (np.abs(ms) % 2 == 1), -1.0, 1.0)
+    return perm, sign
+
+
+def convert_basis(coeffs: torch.Tensor, from_basis: str, to_basis: str) -> torch.Tensor:
+    """Re-express SH coefficients (..., C) of one basis in another (same frame); differentiable."""
+    check_basis(from_basis), check_basis(to_basis)
+    if from_basis == to_basis:
+        return coeffs
+    lmax = lmax_for(coeffs.shape[-1])
+    perm, sign = _conversion(lmax, from_basis)
+    # invert from_basis -> tournier07
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(len(perm))
+    t = coeffs[..., torch.as_tensor(inv)] * torch.as_tensor(sign[inv], dtype=coeffs.dtype, device=coeffs.device)
+    perm, sign = _conversion(lmax, to_basis)
+    return t[..., torch.as_tensor(perm)] * torch.as_tensor(sign, dtype=coeffs.dtype, device=coeffs.device)
+
+
+def _sqrt_ratio(dtype: torch.dtype, num: int, den: int = 1) -> float:
+    """sqrt(num / den) rounded as C++ computes it in ``dtype``."""
+    if dtype == torch.float32:
+        return float(np.sqrt(np.float32(num) / np.float32(den)))
+    return math.sqrt(num / den)
+
+
+def legendre(lmax: int, x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal associated Legendre functions with the Condon-Shortley phase,
+    P_l^m(x) for even l <= lmax and 0 <= m <= l, as (..., n_mpos(lmax)), slot ``index_mpos(l, m)``.
+
+    Follows MRtrix3's ``Legendre::Plm_sph`` operation by operation (the P_m^m seed in double, the
+    upward recurrence in the dtype of ``x``), so float32 results round as MRtrix3's do."""
+    x = torch.as_tensor(x)
+    x2 = x * x
+    one_minus = 1.0 - x2.double()
+    columns: dict[tuple[int, int], torch.Tensor] = {}
+    for m in range(lmax + 1):
+        if m:
+            helper = torch.ones_like(one_minus)
+            for k in range(2, 2 * m + 1, 2):
+                helper = one_minus * (k - 1) / k * helper
+            pm = (float(torch.tensor(Y00, dtype=x.dtype)) * torch.sqrt((2 * m + 1) * helper)).to(x.dtype)
+            pm = torch.where(x2 >= 1.0, torch.zeros_like(pm), -pm if m & 1 else pm)
+        else:
+            pm = torch.full_like(x, Y00)
+        values = {m: pm}
+        if m < lmax:
+            f = _sqrt_ratio(x.dtype, 2 * m + 3)
+            values[m + 1] = x * f * pm
+            for n in range(m + 2, lmax + 1):
+                nxt = x * values[n - 1] - values[n - 2] / f
+                f = _sqrt_ratio(x.dtype, 4 * n * n - 1, n * n - m * m)
+                values[n] = nxt * f
+        for l in range(m + (m & 1), lmax + 1, 2):
+            columns[(l, m)] = values[l]
+    order = sorted(columns, key=lambda lm: index_mpos(*lm))
+    return torch.stack([columns[lm] for lm in order], dim=-1)
+
+
+def _cos_sin_multiples(phi: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.arange(1, lmax + 1, dtype=phi.dtype, device=phi.device)
+    return torch.cos(phi[..., None] * m), torch.sin(phi[..., None] * m)
+
+
+@lru_cache(maxsize=None)
+def _basis_gather(lmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each tournier07 slot: Legendre slot, trig column (0 = none, m = cos/sin of m phi), kind."""
+    ls, ms = degrees_orders(lmax)
+    leg = np.array([index_mpos(l, abs(m)) for l, m in zip(ls, ms)])
+    return leg, np.abs(ms), np.sign(ms)
+
+
+def basis_matrix(directions: torch.Tensor, lmax: int, basis: str = "tournier07") -> torch.Tensor:
+    """SH basis evaluated at unit ``directions`` (..., 3): (..., n_coeffs(lmax)). Differentiable."""
+    check_basis(basis)
+    d = torch.as_tensor(directions)
+    z = d[..., 2].clamp(-1.0, 1.0)
+    phi = torch.atan2(d[..., 1], d[..., 0])
+    p = legendre(lmax, z)
+    cos_m, sin_m = _cos_sin_multiples(phi, lmax)
+    leg, mabs, kind = _basis_gather(lmax)
+    ones = torch.ones_like(phi)[..., None]
+    cos_all = torch.cat([ones, cos_m], -1)
+    sin_all = torch.cat([ones, sin_m], -1)
+    trig = torch.where(torch.as_tensor(kind >= 0, device=d.device), cos_all[..., mabs], sin_all[..., mabs])
+    scale = torch.as_tensor(np.where(kind == 0, 1.0, math.sqrt(2.0)), dtype=d.dtype, device=d.device)
+    t = p[..., leg] * trig * scale
+    perm, sign = _conversion(lmax, basis)
+    return t[..., torch.as_tensor(perm)] * torch.as_tensor(sign, dtype=d.dtype, device=d.device)
+
+
+def amplitudes(coeffs: torch.Tensor, directions: torch.Tensor, basis: str = "tournier07") -> torch.Tensor:
+    """Amplitudes (..., D) of SH coefficients (..., C) on unit directions (D, 3)."""
+    b = basis_matrix(directions.to(coeffs.dtype), lmax_for(coeffs.shape[-1]), basis)
+    return coeffs @ b.T
+
+
+class LegendreTable:
+    """MRtrix3's ``PrecomputedAL``: P_l^m tabulated in float32 at ``n`` elevations theta_k = k pi / (n - 1),
+    read by linear blending of two rows (the default, ``sh_precomputed``, of SD_Stream)."""
+
+    def __init__(self, lmax: int, n: int = 512, device=None):
+        self.lmax, self.n = lmax, n
+        self.inc = np.float32(math.pi / (n - 1))
+        elevations = np.arange(n, dtype=np.float32) * self.inc
+        cos_el = torch.from_numpy(np.cos(elevations).astype(np.float32))
+        self.rows = legendre(lmax, cos_el).to(device)  # (n, n_mpos) float32
+
+    def to(self, device) -> "LegendreTable":
+        self.rows = self.rows.to(device)
+        return self
+
+    def __call__(self, elevation: torch.Tensor) -> torch.Tensor:
+        """(..., n_mpos) blended rows at ``elevation`` (radians, float32)."""
+        x = elevation / torch.as_tensor(self.inc, dtype=elevation.dtype, device=elevation.device)
+        i = x.to(torch.int64)  # C's int(): truncation
+        frac = x - i.to(x.dtype)
+        low = i < 0
+        high = i >= self.n - 1
+        frac = torch.where(low | high, torch.zeros_like(frac), frac)
+        i = torch.where(low, torch.zeros_like(i), torch.where(high, torch.full_like(i, self.n - 1), i))
+        rows = self.rows.to(elevation.dtype)
+        p1 = rows[i]
+        p2 = rows[(i + 1).clamp(max=self.n - 1)]
+        return (1.0 - frac)[..., None] * p1 + frac[..., None] * p2
