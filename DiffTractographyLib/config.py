@@ -35,6 +35,8 @@ class TrackingParams:
     unidirectional: track only along the initial direction from each seed.
     sh_precomputed: evaluate SH through MRtrix3's precomputed Legendre table (``-noprecomputed``
         is False). Use False for exact, smooth evaluation (gradient checks).
+    peak_polish: exact Newton iterations after MRtrix3's peak search (sdstream). 0 reproduces MRtrix3;
+        a few converge the peak to machine precision, which float64 gradient checks need.
     precision: ``float32`` (MRtrix3's arithmetic) or ``float64`` (DIPY's; the default for detmax).
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
     chunk_size: streamlines tracked together; ``None`` picks by device. A CUDA out-of-memory error
@@ -51,6 +53,7 @@ class TrackingParams:
     rk4: bool = False
     unidirectional: bool = False
     sh_precomputed: bool = True
+    peak_polish: int = 0
     precision: str | None = None
     device: str = "auto"
     chunk_size: int | None = None

@@ -190,8 +190,8 @@ class LegendreTable:
         self.rows = self.rows.to(device)
         return self
 
-    def __call__(self, elevation: torch.Tensor) -> torch.Tensor:
-        """(..., n_mpos) blended rows at ``elevation`` (radians, float32)."""
+    def position(self, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row index and blend fraction of ``elevation`` (radians), as ``PrecomputedAL::set``."""
         x = elevation / torch.as_tensor(self.inc, dtype=elevation.dtype, device=elevation.device)
         i = x.to(torch.int64)  # C's int(): truncation
         frac = x - i.to(x.dtype)
@@ -199,6 +199,11 @@ class LegendreTable:
         high = i >= self.n - 1
         frac = torch.where(low | high, torch.zeros_like(frac), frac)
         i = torch.where(low, torch.zeros_like(i), torch.where(high, torch.full_like(i, self.n - 1), i))
+        return i, frac
+
+    def __call__(self, elevation: torch.Tensor) -> torch.Tensor:
+        """(..., n_mpos) blended rows at ``elevation`` (radians, float32)."""
+        i, frac = self.position(elevation)
         rows = self.rows.to(elevation.dtype)
         p1 = rows[i]
         p2 = rows[(i + 1).clamp(max=self.n - 1)]

@@ -35,6 +35,7 @@ class Tractogram:
     dimensions: tuple[int, int, int] = (1, 1, 1)
     data_per_streamline: dict[str, torch.Tensor] = field(default_factory=dict)
     data_per_point: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.affine = as_affine(self.affine)

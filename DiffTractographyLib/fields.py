@@ -1,0 +1,171 @@
+"""Volumes the tracker samples: trilinear interpolation at RAS-mm points, differentiable with respect
+to the data and the points.
+
+Two rules, named after the tool they reproduce:
+
+- ``mrtrix`` (``Interp::Masked<Interp::Linear>``): inside iff -0.5 < v < n - 0.5 on every axis; the
+  nearest voxel must hold a non-zero (or NaN) value in some channel, else the point counts as outside;
+  weights formed in double, cast to the data dtype, products under 1e-6 set to 0.
+- ``dipy`` (``trilinear_interpolate4d``): inside iff -0.5 <= v < n - 0.5; no voxel test, no epsilon.
+
+Both extend the edge voxel over the outer half voxel. ``v`` is the voxel coordinate of the point,
+computed in double from the inverse affine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import sh
+from .errors import InputError
+from .geometry import as_affine, axes_rotation, mean_voxel_size
+
+RULES = ("mrtrix", "dipy")
+
+
+def round_half_away(v: torch.Tensor) -> torch.Tensor:
+    """C's ``std::round`` (halves away from zero); torch.round rounds halves to even."""
+    return torch.sign(v) * torch.floor(v.abs() + 0.5)
+
+
+class Grid:
+    """A voxel grid: shape and affine, with the RAS -> voxel map kept in float64 on the device."""
+
+    def __init__(self, shape, affine, device=None):
+        self.shape = tuple(int(s) for s in shape[:3])
+        self.affine = as_affine(affine)
+        inv = np.linalg.inv(self.affine)
+        self.ras_to_voxel = torch.as_tensor(inv[:3], dtype=torch.float64, device=device)
+        self.voxel_size = mean_voxel_size(self.affine)
+        self.device = device
+
+    def to_voxel(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) RAS mm -> (N, 3) float64 voxel coordinates (MRtrix3's double transform)."""
+        p = points.to(torch.float64)
+        return p @ self.ras_to_voxel[:, :3].T + self.ras_to_voxel[:, 3]
+
+
+class VolumeField:
+    """A (X, Y, Z, C) volume on a grid, sampled by trilinear interpolation at RAS-mm points."""
+
+    def __init__(self, data: torch.Tensor, affine, rule: str = "mrtrix"):
+        if data.ndim != 4:
+            raise InputError(f"expected a 4-D volume (X, Y, Z, C), got shape {tuple(data.shape)}")
+        if rule not in RULES:
+            raise ValueError(f"unknown interpolation rule {rule!r}")
+        self.data = data
+        self._flat = data.reshape(-1, data.shape[-1]).contiguous()  # channels-last rows, one per voxel
+        self.rule = rule
+        self.grid = Grid(data.shape, affine, device=data.device)
+        x, y, z, c = data.shape
+        self._strides = torch.tensor([y * z, z, 1], dtype=torch.int64, device=data.device)
+        self._dims = torch.tensor([x, y, z], dtype=torch.int64, device=data.device)
+        self._dims_f = self._dims.to(torch.float64)
+        if rule == "mrtrix":
+            with torch.no_grad():
+                self._support = ((data != 0) | torch.isnan(data)).any(-1).reshape(-1)
+
+    @property
+    def n_channels(self) -> int:
+        return self.data.shape[-1]
+
+    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values (N, C) at (N, 3) RAS-mm ``points`` and a (N,) bool ``inside``; rows outside are 0."""
+        v = self.grid.to_voxel(points)
+        inside = ((v > -0.5) if self.rule == "mrtrix" else (v >= -0.5)).all(-1) & (v < self._dims_f - 0.5).all(-1)
+        base = torch.floor(v)
+        f = v - base
+        f = torch.where((v < 0) | (v > self._dims_f - 1), torch.zeros_like(f), f)
+        base_i = base.to(torch.int64)
+        if self.rule == "mrtrix":
+            nearest = (round_half_away(v).to(torch.int64).clamp(min=0).minimum(self._dims - 1) * self._strides).sum(-1)
+            inside = inside & self._support[nearest]
+        dtype = self.data.dtype
+        w1 = f.to(dtype)
+        w0 = (1.0 - f).to(dtype)
+        wx = torch.stack([w0[:, 0], w1[:, 0]], -1)
+        wy = torch.stack([w0[:, 1], w1[:, 1]], -1)
+        wz = torch.stack([w0[:, 2], w1[:, 2]], -1)
+        # corner order z outer, y, x inner (MRtrix3's); weight = x * (y * z)
+        w = (wx[:, None, None, :] * (wz[:, :, None, None] * wy[:, None, :, None])).reshape(-1, 8)
+        if self.rule == "mrtrix":
+            w = torch.where(w < 1e-6, torch.zeros_like(w), w)
+        offs = torch.tensor([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)], device=v.device)
+        corners = (base_i[:, None, :] + offs).clamp(min=0).minimum(self._dims - 1)
+        flat = (corners * self._strides).sum(-1)
+        flat = torch.where(inside[:, None], flat, torch.zeros_like(flat))
+        values = self._flat[flat]  # (N, 8, C)
+        out = torch.einsum("nk,nkc->nc", w, values)
+        return torch.where(inside[:, None], out, torch.zeros_like(out)), inside
+
+
+@dataclass
+class SHField:
+    """An FOD as SH coefficients on a grid.
+
+    coeffs: (X, Y, Z, C) tensor in ``basis`` (see ``sh.BASES``). affine: voxel -> RAS mm.
+    frame: the frame the SH directions live in: ``world`` (RAS; MRtrix3's FODs) or ``voxel`` (the
+    voxel axes; DIPY fits in the frame of the b-vectors it is given). Default: ``world`` for
+    tournier07, ``voxel`` for the descoteaux07 bases.
+    """
+
+    coeffs: torch.Tensor
+    affine: np.ndarray
+    basis: str = "tournier07"
+    frame: str | None = None
+
+    def __post_init__(self):
+        sh.check_basis(self.basis)
+        if self.coeffs.ndim != 4:
+            raise InputError(f"an FOD must be a 4-D image (X, Y, Z, SH coefficients), got shape {tuple(self.coeffs.shape)}")
+        self.lmax = sh.lmax_for(self.coeffs.shape[-1])
+        if self.frame is None:
+            self.frame = "world" if self.basis == "tournier07" else "voxel"
+        if self.frame not in ("world", "voxel"):
+            raise InputError(f"frame must be 'world' or 'voxel', got {self.frame!r}")
+        self.affine = as_affine(self.affine)
+
+    def to_world(self) -> torch.Tensor:
+        """(3, 3) rotation taking SH-frame directions to RAS."""
+        r = axes_rotation(self.affine) if self.frame == "voxel" else np.eye(3)
+        return torch.as_tensor(r, dtype=self.coeffs.dtype, device=self.coeffs.device)
+
+    def volume(self, rule: str = "mrtrix", basis: str = "tournier07") -> VolumeField:
+        """The coefficients re-expressed in ``basis`` (same frame), as a VolumeField."""
+        return VolumeField(sh.convert_basis(self.coeffs, self.basis, basis), self.affine, rule)
+
+
+@dataclass
+class DWIField:
+    """Raw diffusion-weighted signal for tensor tracking: data (X, Y, Z, G), affine, bvals (G,),
+    bvecs (G, 3) unit vectors in RAS."""
+
+    data: torch.Tensor
+    affine: np.ndarray
+    bvals: np.ndarray
+    bvecs: np.ndarray
+
+    def __post_init__(self):
+        if self.data.ndim != 4:
+            raise InputError(f"a DWI must be a 4-D image, got shape {tuple(self.data.shape)}")
+        self.affine = as_affine(self.affine)
+        self.bvals = np.asarray(self.bvals, dtype=np.float64).reshape(-1)
+        self.bvecs = np.asarray(self.bvecs, dtype=np.float64).reshape(-1, 3)
+        g = self.data.shape[-1]
+        if len(self.bvals) != g or len(self.bvecs) != g:
+            raise InputError(f"the DWI has {g} volumes but the gradient table has {len(self.bvals)} b-values "
+                             f"and {len(self.bvecs)} directions")
+
+    @classmethod
+    def from_dwi(cls, dwi, device=None, dtype=torch.float32) -> "DWIField":
+        return cls(torch.as_tensor(np.asarray(dwi.data), dtype=dtype, device=device), dwi.affine, dwi.bvals, dwi.bvecs)
+
+
+def scalar_volume(data, affine, device=None, dtype=torch.float32) -> VolumeField:
+    """A 3-D map (mask, FA, ...) as a one-channel VolumeField under DIPY's rule."""
+    t = torch.as_tensor(np.asarray(data), dtype=dtype, device=device)
+    if t.ndim != 3:
+        raise InputError(f"expected a 3-D image, got shape {tuple(t.shape)}")
+    return VolumeField(t[..., None], affine, rule="dipy")

@@ -1,0 +1,57 @@
+"""The protocol every tracking method follows (MRtrix3's ``MethodBase``, DIPY's direction getters).
+
+A method chooses directions; ``propagation`` owns stepping, stopping regions, point budgets and the
+two halves. Directions at this interface are unit vectors in RAS; a method whose field lives in
+another frame (DIPY's voxel-axis SH) rotates them itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..stopping import Status
+
+
+def mrtrix_cos_threshold(max_angle: float) -> float:
+    """cos(max_angle) as MRtrix3 forms it: degrees to float radians (product in double), float cosine."""
+    radians = np.float32(np.float64(np.float32(max_angle)) * (np.pi / 180.0))
+    return float(np.cos(radians))
+
+
+class Method:
+    #: interpolation and mask rules (``fields.RULES``) of the reference the method reproduces
+    rule: str = "mrtrix"
+    #: MRtrix3 counts the points of both halves against one budget; DIPY gives each half its own.
+    shared_budget: bool = True
+    #: the second half starts from the first half's first step (DIPY) rather than the seed direction
+    reverse_uses_first_step: bool = False
+    #: output order: MRtrix3 stores the first half before the seed, DIPY after it
+    forward_after_seed: bool = False
+    #: cos(max_angle) of the curvature test (MRtrix3's rounding for the float32 methods)
+    cos_max: float = -1.0
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the field tensors carry autograd history (then the loop checkpoints)."""
+        return False
+
+    def init(self, pos: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seed direction at (N, 3) RAS points from a start direction (N, 3) -> (directions, ok (N,))."""
+        raise NotImplementedError
+
+    def next(self, pos: torch.Tensor, direction: torch.Tensor, check_curvature: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Direction of the step from ``pos`` given the previous ``direction``, and a ``Status`` code
+        per row (CONTINUE, OUTSIDE_IMAGE, LOW_SIGNAL or HIGH_CURVATURE)."""
+        raise NotImplementedError
+
+    def reverse(self, seed_direction: torch.Tensor, first_half) -> torch.Tensor:
+        """Start direction of the second half (``first_half``: the first ``HalfStreamlines`` when
+        ``reverse_uses_first_step``). MRtrix3 reverses the seed direction."""
+        return -seed_direction
+
+
+def curvature_status(status: torch.Tensor, cos_angle: torch.Tensor, cos_max: float) -> torch.Tensor:
+    """Mark rows still CONTINUE whose turn exceeds ``max_angle`` (``cos_angle < cos_max``)."""
+    return torch.where((status == Status.CONTINUE) & (cos_angle < cos_max),
+                       torch.full_like(status, Status.HIGH_CURVATURE), status)

@@ -1,0 +1,83 @@
+"""MRtrix3 Tensor_Det: follow the principal eigenvector of the tensor fitted, at each point, to the
+trilinearly interpolated DWI signal."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..fields import DWIField, VolumeField
+from ..stopping import Status
+from .base import Method, mrtrix_cos_threshold
+
+
+def b_matrix(bvals: np.ndarray, bvecs: np.ndarray) -> np.ndarray:
+    """(G, 7) design of -log S = b g'Dg - log S0 for [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, log S0]."""
+    g, b = bvecs, bvals
+    return np.stack([b * g[:, 0] ** 2, b * g[:, 1] ** 2, b * g[:, 2] ** 2, 2 * b * g[:, 0] * g[:, 1],
+                     2 * b * g[:, 0] * g[:, 2], 2 * b * g[:, 1] * g[:, 2], -np.ones_like(b)], -1)
+
+
+def tensor_fa(dt: torch.Tensor) -> torch.Tensor:
+    """FA of (N, 6+) tensors [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, ...] (MRtrix3's ``tensor2FA``)."""
+    md = (dt[:, 0] + dt[:, 1] + dt[:, 2]) / 3.0
+    a = dt[:, :3] - md[:, None]
+    off = (dt[:, 3:6] ** 2).sum(-1)
+    norm2 = (dt[:, :3] ** 2).sum(-1) + 2.0 * off
+    num = 1.5 * ((a ** 2).sum(-1) + 2.0 * off)
+    safe = torch.where(norm2 != 0, norm2, torch.ones_like(norm2))
+    return torch.where(norm2 != 0, torch.sqrt(num / safe), torch.zeros_like(norm2))
+
+
+def principal_direction(dt: torch.Tensor) -> torch.Tensor:
+    """Unit eigenvector (N, 3) of the largest eigenvalue of each tensor."""
+    m = torch.stack([torch.stack([dt[:, 0], dt[:, 3], dt[:, 4]], -1),
+                     torch.stack([dt[:, 3], dt[:, 1], dt[:, 5]], -1),
+                     torch.stack([dt[:, 4], dt[:, 5], dt[:, 2]], -1)], -2)
+    return torch.linalg.eigh(m)[1][..., 2]
+
+
+class TensorDet(Method):
+    """``init``: FA >= cutoff at the seed, direction = principal eigenvector (oriented along the start
+    direction when one is given). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
+    |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
+
+    def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32):
+        bmat = b_matrix(field.bvals, field.bvecs)
+        if not ((field.bvals <= 50).any() and (field.bvals > 50).any()):
+            raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
+        self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)
+        self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix")
+        self.cutoff = cutoff
+        self.cos_max = mrtrix_cos_threshold(max_angle)
+
+    def _tensor(self, pos):
+        s, inside = self.volume.sample(pos)
+        inside = inside & ~torch.isnan(s[:, 0])
+        positive = s > 0
+        y = torch.where(positive, -torch.log(torch.where(positive, s, torch.ones_like(s))), torch.zeros_like(s))
+        dt = y @ self.binv.T
+        return dt, inside
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.volume.data.requires_grad
+
+    def init(self, pos, direction):
+        dt, inside = self._tensor(pos)
+        u = principal_direction(dt)
+        given = ~torch.isnan(direction).any(-1)
+        flip = given & ((u * torch.nan_to_num(direction)).sum(-1) < 0)
+        u = torch.where(flip[:, None], -u, u)
+        return u, inside & (tensor_fa(dt) >= self.cutoff)
+
+    def next(self, pos, direction, check_curvature=True):
+        dt, inside = self._tensor(pos)
+        u = principal_direction(dt)
+        dot = (direction * u).sum(-1)
+        status = torch.where(inside, torch.where(tensor_fa(dt) < self.cutoff, Status.LOW_SIGNAL, Status.CONTINUE),
+                             Status.OUTSIDE_IMAGE).to(torch.int64)
+        if check_curvature:
+            curved = (status == Status.CONTINUE) & (dot.abs() < self.cos_max)
+            status = torch.where(curved, torch.full_like(status, Status.HIGH_CURVATURE), status)
+        return torch.where((dot < 0)[:, None], -u, u), status

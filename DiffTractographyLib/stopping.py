@@ -1,0 +1,76 @@
+"""Where streamlines may go: termination status codes and stopping regions.
+
+``BinaryMask`` is a nearest-voxel test (MRtrix3 ``-mask``: float32 voxel coordinate rounded halves away
+from zero; DIPY ``BinaryStoppingCriterion``: float64, halves to even). ``ThresholdMap`` continues while
+the trilinearly interpolated value is above ``threshold`` (DIPY ``ThresholdStoppingCriterion``).
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .fields import Grid, VolumeField, round_half_away
+
+
+class Status(IntEnum):
+    """Why a half-streamline stopped (MRtrix3's termination reasons, DIPY's stopping states)."""
+
+    CONTINUE = 0
+    OUTSIDE_IMAGE = 1   # left the field of view or the field's support
+    LOW_SIGNAL = 2      # FOD amplitude / FA / pmf below cutoff, or no peak found
+    HIGH_CURVATURE = 3  # turned more than max_angle
+    EXIT_MASK = 4       # the next point would leave the stopping mask
+    MAX_LENGTH = 5      # reached the point budget of max_length
+
+
+class StreamlineStatus(IntEnum):
+    """Fate of each seed."""
+
+    ACCEPTED = 0
+    SEED_REJECTED = 1   # outside the mask, no data or no usable direction at the seed
+    TOO_SHORT = 2       # fewer points than min_length requires
+
+
+class BinaryMask:
+    """A binary region on its own grid; ``contains`` is the nearest-voxel test of ``rule``."""
+
+    def __init__(self, mask, affine, rule: str = "mrtrix", device=None):
+        m = torch.as_tensor(np.asarray(mask) != 0, device=device)
+        if m.ndim != 3:
+            raise InputError(f"a mask must be a 3-D image, got shape {tuple(m.shape)}")
+        if not bool(m.any()):
+            raise InputError("the mask is empty (no non-zero voxel)")
+        self.mask, self.rule = m, rule
+        self.grid = Grid(m.shape, affine, device=device)
+        self._ras_to_voxel_f32 = self.grid.ras_to_voxel.to(torch.float32)
+        self._dims = torch.tensor(m.shape, device=device)
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        if self.rule == "mrtrix":
+            p = points.detach().to(torch.float32)
+            m = self._ras_to_voxel_f32
+            v = p @ m[:, :3].T + m[:, 3]
+            idx = round_half_away(v).to(torch.int64)
+        else:
+            idx = torch.round(self.grid.to_voxel(points.detach())).to(torch.int64)
+        inside = ((idx >= 0) & (idx < self._dims)).all(-1)
+        idx = torch.where(inside[:, None], idx, torch.zeros_like(idx))
+        return inside & self.mask[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+class ThresholdMap:
+    """Continue while the trilinearly interpolated map is above ``threshold`` (e.g. FA > 0.2)."""
+
+    def __init__(self, values, affine, threshold: float, device=None):
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
+        if t.ndim != 3:
+            raise InputError(f"a stopping map must be a 3-D image, got shape {tuple(t.shape)}")
+        self.field = VolumeField(t[..., None], affine, rule="dipy")
+        self.threshold = float(threshold)
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        values, inside = self.field.sample(points.detach())
+        return inside & (values[:, 0] > self.threshold)

@@ -1,0 +1,183 @@
+"""``track``: seeds in, tractogram out, in RAS mm, differentiable, chunked, on CPU or CUDA."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import rng
+from .config import TrackingParams
+from .errors import InputError
+from .fields import DWIField, SHField
+from .methods import make_method
+from .propagation import HalfStreamlines, propagate
+from .stopping import BinaryMask, Status, StreamlineStatus
+from .streamlines import Tractogram
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = {"cpu": 20000, "cuda": 200000}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an InputError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+def point_limits(params: TrackingParams) -> tuple[int, int]:
+    """(min_points, max_points) of a whole streamline, as MRtrix3's ``set_num_points`` computes them
+    in float32 (downsampling ratio 1)."""
+    f = np.float32
+    step = f(params.step_size)
+    angle = f(f(params.max_angle) * np.float64(np.pi / 180.0))
+    min_radius = step / (f(2.0) * np.sin(f(0.5) * angle))
+    turn = f(2.0) * np.arcsin(step / (f(2.0) * min_radius))
+    min_step = f(2.0) * min_radius * np.sin(f(0.5) * turn)
+    min_points = 1 + int(np.ceil(f(params.min_length) / step))
+    max_points = 3 + int(np.ceil(f(params.max_length) / min_step))
+    return min_points, max_points
+
+
+def _field_to(field, device: torch.device, dtype: torch.dtype):
+    if isinstance(field, SHField):
+        return SHField(field.coeffs.to(device=device, dtype=dtype), field.affine, field.basis, field.frame)
+    if isinstance(field, DWIField):
+        return DWIField(field.data.to(device=device, dtype=dtype), field.affine, field.bvals, field.bvecs)
+    raise InputError(f"cannot track on a {type(field).__name__}; give an SHField or a DWIField")
+
+
+def _join(before: HalfStreamlines, n_before: torch.Tensor, seeds: torch.Tensor, after: HalfStreamlines,
+          n_after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Streamlines ``reversed(before) + seed + after`` as padded (M, T, 3) points and lengths (M,)."""
+    tb = before.points.shape[1]
+    src = torch.cat([before.points, seeds[:, None, :], after.points], 1)
+    lengths = n_before + 1 + n_after
+    width = int(lengths.max()) if len(lengths) else 0
+    j = torch.arange(width, device=seeds.device)[None, :]
+    nb = n_before[:, None]
+    index = torch.where(j < nb, nb - 1 - j, torch.where(j == nb, torch.full_like(j, tb), tb + j - nb))
+    index = torch.where(j < lengths[:, None], index, torch.zeros_like(index))
+    return torch.gather(src, 1, index[..., None].expand(-1, -1, 3)), lengths
+
+
+def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor,
+                 params: TrackingParams, region, limits: tuple[int, int], stats: Counter):
+    min_points, max_points = limits
+    given = ~torch.isnan(directions).any(-1)
+    random_dirs = rng.unit_vectors(params.rng_seed, ids, stream=0, dtype=seeds.dtype)
+    norm = torch.linalg.vector_norm(torch.nan_to_num(directions), dim=-1, keepdim=True).clamp(min=1e-30)
+    start = torch.where(given[:, None], torch.nan_to_num(directions) / norm, random_dirs)
+    ok = torch.ones(len(seeds), dtype=torch.bool, device=seeds.device)
+    if region is not None:
+        ok &= region.contains(seeds)
+    seed_dir, init_ok = method.init(seeds, start)
+    ok &= init_ok
+    stats[StreamlineStatus.SEED_REJECTED.name] += int((~ok).sum())
+    rows = torch.nonzero(ok).flatten()
+    if len(rows) == 0:
+        return None
+    pos, seed_dir, ids = seeds[rows], seed_dir[rows], ids[rows]
+    m = len(rows)
+    run = lambda p, d: propagate(method, p, d, params.step_size, max_points - 1, region,  # noqa: E731
+                                 rk4_cos_max=method.cos_max if params.rk4 else None)
+    if params.unidirectional:
+        first = run(pos, seed_dir)
+        second = HalfStreamlines(pos.new_zeros((m, 0, 3)), torch.zeros_like(first.counts), first.status, first.first_step)
+    elif method.reverse_uses_first_step:
+        first = run(pos, seed_dir)
+        second = run(pos, method.reverse(seed_dir, first))
+    else:  # both halves in one batch; the shared budget is applied afterwards
+        both = run(torch.cat([pos, pos]), torch.cat([seed_dir, method.reverse(seed_dir, None)]))
+        first, second = (HalfStreamlines(both.points[s], both.counts[s], both.status[s], both.first_step[s])
+                         for s in (slice(0, m), slice(m, 2 * m)))
+    n1, n2 = first.counts, second.counts
+    if method.shared_budget and not params.unidirectional:
+        cap = (max_points - 1 - n1).clamp(min=1)
+        over = n2 > cap
+        n2 = torch.where(over, cap, n2)
+        second.status = torch.where(over, torch.full_like(second.status, Status.MAX_LENGTH), second.status)
+    for half in (first,) if params.unidirectional else (first, second):
+        stats.update(Status(int(s)).name for s in half.status.tolist())
+    if params.unidirectional or method.forward_after_seed:
+        points, lengths = _join(second, n2, pos, first, n1)
+    else:
+        points, lengths = _join(first, n1, pos, second, n2)
+    accepted = (lengths >= min_points) & ~((lengths == 1) & (min_points > 1))
+    stats[StreamlineStatus.TOO_SHORT.name] += int((~accepted).sum())
+    stats[StreamlineStatus.ACCEPTED.name] += int(accepted.sum())
+    keep = torch.nonzero(accepted).flatten()
+    return points[keep], lengths[keep], ids[keep]
+
+
+def track(field, seeds, params: TrackingParams | None = None, *, seed_directions=None, mask=None,
+          progress: Callable[[int, int], None] | None = None, **overrides) -> Tractogram:
+    """Track from ``seeds`` (N, 3) RAS mm through ``field`` (an ``SHField`` or a ``DWIField``).
+
+    seed_directions: (N, 3) start directions (RAS), NaN rows for none (then MRtrix3 draws a random
+        direction and the method refines it; the draw depends only on ``rng_seed`` and the seed row).
+    mask: stopping region: a ``BinaryMask``/``ThresholdMap`` or a 3-D array on the field's grid.
+        Seeds outside it are rejected; a step that leaves it ends the streamline (point dropped).
+    params / overrides: ``TrackingParams`` fields (``step_size`` mm, ``max_angle`` degrees, ...).
+    progress: called with (seeds done, seeds total) after each chunk.
+
+    Returns the accepted streamlines in seed order, points in RAS mm, with ``seed_index`` per
+    streamline and termination counts in ``meta``. Points keep autograd history to the field's
+    tensor and to ``seeds`` when those require grad.
+    """
+    params = (params or TrackingParams()).replace(**overrides)
+    params = params.resolved(float(np.cbrt(abs(np.linalg.det(np.asarray(field.affine)[:3, :3])))))
+    device = resolve_device(params.device)
+    dtype = torch.float64 if params.precision == "float64" else torch.float32
+    field = _field_to(field, device, dtype)
+    method = make_method(field, params, dtype)
+    seeds = torch.as_tensor(seeds, dtype=dtype).to(device)
+    if seeds.ndim != 2 or seeds.shape[1] != 3:
+        raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {tuple(seeds.shape)}")
+    n = len(seeds)
+    if n == 0:
+        raise InputError("there are no seeds to track from")
+    if seed_directions is None:
+        directions = torch.full((n, 3), float("nan"), dtype=dtype, device=device)
+    else:
+        directions = torch.as_tensor(seed_directions, dtype=dtype).to(device)
+        if directions.shape != seeds.shape:
+            raise InputError(f"{len(directions)} seed directions for {n} seeds")
+    region = mask
+    if mask is not None and not hasattr(mask, "contains"):
+        region = BinaryMask(mask, field.affine, rule=method.rule, device=device)
+    limits = point_limits(params)
+    chunk = params.chunk_size or DEFAULT_CHUNK[device.type]
+    stats: Counter = Counter()
+    parts, start = [], 0
+    while start < n:
+        end = min(start + chunk, n)
+        ids = torch.arange(start, end, device=device)
+        try:
+            out = _track_chunk(method, seeds[start:end], directions[start:end], ids, params, region, limits, stats)
+        except torch.cuda.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            torch.cuda.empty_cache()
+            log.warning("CUDA ran out of memory; retrying with chunks of %d seeds", chunk)
+            continue
+        if out is not None:
+            parts.append(out)
+        start = end
+        if progress is not None:
+            progress(end, n)
+    affine, dims = np.asarray(field.affine), tuple(field.coeffs.shape[:3] if isinstance(field, SHField) else field.data.shape[:3])
+    if not parts:
+        return Tractogram(seeds.new_zeros((0, 3)), torch.zeros(1, dtype=torch.int64), affine, dims,
+                          {"seed_index": torch.zeros(0, dtype=torch.int64)}, meta=dict(stats))
+    result = Tractogram.concatenate([Tractogram.from_padded(p, l, affine, dims, {"seed_index": i}) for p, l, i in parts])
+    result.meta = dict(stats)
+    return result
