@@ -366,7 +366,8 @@ def cluster_nodes(scene, tractogram, labels, colors, name: str = "DiffTractograp
             if hasattr(display, "SetColorModeToSolid"):
                 display.SetColorModeToSolid()
             display.SetColor(*colors[k])
-        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(node), folder)
+        item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(folder, node)
+        hierarchy.SetItemParent(item, folder)
         nodes.append(node)
     return folder, nodes
 
