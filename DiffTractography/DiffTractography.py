@@ -262,18 +262,20 @@ def ensureDependencies() -> bool:
     missing = _missingRequirements(requirements)
     if not missing:
         return True
-    if not slicer.util.confirmOkCancelDisplay(
-            _("DiffTractography needs these Python packages: {names}. Install them now?").format(names=", ".join(missing))):
+    question = _("DiffTractography needs these Python packages: {names}. Install them now?")
+    if not slicer.util.confirmOkCancelDisplay(question.format(names=", ".join(missing))):
         return False
     import numpy
 
     constraints = slicer.util.tempDirectory() + "/DiffTractography-constraints.txt"
     with open(constraints, "w") as f:
         f.write(f"numpy=={numpy.__version__}\n")
-    if hasattr(slicer, "packaging"):
-        slicer.packaging.pip_install(missing, constraints=constraints, requester="DiffTractography")
-    else:
+    try:
+        from slicer.packaging import pip_install
+    except ImportError:  # Slicer before 5.12: a plain pip call
         slicer.util.pip_install(["-c", constraints, *missing])
+    else:
+        pip_install(missing, constraints=constraints, requester="DiffTractography")
     return True
 
 
@@ -374,6 +376,7 @@ class DiffTractographyTest(ScriptedLoadableModuleTest):
 
     def setUp(self):
         slicer.mrmlScene.Clear()
+        self.assertTrue(ensureDependencies())
 
     def runTest(self):
         self.setUp()
@@ -389,18 +392,11 @@ class DiffTractographyTest(ScriptedLoadableModuleTest):
 
         tensors = np.zeros((24, 12, 12, 3, 3))
         tensors[...] = np.diag([1.7e-3, 0.3e-3, 0.3e-3])
-        affine = np.diag([2.0, 2.0, 2.0, 1.0])
-        dwi = mrml.dwi_from_tensors(tensors, affine)
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "SyntheticDWI")
-        slicer.util.updateVolumeFromArray(node, dwi.data.transpose(2, 1, 0, 3))
-        node.SetSpacing(2.0, 2.0, 2.0)
-        node.SetNumberOfGradients(len(dwi.bvals))
-        for i, (b, g) in enumerate(zip(dwi.bvals, dwi.bvecs)):
-            node.SetBValue(i, b)
-            node.SetDiffusionGradient(i, g)
+        signal = mrml.dwi_from_tensors(tensors, np.diag([2.0, 2.0, 2.0, 1.0]))
+        dwi = mrml.dwi_node(slicer.mrmlScene, signal, "SyntheticDWI")
         seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Seeds")
         seeds.AddControlPoint([23.0, 11.0, 11.0])
-        return node, seeds
+        return dwi, seeds
 
     def test_TrackSyntheticDWI(self):
         self.delayDisplay("Tracking a synthetic DWI")

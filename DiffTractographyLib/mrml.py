@@ -86,6 +86,41 @@ def volume_arrays(node) -> tuple[np.ndarray, np.ndarray]:
     return (data[..., 0] if data.shape[-1] == 1 else data), node_to_world(node) @ _array(ijk_to_ras)
 
 
+def _vtk_matrix(array):
+    vtk, _ = _vtk()
+    matrix = vtk.vtkMatrix4x4()
+    matrix.DeepCopy(np.asarray(array, dtype=np.float64).ravel())
+    return matrix
+
+
+def volume_node(scene, data: np.ndarray, affine, class_name: str = "vtkMRMLScalarVolumeNode", name: str = "volume"):
+    """A new volume node of ``class_name`` holding (X, Y, Z) or (X, Y, Z, C) ``data`` (copied) on
+    the voxel -> RAS ``affine``."""
+    vtk, ns = _vtk()
+    values = np.asarray(data)
+    x, y, z = values.shape[:3]
+    kji = np.ascontiguousarray(values.reshape(x, y, z, -1).transpose(2, 1, 0, 3).reshape(x * y * z, -1))
+    image = vtk.vtkImageData()
+    image.SetDimensions(x, y, z)
+    image.GetPointData().SetScalars(ns.numpy_to_vtk(kji, deep=True))
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(_vtk_matrix(as_affine(affine)))
+    return node
+
+
+def dwi_node(scene, dwi: DWI, name: str = "DWI"):
+    """A new vtkMRMLDiffusionWeightedVolumeNode holding ``dwi`` with its gradients in RAS (identity
+    measurement frame); ``dwi_from_node`` gives ``dwi`` back."""
+    node = volume_node(scene, dwi.data, dwi.affine, DWI_NODE, name)
+    node.SetNumberOfGradients(len(dwi.bvals))
+    for i, (b, g) in enumerate(zip(dwi.bvals, dwi.bvecs)):
+        node.SetBValue(i, float(b))
+        node.SetDiffusionGradient(i, [float(v) for v in g])
+    node.SetMeasurementFrameMatrix(_vtk_matrix(np.eye(4)))
+    return node
+
+
 def _require(node, class_name: str, what: str) -> None:
     if node is None or not node.IsA(class_name):
         raise InputError(f"{what} must be a {class_name}, got {node.GetClassName() if node else 'nothing'}")
@@ -294,7 +329,8 @@ def regions(nodes, algorithm: str, device=None) -> list:
     """``region_from_node`` of a node, a list of nodes, or None (no region)."""
     if nodes is None:
         return []
-    return [region_from_node(n, algorithm, device=device) for n in (nodes if isinstance(nodes, (list, tuple)) else [nodes])]
+    listed = nodes if isinstance(nodes, (list, tuple)) else [nodes]
+    return [region_from_node(n, algorithm, device=device) for n in listed]
 
 
 def tracking_params(node, parameters: dict) -> TrackingParams:
@@ -310,13 +346,18 @@ def tracking_params(node, parameters: dict) -> TrackingParams:
 
 def with_tensors(tractogram, field):
     """``tractogram`` with per-point ``tensor`` (P, 9; RAS, mm^2/s, row-major) and ``FA`` (P,) of the
-    tensor Tensor_Det fits at each point of a ``DWIField``: the arrays SlicerDMRI colours and glyphs by."""
+    tensor Tensor_Det fits at each point of a ``DWIField``: the arrays SlicerDMRI colours and glyphs
+    by. A last point past the image edge takes the tensor at the edge."""
     import torch
 
     from .methods.tensordet import TensorDet, tensor_fa
 
-    dt, _ = TensorDet(field, cutoff=0.0, max_angle=90.0, dtype=field.data.dtype)._tensor(
-        tractogram.points.detach().to(field.data.device, field.data.dtype))
+    method = TensorDet(field, cutoff=0.0, max_angle=90.0, dtype=field.data.dtype)
+    grid = method.volume.grid
+    affine = torch.as_tensor(grid.affine, dtype=torch.float64, device=field.data.device)
+    voxels = grid.to_voxel(tractogram.points.detach().to(field.data.device))
+    voxels = voxels.clamp(min=0).minimum(torch.as_tensor(grid.shape, device=voxels.device) - 1.0)
+    dt, _ = method._tensor((voxels @ affine[:3, :3].T + affine[:3, 3]).to(field.data.dtype))
     xx, yy, zz, xy, xz, yz = dt[:, :6].T
     tensor = torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], -1)
     return dataclasses.replace(tractogram, data_per_point={
@@ -404,7 +445,8 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
                             rng_seed=params.rng_seed)
     stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
     tractogram = track(field, seeds, params, mask=stop, progress=progress)
-    tractogram = select(tractogram, regions(include, params.algorithm, device), regions(exclude, params.algorithm, device))
+    tractogram = select(tractogram, regions(include, params.algorithm, device),
+                        regions(exclude, params.algorithm, device))
     if params.algorithm == "tensordet":
         tractogram = with_tensors(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)

@@ -39,7 +39,8 @@ def read_fsl(nifti, bval, bvec):
     vectors = np.loadtxt(bvec).T
     if np.linalg.det(img.affine[:3, :3]) > 0:
         vectors = vectors * [-1, 1, 1]
-    return np.asarray(img.dataobj, dtype=np.float32), img.affine, np.loadtxt(bval), vectors @ axes_rotation(img.affine).T
+    ras = vectors @ axes_rotation(img.affine).T
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine, np.loadtxt(bval), ras
 
 
 def write_fsl(folder, data, affine, bvals, bvecs_ras):
@@ -103,7 +104,8 @@ def test_a_non_linear_transform_is_refused(scene, build, oblique_affine):
 
 def test_arrays_are_copies_and_conversion_leaves_the_node_as_it_was(scene, build, oblique_affine, rotate):
     data = np.random.default_rng(1).uniform(1, 2, (4, 5, 6, len(BVALS))).astype(np.float32)
-    node = build.dwi(scene, data, oblique_affine, BVALS, gradient_table() @ rotate([1, 0, 0], 10), rotate([1, 0, 0], 10))
+    mf = rotate([1, 0, 0], 10)
+    node = build.dwi(scene, data, oblique_affine, BVALS, gradient_table() @ mf, mf)
     before = build.checksum(node)
 
     dwi = mrml.dwi_from_node(node)
@@ -194,6 +196,25 @@ def test_segmentation_mask_is_the_union_of_the_chosen_segments(scene, build, obl
 
 
 def test_region_must_be_a_label_map_or_segmentation(scene, build, oblique_affine):
-    node = build.dwi(scene, np.ones((2, 2, 2, len(BVALS)), np.float32), oblique_affine, BVALS, gradient_table(), np.eye(3))
+    data = np.ones((2, 2, 2, len(BVALS)), np.float32)
+    node = build.dwi(scene, data, oblique_affine, BVALS, gradient_table(), np.eye(3))
     with pytest.raises(InputError, match="a region must be a label map or a segmentation, got 'dwi'"):
         mrml.mask_from_node(node)
+
+
+def test_library_arrays_round_trip_through_new_nodes(scene, oblique_affine):
+    from DiffTractographyLib.dwi import DWI
+
+    data = np.random.default_rng(6).uniform(1, 9, (4, 5, 6, len(BVALS))).astype(np.float32)
+    dwi = DWI(data, oblique_affine, BVALS, gradient_table())
+    labels = (data[..., 0] > 5).astype(np.uint8)
+
+    back = mrml.dwi_from_node(mrml.dwi_node(scene, dwi, "round trip"))
+    values, affine = mrml.volume_arrays(mrml.volume_node(scene, labels, oblique_affine, "vtkMRMLLabelMapVolumeNode"))
+
+    np.testing.assert_array_equal(back.data, data)
+    np.testing.assert_allclose(back.affine, oblique_affine, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(back.bvals, BVALS)
+    np.testing.assert_allclose(back.bvecs, dwi.bvecs, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(values, labels)
+    np.testing.assert_allclose(affine, oblique_affine, rtol=0, atol=1e-12)

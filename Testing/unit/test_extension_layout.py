@@ -108,9 +108,9 @@ def test_ui_top_level_is_a_mrml_widget_connected_to_every_node_combo_box(ui_root
     top = ui_root.find("widget")
     assert top.get("class") == "qMRMLWidget"
     combos = {w.get("name") for w in ui_root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    wiring = (top.get("name"), "mrmlSceneChanged(vtkMRMLScene*)", "setMRMLScene(vtkMRMLScene*)")
     connected = {c.findtext("receiver") for c in ui_root.iter("connection")
-                 if c.findtext("sender") == top.get("name") and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
-                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+                 if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot")) == wiring}
     assert combos and combos == connected
 
 
@@ -151,7 +151,8 @@ def test_icon_is_a_128_pixel_png():
 
 
 def test_requirements_never_name_what_slicer_or_the_pytorch_extension_provides():
-    lines = [line.split("#")[0].strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()]
+    text = (MODULE_DIR / "Resources" / "requirements.txt").read_text()
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
     names = {re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line}
     assert names == {"dipy", "nibabel", "trx-python"}
     assert not names & {"torch", "vtk", "numpy", "scipy", "simpleitk", "pyqt5", "pyside6", "slicer-core"}
