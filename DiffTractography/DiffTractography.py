@@ -91,7 +91,6 @@ class DiffTractographyParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     clusterThreshold: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     minClusterSize: Annotated[int, WithinRange(1, 100000)] = 1
-    interactive: bool = False
 
 
 class TrackingCancelled(Exception):
@@ -206,13 +205,13 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not checked:
             return
         try:
-            started = ensureDependencies()
-            if started:
+            ready = ensureDependencies()
+            if ready:
                 self.logic.startInteractive(self._parameterNode)
         except Exception as exc:
-            started = False
+            ready = False
             slicer.util.errorDisplay(_("Interactive seeding could not start: {cause}").format(cause=exc))
-        if not started:
+        if not ready:
             self.ui.interactiveCheckBox.checked = False
             return
         self._observedSeeds = self._parameterNode.seeds

@@ -474,7 +474,8 @@ class InteractiveSeeding:
     on the tracking device.
 
     Streamlines of control point m carry ``seed_index`` in ``m * seeds_per_point + (0..seeds_per_point-1)``,
-    as ``run`` numbers them.
+    as ``run`` numbers them. Per-point tensors are left out: fitting them at every point costs about
+    half as much as the tracking itself, and a final ``run`` adds them.
     """
 
     def __init__(self, scene, inputNode, fiducialNode, outputNode=None, *, mask=None, include=None, exclude=None,
@@ -508,9 +509,8 @@ class InteractiveSeeding:
         for m in changed:
             seeds = seeding.seeds_in_spheres(points[m:m + 1], self.seed_radius, self.seeds_per_point,
                                              self.params.rng_seed, indices=[m])
-            part = select(track(self.field, seeds, self.params, mask=self.mask), self.include, self.exclude)
-            part.data_per_streamline["seed_index"] = part.data_per_streamline["seed_index"] + m * self.seeds_per_point
-            parts[m] = with_tensors(part, self.field) if self.params.algorithm == "tensordet" else part
+            parts[m] = select(track(self.field, seeds, self.params, mask=self.mask), self.include, self.exclude)
+            parts[m].data_per_streamline["seed_index"] += m * self.seeds_per_point
         self._positions, self._parts = points, parts
         result = Tractogram.concatenate(parts) if parts else Tractogram.from_list([])
         self.outputNode = bundle_node(self.scene, result, self.outputNode, self.name)
