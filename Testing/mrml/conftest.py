@@ -75,6 +75,22 @@ def add_transform(scene, matrix, node):
     return transform
 
 
+def write_fsl(folder, data, affine, bvals, bvecs_ras):
+    """The NIfTI + .bval/.bvec a user has for the same acquisition (FSL convention: b-vectors along
+    the voxel axes, x negated when det(affine) > 0). Returns the three paths."""
+    import nibabel as nib
+
+    from DiffTractographyLib.geometry import axes_rotation
+
+    vectors = np.asarray(bvecs_ras) @ axes_rotation(affine)
+    if np.linalg.det(affine[:3, :3]) > 0:
+        vectors = vectors * [-1, 1, 1]
+    nib.save(nib.Nifti1Image(data, affine), folder / "dwi.nii.gz")
+    np.savetxt(folder / "dwi.bval", np.asarray(bvals)[None], fmt="%g")
+    np.savetxt(folder / "dwi.bvec", vectors.T, fmt="%.17g")
+    return folder / "dwi.nii.gz", folder / "dwi.bval", folder / "dwi.bvec"
+
+
 def checksum(node) -> str:
     """SHA-256 of everything a volume or markups node holds that tracking reads."""
     from vtk.util import numpy_support as ns
@@ -107,7 +123,7 @@ def scene():
 @pytest.fixture
 def build():
     return SimpleNamespace(volume=add_volume, dwi=add_dwi, dti=add_dti, transform=add_transform,
-                           checksum=checksum, matrix=_vtk_matrix)
+                           checksum=checksum, fsl=write_fsl)
 
 
 def rotation(axis, degrees: float) -> np.ndarray:

@@ -43,18 +43,6 @@ def read_fsl(nifti, bval, bvec):
     return np.asarray(img.dataobj, dtype=np.float32), img.affine, np.loadtxt(bval), ras
 
 
-def write_fsl(folder, data, affine, bvals, bvecs_ras):
-    import nibabel as nib
-
-    vectors = bvecs_ras @ axes_rotation(affine)
-    if np.linalg.det(affine[:3, :3]) > 0:
-        vectors = vectors * [-1, 1, 1]
-    nib.save(nib.Nifti1Image(data, affine), folder / "dwi.nii.gz")
-    np.savetxt(folder / "dwi.bval", bvals[None], fmt="%g")
-    np.savetxt(folder / "dwi.bvec", vectors.T, fmt="%.17g")
-    return folder / "dwi.nii.gz", folder / "dwi.bval", folder / "dwi.bvec"
-
-
 @pytest.mark.parametrize("flip", [False, True], ids=["det>0", "det<0"])
 @pytest.mark.parametrize("frame", ["oblique", "LPS"])
 def test_dwi_node_gives_the_dwi_of_the_equivalent_nifti(scene, build, oblique_affine, rotate, tmp_path, flip, frame):
@@ -63,7 +51,7 @@ def test_dwi_node_gives_the_dwi_of_the_equivalent_nifti(scene, build, oblique_af
     data = np.random.default_rng(0).uniform(10, 1000, (5, 6, 7, len(BVALS))).astype(np.float32)
     bvecs = gradient_table()
     node = build.dwi(scene, data, affine, BVALS, bvecs @ mf, mf)  # g_node = MF^T g_ras
-    reference = read_fsl(*write_fsl(tmp_path, data, affine, BVALS, bvecs))
+    reference = read_fsl(*build.fsl(tmp_path, data, affine, BVALS, bvecs))
 
     dwi = mrml.dwi_from_node(node)
 
