@@ -40,6 +40,7 @@ ROI_RADII = 10
 TAU = 0.1
 LAMBDA = 1.0
 MAX_ITER = 50
+_DIPY_RIDGE = 1e-5
 _LOW_ORDER = sh.n_coeffs(4)  # the first constraint set comes from the lmax-4 part, as in DIPY
 
 
@@ -86,8 +87,11 @@ class Deconvolution:
     def __post_init__(self):
         x, h = self.forward, self.constraint
         normal = x.T @ x
-        jitter = 10 * torch.finfo(x.dtype).eps * normal.diagonal().mean()  # keeps super-resolved fits factorisable
-        object.__setattr__(self, "normal", (normal + jitter * torch.eye(len(normal), dtype=x.dtype, device=x.device)).reshape(-1))
+        if torch.linalg.cholesky_ex(normal).info:  # super-resolved (more coefficients than directions)
+            # DIPY adds 1e-5 to its X'X (raw signal units) when the Cholesky fails; here X is scaled by 1/S0
+            ridge = max(_DIPY_RIDGE / self.s0 ** 2, 10 * torch.finfo(x.dtype).eps * float(normal.diagonal().mean()))
+            normal = normal + ridge * torch.eye(len(normal), dtype=x.dtype, device=x.device)
+        object.__setattr__(self, "normal", normal.reshape(-1))
         object.__setattr__(self, "products", (h[:, :, None] * h[:, None, :]).reshape(len(h), -1))
 
 

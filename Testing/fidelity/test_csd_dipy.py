@@ -78,6 +78,17 @@ def test_coefficients_match_dipy_in_its_basis_and_frame(phantom):
     assert not fod.coeffs.numpy()[~mask].any()
 
 
+def test_lmax_12_is_super_resolved_like_dipy(phantom):
+    dwi, mask, _, response, _ = phantom
+    gtab = gradient_table(dwi.bvals, bvecs=dwi.bvecs_voxel)
+    with pytest.warns(UserWarning):
+        model = csdeconv.ConstrainedSphericalDeconvModel(gtab, (np.array(response.evals), response.s0), sh_order_max=12)
+    reference = model.fit(dwi.data, mask=mask).shm_coeff
+    with pytest.warns(UserWarning, match="lmax 12 has 91 coefficients for 64 diffusion-weighted volumes"):
+        fod = fit_fod(dwi, mask, 12, response=response, basis="descoteaux07", frame="voxel")
+    np.testing.assert_allclose(fod.coeffs.numpy()[mask], reference[mask], atol=1e-6)
+
+
 @pytest.mark.parametrize("frame, basis", [("voxel", "descoteaux07"), ("world", "tournier07")])
 def test_peaks_match_dipy(phantom, frame, basis):
     dwi, mask, single, response, reference = phantom
