@@ -145,26 +145,30 @@ def load_nrrd_dwi(path, *, b0_threshold: float = B0_THRESHOLD) -> DWI:
 def _nrrd_gradients(header: dict, n: int, path: Path) -> np.ndarray:
     """(n, 3) ``DWMRI_gradient_NNNN`` vectors, expanding ``DWMRI_NEX_NNNN`` repetitions."""
     vectors: list[np.ndarray | None] = [None] * n
-    for key, value in header.items():
-        if key.startswith("DWMRI_gradient_"):
-            index = int(key.rsplit("_", 1)[1])
-            if index >= n:
-                raise InputError(f"{path}: {key} is beyond the image's {n} volumes")
-            try:
-                vectors[index] = np.array(str(value).split(), dtype=np.float64).reshape(3)
-            except ValueError as exc:
-                raise InputError(f"{path}: {key} is not three numbers: {value!r}") from exc
-    for key, value in header.items():
-        if key.startswith("DWMRI_NEX_"):
-            index = int(key.rsplit("_", 1)[1])
-            for repeat in range(index + 1, min(index + int(value), n)):
-                vectors[repeat] = vectors[index]
+    for index, value in _numbered(header, "DWMRI_gradient_", n, path):
+        try:
+            vectors[index] = np.array(str(value).split(), dtype=np.float64).reshape(3)
+        except ValueError as exc:
+            raise InputError(f"{path}: DWMRI_gradient_{index:04d} is not three numbers: {value!r}") from exc
+    for index, value in _numbered(header, "DWMRI_NEX_", n, path):
+        for repeat in range(index + 1, min(index + int(value), n)):
+            vectors[repeat] = vectors[index]
     missing = [i for i, v in enumerate(vectors) if v is None]
     if len(missing) == n:
         raise InputError(f"{path}: not a DWI NRRD (no DWMRI_gradient_NNNN keys)")
     if missing:
         raise InputError(f"{path}: the image has {n} volumes but no DWMRI_gradient for volumes {missing[:8]}")
     return np.stack(vectors)
+
+
+def _numbered(header: dict, prefix: str, n: int, path: Path) -> list[tuple[int, str]]:
+    """(index, value) of the header keys ``prefix`` + digits; indices must address one of ``n`` volumes."""
+    found = [(int(key[len(prefix):]), value) for key, value in header.items()
+             if key.startswith(prefix) and key[len(prefix):].isdigit()]
+    beyond = [i for i, _ in found if i >= n]
+    if beyond:
+        raise InputError(f"{path}: {prefix}{beyond[0]:04d} is beyond the image's {n} volumes")
+    return found
 
 
 def load_mask(path, dwi: DWI) -> np.ndarray:

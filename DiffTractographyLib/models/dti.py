@@ -96,7 +96,8 @@ def fit_tensor(signal: torch.Tensor, bvals, bvecs, method: str = "WLS", min_sign
     xs = x / scale
     beta = log_s @ torch.linalg.pinv(xs).T
     if method == "WLS":  # normal equations X' W^2 X beta = X' W^2 y, built as GEMMs over the volumes
-        w2 = torch.exp(2.0 * (beta @ xs.T))
+        predicted = beta @ xs.T  # log of the OLS-predicted signal; weights are only defined up to a scale
+        w2 = torch.exp(2.0 * (predicted - predicted.amax(-1, keepdim=True)))
         outer = (xs[:, :, None] * xs[:, None, :]).reshape(len(xs), -1)
         normal = (w2 @ outer).reshape(-1, 7, 7)
         beta = torch.cholesky_solve(((w2 * log_s) @ xs)[..., None], torch.linalg.cholesky(normal))[..., 0]

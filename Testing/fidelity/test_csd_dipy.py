@@ -119,3 +119,24 @@ def test_peaks_match_dipy_on_the_full_phantom():
         same, close = peak_agreement(fit_fod(dwi, mask, 8, response=response, frame=frame), reference, mask, single,
                                      dwi.affine)
         assert same >= 99.0 and close >= 99.0
+
+
+@pytest.mark.slow
+def test_world_frame_tournier07_reads_like_mrtrix3s_fod():
+    """Our default export (world frame, tournier07) peaks where MRtrix3's own CSD of the phantom does."""
+    if not SHARED.exists():
+        pytest.skip("needs ../shared/data")
+    folder = SHARED / "phantom_cross"
+    dwi = load_dwi(folder / "dwi.nii.gz")
+    mask = nib.load(folder / "mask.nii.gz").get_fdata() > 0
+    ours = fit_fod(dwi, mask).coeffs.numpy()
+    mrtrix = nib.load(folder / "fod_mrtrix.nii.gz").get_fdata()
+    on_sphere = sh.basis_matrix(torch.as_tensor(default_sphere.vertices), 8, "tournier07").numpy()
+    single = (np.load(folder / "truth.npz")["labels"].sum(0) == 1) & mask
+    same, angles = [], []
+    for ijk in map(tuple, np.argwhere(mask)):
+        a, b = peaks(ours[ijk], on_sphere), peaks(mrtrix[ijk], on_sphere)
+        same.append(len(a) == len(b))
+        if single[ijk] and len(a) and len(b):
+            angles.append(np.degrees(np.arccos(min(1.0, abs(a[0] @ b[0])))))
+    assert np.mean(same) > 0.95 and np.median(angles) < 1.0

@@ -215,3 +215,16 @@ def test_an_nrrd_without_gradients_is_not_a_dwi(tmp_path):
                {"space": "left-posterior-superior", "kinds": ["space", "space", "space", "list"]})
     with pytest.raises(InputError, match="not a DWI NRRD \\(no DWMRI_gradient_NNNN keys\\)"):
         load_dwi(path)
+
+
+def test_nrrd_nex_repeats_a_gradient_over_the_next_volumes(tmp_path):
+    nrrd = pytest.importorskip("nrrd")
+    path = tmp_path / "nex.nrrd"
+    header = {"space": "right-anterior-superior", "kinds": ["space", "space", "space", "list"],
+              "space directions": np.vstack([np.eye(3) * 2, np.full((1, 3), np.nan)]), "DWMRI_b-value": "1000",
+              "DWMRI_gradient_0000": "0 0 0", "DWMRI_NEX_0000": "3", "DWMRI_gradient_0003": "0 0 1",
+              "DWMRI_gradient_0004": "0 0.6 0.8"}
+    nrrd.write(str(path), np.ones((2, 2, 2, 5), np.float32), header)
+    dwi = load_dwi(path)
+    assert dwi.bvals.tolist() == [0, 0, 0, 1000, 1000] and dwi.b0_mask.sum() == 3
+    np.testing.assert_allclose(dwi.bvecs[3:], [[0, 0, 1], [0, 0.6, 0.8]])
