@@ -9,13 +9,14 @@ auto_response_ssst), MRtrix3 ``dwi2tensor`` and ``dwi2fod csd`` (same response, 
 SH coefficients; the DWI is converted to .mif beforehand so that gzip decoding is not timed, the
 command's start-up and output write are). Ours: ``fit_dti`` and ``fit_fod`` with that response,
 timed after one warm-up run, with ``torch.cuda.synchronize()`` on CUDA. Ratios are reference time /
-our time (> 1: we are faster). One JSON record is printed last (``--save`` writes it to
-benchmarks/results/<commit>_<device>.json).
+our time (> 1: we are faster). OMP_WAIT_POLICY defaults to PASSIVE (see below). One JSON record is
+printed last (``--save`` writes it to benchmarks/results/<commit>_<device>.json).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# OpenMP threads that spin while waiting steal the cores they wait for on a shared machine; set
+# before torch loads OpenMP (an explicit OMP_WAIT_POLICY in the environment wins)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
