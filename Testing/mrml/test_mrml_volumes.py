@@ -64,6 +64,24 @@ def test_dwi_node_gives_the_dwi_of_the_equivalent_nifti(scene, build, oblique_af
     np.testing.assert_allclose(dwi.bvecs, bvecs, rtol=0, atol=1e-12)
 
 
+def test_slicer_nrrd_of_a_dwi_node_reads_back_as_the_same_dwi(scene, build, oblique_affine, rotate, tmp_path):
+    from DiffTractographyLib.dwi_io import load_dwi
+
+    mf = rotate([3, 1, -1], 65.0)
+    data = np.random.default_rng(9).uniform(10, 1000, (5, 6, 7, len(BVALS))).astype(np.float32)
+    node = build.dwi(scene, data, las(oblique_affine), BVALS, gradient_table() @ mf, mf)
+    storage = node.CreateDefaultStorageNode()
+    storage.SetFileName(str(tmp_path / "dwi.nhdr"))
+    assert storage.WriteData(node)
+
+    from_file, from_node = load_dwi(tmp_path / "dwi.nhdr"), mrml.dwi_from_node(node)
+
+    np.testing.assert_array_equal(from_file.data, from_node.data)
+    np.testing.assert_allclose(from_file.affine, from_node.affine, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(from_file.bvecs, from_node.bvecs, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(from_file.bvals, from_node.bvals, rtol=0, atol=1e-3)
+
+
 def test_dwi_under_a_linear_transform_moves_and_turns_with_it(scene, build, oblique_affine, rotate):
     data = np.ones((3, 4, 5, len(BVALS)), np.float32)
     bvecs = gradient_table()
