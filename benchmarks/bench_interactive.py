@@ -9,12 +9,13 @@ timed separately; the minimum over repeats is the figure least disturbed by othe
 Prints one JSON record.
 
     python benchmarks/bench_interactive.py [--data ../shared/data/phantom_cross] [--seeds 1000]
-        [--algorithm tensordet sdstream] [--moves 5] [--device cpu] [--threads N]
+        [--algorithm tensordet sdstream] [--moves 5] [--device cpu] [--threads N] [--save]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -22,8 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# OpenMP threads that spin while waiting steal the cores they wait for on a shared machine; set
+# before torch loads OpenMP (an explicit OMP_WAIT_POLICY in the environment wins), as bench_fit does
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +43,7 @@ def parse_args():
     p.add_argument("--moves", type=int, default=5, help="timed moves of the fiducial (default 5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--save", action="store_true", help="write benchmarks/results/interactive_<commit>_<device>.json")
     return p.parse_args()
 
 
@@ -144,6 +150,10 @@ def main() -> None:
               "threads": torch.get_num_threads(), "data": str(args.data), "params": params,
               "results": [bench(args, a, params) for a in args.algorithm]}
     print(json.dumps(record, indent=1))
+    if args.save:
+        results = ROOT / "benchmarks" / "results"
+        results.mkdir(exist_ok=True)
+        (results / f"interactive_{commit}_{args.device}.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
