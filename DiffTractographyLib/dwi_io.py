@@ -1,6 +1,4 @@
-"""DWI files in, maps out: NIfTI + FSL .bval/.bvec or MRtrix .b tables, Slicer's DWI NRRD; masks;
-atomic NIfTI writes.
-
+"""DWI files in: NIfTI + FSL .bval/.bvec or MRtrix .b tables, Slicer's DWI NRRD; masks.
 Every reader returns a ``DWI`` whose b-vectors are in the RAS (world) frame:
 
 - FSL ``.bvec`` rows are directions along the stored voxel axes, x negated when the affine's
@@ -12,15 +10,14 @@ Every reader returns a ``DWI`` whose b-vectors are in the RAS (world) frame:
 """
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 
 from .dwi import B0_THRESHOLD, DWI
 from .errors import InputError
-from .geometry import as_affine, axes_rotation
-from .io import atomic_path
+from .geometry import axes_rotation
+from .images import load_nifti
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -36,7 +33,8 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
     (.b) table, or a Slicer DWI NRRD (.nrrd/.nhdr, gradients in its header). Without a table, a NIfTI's
     sidecars ``<stem>.bval`` / ``<stem>.bvec`` (dcm2niix's naming) are used when present."""
     path = Path(path)
-    _exists(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
     name = path.name.lower()
     if name.endswith(NRRD_SUFFIXES):
         if bvals is not None or bvecs is not None or grad is not None:
@@ -44,7 +42,7 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         return load_nrrd_dwi(path, b0_threshold=b0_threshold)
     if not name.endswith(NIFTI_SUFFIXES):
         raise InputError(f"{path}: unknown DWI format; use NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)")
-    data, affine = _read_nifti(path)
+    data, affine = load_nifti(path, ndim=4, what="DWI")
     if grad is not None:
         if bvals is not None or bvecs is not None:
             raise InputError("give either an MRtrix gradient table (--grad) or FSL --bvals/--bvecs, not both")
@@ -107,7 +105,8 @@ def load_nrrd_dwi(path, *, b0_threshold: float = B0_THRESHOLD) -> DWI:
         raise InputError("reading NRRD files needs the pynrrd package: pip install pynrrd "
                          "(or the 'nrrd' extra: pip install difftractography[nrrd])") from exc
     path = Path(path)
-    _exists(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
     try:
         data, header = nrrd.read(str(path))
     except (nrrd.NRRDError, OSError, ValueError) as exc:
@@ -173,48 +172,16 @@ def _numbered(header: dict, prefix: str, n: int, path: Path) -> list[tuple[int, 
 
 def load_mask(path, dwi: DWI) -> np.ndarray:
     """(X, Y, Z) bool mask (values > 0) on the DWI's grid; any other grid is an ``InputError``."""
-    data, affine = _read_nifti(Path(path), dimensions=(3,))
+    data, affine = load_nifti(path, ndim=3, what="mask")
     if data.shape != dwi.data.shape[:3] or not np.allclose(affine, dwi.affine, atol=1e-3):
         raise InputError(f"{path}: the mask's grid (shape {data.shape}) differs from the DWI's "
                          f"(shape {dwi.data.shape[:3]}) or its affine does not match")
     return data > 0
 
 
-def save_map(array, affine, path, description: str = "") -> None:
-    """Write a float32 NIfTI map (X, Y, Z[, C]) atomically; ``description`` goes to the header
-    (truncated to NIfTI's 80 characters)."""
-    import nibabel as nib
-
-    image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), as_affine(affine))
-    image.header.set_sform(image.affine, code=1)
-    image.header.set_qform(image.affine, code=1)
-    image.header["descrip"] = description.encode()[:79]
-    payload = image.to_bytes()
-    if str(path).endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=6)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(payload)
-
-
-def _read_nifti(path: Path, dimensions: tuple[int, ...] = (4,)) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    _exists(path)
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise InputError(f"{path}: not a readable NIfTI image ({exc})") from exc
-    shape = image.shape
-    if len(shape) == 4 and 3 in dimensions and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) not in dimensions:
-        what = "a 4-D image (x, y, z, volumes)" if dimensions == (4,) else "a 3-D image"
-        raise InputError(f"{path}: expected {what}; got {len(image.shape)}-D data of shape {image.shape}")
-    return image.get_fdata(dtype=np.float32).reshape(shape), np.asarray(image.affine, dtype=np.float64)
-
-
 def _read_table(path) -> np.ndarray:
-    _exists(Path(path))
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file")
     try:
         table = np.loadtxt(path, ndmin=2, comments="#", dtype=np.float64)
     except ValueError as exc:
@@ -235,8 +202,3 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
 def _check_count(data: np.ndarray, n: int, what: str) -> None:
     if data.shape[3] != n:
         raise InputError(f"the DWI has {data.shape[3]} volumes but {what}")
-
-
-def _exists(path: Path) -> None:
-    if not Path(path).exists():
-        raise InputError(f"{path}: no such file")

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from .. import __version__, sh
+from ..devices import resolve_device
 from ..dwi import B0_THRESHOLD
-from ..dwi_io import load_dwi, load_mask, save_map
+from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
+from ..images import save_nifti
 from ..io import atomic_path
 from ..models import csd, dti
 from ..models.volumes import FRAMES
@@ -70,7 +72,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
     mask = load_mask(args.mask, dwi) if args.mask else None
-    device = _device(args.device)
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.precision)
     prefix = Path(args.out_prefix)
     written = (_fit_dti if args.model == "dti" else _fit_csd)(args, dwi, mask, device, dtype, prefix)
@@ -88,7 +90,7 @@ def _fit_dti(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
     written = []
     for name, (value, what) in maps.items():
         path = _output(prefix, f"_{name}.nii.gz")
-        save_map(value.cpu().numpy(), dwi.affine, path, f"{tag} {what}")
+        save_nifti(value.cpu().numpy(), dwi.affine, path, f"{tag} {what}")
         written.append(path)
     return written
 
@@ -100,7 +102,7 @@ def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
     fod = csd.fit_fod(dwi, mask, args.lmax, response=response, basis=args.sh_basis, frame=args.frame, tau=args.tau,
                       lambda_=args.lambda_, device=device, dtype=dtype)
     fod_path, json_path, response_path = (_output(prefix, s) for s in ("_fod.nii.gz", "_fod.json", "_response.txt"))
-    save_map(fod.coeffs.cpu().numpy(), dwi.affine, fod_path, f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame")
+    save_nifti(fod.coeffs.cpu().numpy(), dwi.affine, fod_path, f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame")
     sidecar = {
         "model": "csd", "software": f"difftractography {__version__}", "sh_basis": fod.basis, "sh_frame": fod.frame,
         "frame_meaning": "world: RAS directions (MRtrix3); voxel: directions along the voxel axes (DIPY)",
@@ -111,18 +113,6 @@ def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
     _write_text(response_path, "# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
                                + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")
     return [fod_path, json_path, response_path]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name} was asked for but no CUDA device is available")
-    return device
 
 
 def _read_response(path) -> csd.Response:

@@ -11,7 +11,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from DiffTractographyLib.dwi_io import (fsl_to_ras, load_dwi, load_mask, load_nrrd_dwi, ras_to_fsl,
-                                        read_mrtrix_gradients, save_map)
+                                        read_mrtrix_gradients)
+from DiffTractographyLib.images import save_nifti
 from DiffTractographyLib.errors import InputError
 
 OBLIQUE = Rotation.from_euler("xyz", [10, -7, 20], degrees=True).as_matrix()
@@ -163,13 +164,13 @@ def test_nrrd_gradients_match_slicers_reader(tmp_path, data_dir):
 
 def test_maps_are_written_atomically_with_a_description(tmp_path):
     path = tmp_path / "fa.nii.gz"
-    save_map(np.full((2, 3, 4), 0.5), affine("RAS_oblique"), path, "difftract dti WLS FA")
+    save_nifti(np.full((2, 3, 4), 0.5), affine("RAS_oblique"), path, "difftract dti WLS FA")
     image = nib.load(path)
     assert image.header["descrip"].tobytes().rstrip(b"\0") == b"difftract dti WLS FA"
     np.testing.assert_allclose(image.affine, affine("RAS_oblique"), atol=1e-6)
     assert image.get_data_dtype() == np.float32 and sorted(p.name for p in tmp_path.iterdir()) == ["fa.nii.gz"]
     with pytest.raises(InputError, match="does not exist"):
-        save_map(np.zeros((2, 2, 2)), np.eye(4), tmp_path / "missing" / "fa.nii.gz")
+        save_nifti(np.zeros((2, 2, 2)), np.eye(4), tmp_path / "missing" / "fa.nii.gz")
 
 
 def test_masks_must_share_the_dwi_grid(tmp_path, data_dir):
@@ -197,7 +198,7 @@ def test_bad_files_get_one_clear_message(tmp_path):
     cases.append((dict(path=image, grad=table), "the DWI has 8 volumes but .*seven.b has 7 rows"))
     three_d = tmp_path / "t1.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), three_d)
-    cases.append((dict(path=three_d, bvals=bval, bvecs=bvec), "expected a 4-D image .* got 3-D data"))
+    cases.append((dict(path=three_d, bvals=bval, bvecs=bvec), "the DWI must be 4-D, got a 3-D image"))
     lonely = tmp_path / "lonely.nii.gz"
     shutil.copy(image, lonely)
     cases.append((dict(path=lonely), "no gradient table; give --bvals and --bvecs \\(FSL\\) or --grad"))
