@@ -433,8 +433,9 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
         make one node per cluster of at least ``min_cluster_size`` streamlines (``cluster_nodes``).
     progress: called with (seeds done, seeds total) after each chunk; raise from it to cancel.
     """
+    from .devices import resolve_device
     from .selection import select
-    from .tracking import resolve_device, track
+    from .tracking import track
 
     params = tracking_params(inputNode, parameters)
     device = resolve_device(params.device)
@@ -481,7 +482,7 @@ class InteractiveSeeding:
     def __init__(self, scene, inputNode, fiducialNode, outputNode=None, *, mask=None, include=None, exclude=None,
                  seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
                  sh_frame: str | None = None, name: str = "DiffTractography", **parameters):
-        from .tracking import resolve_device
+        from .devices import resolve_device
 
         _require(fiducialNode, "vtkMRMLMarkupsFiducialNode", "interactive seeding")
         self.params = tracking_params(inputNode, parameters)
