@@ -345,23 +345,24 @@ def tracking_params(node, parameters: dict) -> TrackingParams:
 
 
 def with_tensors(tractogram, field):
-    """``tractogram`` with per-point ``tensor`` (P, 9; RAS, mm^2/s, row-major) and ``FA`` (P,) of the
-    tensor Tensor_Det fits at each point of a ``DWIField``: the arrays SlicerDMRI colours and glyphs
-    by. A last point past the image edge takes the tensor at the edge."""
+    """``tractogram`` with per-point ``tensor`` (P, 9; RAS, mm^2/s, row-major) and ``FA`` (P,): the
+    least-squares tensor of the DWI signal interpolated at each point (MRtrix3's rule, as Tensor_Det
+    fits it), the arrays SlicerDMRI colours and glyphs by. A last point past the image edge takes the
+    tensor at the edge."""
     import torch
 
-    from .methods.tensordet import TensorDet, tensor_fa
+    from .fields import VolumeField
+    from .models.dti import fit_tensor
 
-    method = TensorDet(field, cutoff=0.0, max_angle=90.0, dtype=field.data.dtype)
-    grid = method.volume.grid
+    volume = VolumeField(field.data, field.affine, rule="mrtrix")
+    grid = volume.grid
     affine = torch.as_tensor(grid.affine, dtype=torch.float64, device=field.data.device)
     voxels = grid.to_voxel(tractogram.points.detach().to(field.data.device))
     voxels = voxels.clamp(min=0).minimum(torch.as_tensor(grid.shape, device=voxels.device) - 1.0)
-    dt, _ = method._tensor((voxels @ affine[:3, :3].T + affine[:3, 3]).to(field.data.dtype))
-    xx, yy, zz, xy, xz, yz = dt[:, :6].T
-    tensor = torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], -1)
+    signal, _ = volume.sample(voxels @ affine[:3, :3].T + affine[:3, 3])
+    fit = fit_tensor(signal.double(), field.bvals, field.bvecs, method="OLS")
     return dataclasses.replace(tractogram, data_per_point={
-        **tractogram.data_per_point, "tensor": tensor.cpu(), "FA": tensor_fa(dt).cpu()})
+        **tractogram.data_per_point, "tensor": fit.tensor.reshape(-1, 9).float().cpu(), "FA": fit.fa.float().cpu()})
 
 
 def bundle_node(scene, tractogram, node=None, name: str = "DiffTractography"):
