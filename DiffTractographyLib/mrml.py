@@ -30,11 +30,6 @@ DTI_NODE = "vtkMRMLDiffusionTensorVolumeNode"
 TENSOR_BVALUE = 1000.0
 _TENSOR_DIRECTIONS = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]]) / np.sqrt(2)
 
-_RUN_OPTIONS = ("mask", "include", "exclude", "segment_ids", "seeds_per_voxel", "seed_placement",
-                "seeds_per_point", "seed_radius", "sh_basis", "sh_frame", "cluster_threshold",
-                "min_cluster_size", "name", "progress")
-
-
 def _vtk():
     import vtk
     from vtk.util import numpy_support
@@ -71,19 +66,24 @@ def node_to_world(node) -> np.ndarray:
     return _array(matrix)
 
 
+def node_affine(node) -> np.ndarray:
+    """(4, 4) voxel index -> world RAS mm of a volume node: IJKToRAS, then its parent transform."""
+    vtk, _ = _vtk()
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    return node_to_world(node) @ _array(ijk_to_ras)
+
+
 def volume_arrays(node) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel values of a volume node as a new (X, Y, Z) or (X, Y, Z, C) array, and its (4, 4)
-    voxel -> world RAS affine."""
+    """Voxel values of a volume node as a new (X, Y, Z) or (X, Y, Z, C) array, and its affine."""
     image = node.GetImageData() if node is not None else None
     if image is None or image.GetPointData().GetScalars() is None:
         raise InputError(f"the volume {_name(node)} holds no image data")
-    vtk, ns = _vtk()
+    _, ns = _vtk()
     x, y, z = image.GetDimensions()
     kji = ns.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(z, y, x, -1)
     data = np.array(kji.transpose(2, 1, 0, 3))
-    ijk_to_ras = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(ijk_to_ras)
-    return (data[..., 0] if data.shape[-1] == 1 else data), node_to_world(node) @ _array(ijk_to_ras)
+    return (data[..., 0] if data.shape[-1] == 1 else data), node_affine(node)
 
 
 def _vtk_matrix(array):
@@ -164,14 +164,11 @@ def tensors_from_node(node) -> tuple[np.ndarray, np.ndarray]:
     tensors = image.GetPointData().GetTensors() if image is not None else None
     if tensors is None:
         raise InputError(f"the DTI volume {_name(node)} holds no tensors")
-    vtk, ns = _vtk()
+    _, ns = _vtk()
     x, y, z = image.GetDimensions()
     d = np.array(ns.vtk_to_numpy(tensors).reshape(z, y, x, 3, 3).transpose(2, 1, 0, 3, 4), dtype=np.float64)
-    ijk_to_ras = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(ijk_to_ras)
-    to_node = node_to_world(node)
-    r = _rotation(to_node[:3, :3]) @ _measurement_frame(node)
-    return r @ d @ r.T, to_node @ _array(ijk_to_ras)
+    r = _rotation(node_to_world(node)[:3, :3]) @ _measurement_frame(node)
+    return r @ d @ r.T, node_affine(node)
 
 
 def dwi_from_tensors(tensors: np.ndarray, affine) -> DWI:
@@ -339,8 +336,8 @@ def tracking_params(node, parameters: dict) -> TrackingParams:
     names = {f.name for f in dataclasses.fields(TrackingParams)}
     unknown = sorted(set(parameters) - names)
     if unknown:
-        raise InputError(f"unknown parameter {', '.join(unknown)}; tracking takes {', '.join(sorted(names))} and "
-                         f"{', '.join(_RUN_OPTIONS)}")
+        raise InputError(f"unknown parameter {', '.join(unknown)}; tracking takes {', '.join(sorted(names))} "
+                         "besides the seeding, region and output options")
     return TrackingParams(**{"algorithm": default_algorithm(node), **parameters}).validate()
 
 
