@@ -379,9 +379,10 @@ def bundle_node(scene, tractogram, node=None, name: str = "DiffTractography"):
 
 def cluster_nodes(scene, tractogram, labels, colors, name: str = "DiffTractography clusters",
                   min_cluster_size: int = 1) -> tuple[int, list]:
-    """One bundle node per cluster (``labels`` (N,) cluster index per streamline, ``colors`` (K, 3)
-    RGB in 0..1 per cluster), solid-coloured, in a new subject-hierarchy folder ``name``. Clusters
-    with fewer than ``min_cluster_size`` streamlines get no node. Returns (folder item ID, nodes)."""
+    """One bundle node per cluster (``labels`` (N,) cluster index per streamline, -1 for none;
+    ``colors`` (K, 3) RGB in 0..1 per cluster), solid-coloured, in a new subject-hierarchy folder
+    ``name``. Clusters with fewer than ``min_cluster_size`` streamlines get no node. Returns
+    (folder item ID, nodes)."""
     import torch
 
     from slicer import vtkMRMLSubjectHierarchyNode
@@ -390,8 +391,8 @@ def cluster_nodes(scene, tractogram, labels, colors, name: str = "DiffTractograp
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     if len(labels) != len(tractogram):
         raise InputError(f"{len(labels)} cluster labels for {len(tractogram)} streamlines")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(colors)):
-        raise InputError(f"cluster labels must lie in 0..{len(colors) - 1}, one colour per cluster")
+    if len(labels) and (labels.min() < -1 or labels.max() >= len(colors)):
+        raise InputError(f"cluster labels must lie in -1..{len(colors) - 1}, one colour per cluster")
     hierarchy = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), scene.GenerateUniqueName(name))
     nodes = []
@@ -456,14 +457,13 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
 
 
 def _clusters(tractogram, threshold: float):
+    """QuickBundles labels (N,) and colours (K, 3) in 0..1; a colour depends only on the cluster's index."""
     try:
         from .clustering import quickbundles
     except ImportError as exc:
         raise InputError("clustering is not available in this version of DiffTractography") from exc
-    result = quickbundles(tractogram, threshold)
-    return result.labels, result.colors
-
-
+    clusters = quickbundles(tractogram, threshold)
+    return clusters.labels.cpu().numpy(), clusters.colors().cpu().numpy() / 255.0
 
 
 class InteractiveSeeding:

@@ -58,7 +58,7 @@ def test_clusters_become_coloured_nodes_in_a_folder(scene):
     from slicer import vtkMRMLSubjectHierarchyNode
 
     colors = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
-    folder, nodes = mrml.cluster_nodes(scene, tractogram(), [0, 1, 0, 2], colors, "bundle clusters", min_cluster_size=2)
+    folder, nodes = mrml.cluster_nodes(scene, tractogram(), [0, 1, 0, -1], colors, "bundle clusters", min_cluster_size=2)
 
     hierarchy = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     assert hierarchy.GetItemName(folder) == "bundle clusters"

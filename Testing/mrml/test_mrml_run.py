@@ -130,3 +130,27 @@ def test_moving_a_fiducial_retracks_only_its_seeds_and_updates_the_node_in_place
     assert len(moved) == 12
     for line, seed in zip(moved.numpy_streamlines(), seeds):
         assert np.linalg.norm(line - seed, axis=1).min() < 1e-5  # every streamline passes through its seed
+
+
+def test_clustering_makes_one_coloured_node_per_cluster_in_a_folder(scene, dwi_inputs):
+    clustering = pytest.importorskip("DiffTractographyLib.clustering")
+    from slicer import vtkMRMLSubjectHierarchyNode
+
+    from DiffTractographyLib.polydata import polydata_to_tractogram
+
+    dwi, points, _, _ = dwi_inputs
+    bundle = mrml.run(scene, dwi, points, seeds_per_point=10, seed_radius=1.5, cluster_threshold=4.0,
+                      min_cluster_size=2, step_size=0.5, device="cpu")
+
+    expected = clustering.quickbundles(polydata_to_tractogram(bundle.GetPolyData()), 4.0)
+    sizes = expected.sizes.tolist()
+    hierarchy = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = hierarchy.GetItemByName(f"{bundle.GetName()} clusters")
+    children = [hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i))
+                for i in range(hierarchy.GetNumberOfItemChildren(folder))]
+    kept = [k for k, size in enumerate(sizes) if size >= 2]
+    assert len(sizes) >= 2 and len(children) == len(kept)
+    colors = expected.colors().numpy() / 255.0
+    for node, k in zip(children, kept):
+        assert node.GetPolyData().GetNumberOfLines() == sizes[k]
+        np.testing.assert_allclose(node.GetDisplayNode().GetColor(), colors[k])
