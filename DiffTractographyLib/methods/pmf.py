@@ -141,8 +141,8 @@ class PmfMethod(Method):
         ok = (values > 0) & (values >= self.cutoff * top[:, None])
         return ok if outside is None else ok & ~outside
 
-    def noise(self, key, like: torch.Tensor) -> torch.Tensor | None:
-        """Noise g (N, D) added to log pmf before the choice, or None."""
+    def noise(self, key, vertices: torch.Tensor) -> torch.Tensor | None:
+        """Noise g added to log pmf before the choice at the (N, K) ``vertices`` (indices), or None."""
         return None
 
     def choose(self, values: torch.Tensor, outside: torch.Tensor | None, top: torch.Tensor,
@@ -179,16 +179,16 @@ class PmfMethod(Method):
         hard_pmf = pmf.detach()
         direction = direction.detach()
         top = hard_pmf.amax(-1).clamp(min=0)
-        noise = self.noise(key, hard_pmf)
         candidates, outside = self.cone(direction)
-        position, ok = self.choose(hard_pmf.gather(1, candidates), outside, top,
-                                   None if noise is None else noise.gather(1, candidates))
+        position, ok = self.choose(hard_pmf.gather(1, candidates), outside, top, self.noise(key, candidates))
         u = self.vertices[candidates.gather(1, position[:, None])[:, 0]]
         u = torch.where(((u * direction).sum(-1) > 0)[:, None], u, -u)  # DIPY: v if v . d > 0, else -v
         if self.relaxed or surrogate:
             cos = direction @ self.vertices.T
-            every = self.admissible(hard_pmf, self.outside_cone(cos.abs()), top)
-            soft = self.soft_direction(pmf, every, torch.where(cos > 0, 1.0, -1.0).to(cos.dtype), noise)
+            admissible = self.admissible(hard_pmf, self.outside_cone(cos.abs()), top)
+            every = torch.arange(len(self.vertices), device=pos.device).expand(len(pos), -1)
+            soft = self.soft_direction(pmf, admissible, torch.where(cos > 0, 1.0, -1.0).to(cos.dtype),
+                                       self.noise(key, every))
             u = soft if self.relaxed else u + (soft - soft.detach())
         failed = torch.where(top > 0, Status.HIGH_CURVATURE, Status.LOW_SIGNAL)
         status = torch.where(inside, torch.where(ok, Status.CONTINUE, failed), Status.OUTSIDE_IMAGE)

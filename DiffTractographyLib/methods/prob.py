@@ -26,14 +26,15 @@ class Probabilistic(PmfMethod):
     def outside_cone(self, abs_cos):
         return abs_cos < self.cos_max
 
-    def noise(self, key, like):
-        """Gumbel noise for ``key`` = (seed index, branch, step); the stream (step + 1) * 2**16 + branch
-        is distinct for every step below 65535 and branch below 65536."""
+    def noise(self, key, vertices):
+        """Gumbel noise at ``vertices`` for ``key`` = (seed index, branch, step): the uniform of
+        vertex i is draw i of stream (step + 1) * 2**16 + branch, distinct for steps below 65535 and
+        branches below 65536."""
         if key is None:
             raise ValueError("probabilistic steps need random-draw keys: track through track(), or pass keys to propagate()")
         seeds, branch, step = key
-        u = rng.uniform(self.rng_seed, seeds, ((step + 1) << 16) + branch, like.shape[-1])
-        return (-torch.log(-torch.log(u))).to(like.dtype)
+        u = rng.uniform(self.rng_seed, seeds, ((step + 1) << 16) + branch, vertices)
+        return (-torch.log(-torch.log(u))).to(self.vertices.dtype)
 
     def choose(self, values, outside, top, noise):
         admissible = self.admissible(values, outside, top)
