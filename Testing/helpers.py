@@ -13,3 +13,19 @@ def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
 
 def assert_close(actual, expected, rtol=None, atol=None):
     torch.testing.assert_close(torch.as_tensor(actual), torch.as_tensor(expected), rtol=rtol, atol=atol)
+
+
+def lobes_sh(directions, weights=None, lmax: int = 8, basis: str = "descoteaux07", sharpness: float = 20.0) -> np.ndarray:
+    """SH coefficients (C,) in ``basis`` of an FOD made of antipodal lobes
+    sum_i w_i exp(sharpness ((u . d_i)^2 - 1)) along unit ``directions`` (K, 3), fitted by least squares
+    on 724 directions (DIPY's repulsion724)."""
+    from dipy.data import default_sphere
+
+    from DiffTractographyLib import sh
+
+    d = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
+    w = np.ones(len(d)) if weights is None else np.asarray(weights, dtype=np.float64)
+    u = np.concatenate([default_sphere.vertices, -default_sphere.vertices])
+    values = (w * np.exp(sharpness * ((u @ d.T) ** 2 - 1.0))).sum(-1)
+    b = sh.basis_matrix(torch.as_tensor(u), lmax, basis).numpy()
+    return np.linalg.lstsq(b, values, rcond=None)[0]
