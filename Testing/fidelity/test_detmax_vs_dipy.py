@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import lobes_sh
+from helpers import dipy_tracking, lobes_sh
 from scipy.spatial.transform import Rotation
 
 from DiffTractographyLib.fields import SHField
@@ -17,20 +17,6 @@ from DiffTractographyLib.io import load_tractogram
 from DiffTractographyLib.tracking import track
 
 DATA = Path(__file__).resolve().parents[1] / "Data" / "phantom_cross"
-
-
-def dipy_detmax(coeffs, affine, mask, seeds, max_angle, step_size, voxel_directions=None):
-    """DIPY's streamlines (RAS mm) from ``seeds`` (RAS), with start directions in the SH frame or
-    DIPY's own peaks at the seeds."""
-    from dipy.data import default_sphere
-    from dipy.direction import DeterministicMaximumDirectionGetter
-    from dipy.tracking.local_tracking import LocalTracking
-    from dipy.tracking.stopping_criterion import BinaryStoppingCriterion
-
-    getter = DeterministicMaximumDirectionGetter.from_shcoeff(coeffs, max_angle=max_angle, sphere=default_sphere)
-    start = None if voxel_directions is None else voxel_directions[:, None, :]
-    return list(LocalTracking(getter, BinaryStoppingCriterion(mask), seeds, affine, step_size=step_size,
-                              initial_directions=start))
 
 
 def ours(coeffs, affine, mask, seeds, max_angle, step_size, directions=None):
@@ -69,7 +55,7 @@ def test_starts_from_dipys_peaks_when_seeds_have_no_direction(phantom):
     rng = np.random.default_rng(7)
     voxels = np.argwhere(mask)[rng.choice(int(mask.sum()), 30, replace=False)] + rng.uniform(-0.5, 0.5, (30, 3))
     seeds = apply_affine(affine, voxels)
-    reference = dipy_detmax(coeffs, affine, mask, seeds, 45.0, 0.5)
+    reference = dipy_tracking("DeterministicMaximumDirectionGetter", coeffs, affine, mask, seeds, 45.0, 0.5)
     streamlines, seed_index = ours(coeffs, affine, mask, seeds, 45.0, 0.5)
     assert len(streamlines) > len(seeds)  # some seeds sit in the crossing: one streamline per peak
     assert np.all(np.diff(seed_index) >= 0)
@@ -93,7 +79,7 @@ def test_anisotropic_oblique_voxels_and_dipys_second_half_start():
     rng = np.random.default_rng(3)
     seeds = apply_affine(affine, rng.uniform([5, 5, 2], [10, 10, 5], (12, 3)))
     start = np.tile(fibre, (12, 1))
-    reference = dipy_detmax(coeffs, affine, mask, seeds, 20.0, 0.5, start)
+    reference = dipy_tracking("DeterministicMaximumDirectionGetter", coeffs, affine, mask, seeds, 20.0, 0.5, start)
     streamlines, _ = ours(coeffs, affine, mask, seeds, 20.0, 0.5, start @ axes_rotation(affine).T)
     assert max_vertex_distance(reference, streamlines) < 1e-9
     s = streamlines[0]
