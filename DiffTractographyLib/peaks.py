@@ -104,11 +104,11 @@ class PeakFinder:
             self.table = legendre_table
             self._combined_rows = (legendre_table.rows.to(dtype) @ self._combine.T).reshape(legendre_table.n, 3, -1)
 
-    def combined_legendre(self, elevation: torch.Tensor) -> torch.Tensor:
+    def combined_legendre(self, elevation: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """(N, 3, L0 + K) Legendre terms of ``SH::derivatives`` at ``elevation``: rows are
         [P_l^0 | P_l^m], [dP_l^0 | dP_l^m] and [d2P_l^0 | d2P_l^m] (theta derivatives, m > 0 block
         for every (l, m)); read from the precomputed table by linear blending, or exact."""
-        if self.table is None:
+        if exact or self.table is None:
             al = sh.legendre(self.lmax, torch.cos(elevation))
             return (al @ self._combine.T).reshape(len(elevation), 3, -1)
         i, frac = self.table.position(elevation)
@@ -119,14 +119,14 @@ class PeakFinder:
         """The coefficient groups a search reuses at every iteration: (m = 0, cos-type, sin-type)."""
         return c[:, self._c0], c[:, self._ip], c[:, self._im]
 
-    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor):
+    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor, exact: bool = False):
         """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` for prepared
         coefficients: f, df/del, (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz,
         (1/sin2 el) d2f/daz2."""
         v0, vp, vm = coeffs
         sel = torch.sin(el)
         atpole = sel < 1e-4
-        q = self.combined_legendre(el)
+        q = self.combined_legendre(el, exact)
         n0 = v0.shape[1]
         maz = az[:, None] * self._m_all
         # sqrt2 * cos(m az) is formed in double and stored in the working precision (MRtrix3)
@@ -191,9 +191,27 @@ class PeakFinder:
                 cur_c = tuple(v[keep] for v in cur_c)
         if self.polish:
             ok = ~torch.isnan(out_f)
-            pu, pf = polish_peak(c[ok], out_u[ok], self.lmax, self.polish)
-            out_u[ok], out_f[ok] = pu, pf
+            out_u[ok], out_f[ok] = self._polish(self.prepare(c[ok]), out_u[ok])
         return out_u, out_f
+
+    def _polish(self, coeffs, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Newton steps with exact derivatives; at a maximum the plain coordinate derivatives of
+        ``SH::derivatives`` are the Riemannian gradient and Hessian, so convergence is quadratic."""
+        for i in range(self.polish + 1):
+            az = torch.atan2(u[:, 1], u[:, 0])
+            el = torch.acos(u[:, 2].clamp(-1.0, 1.0))
+            amp, g_el, g_az, h_el, h_elaz, h_az = self.derivatives(coeffs, el, az, exact=True)
+            if i == self.polish:
+                return u, amp
+            hess = torch.stack([torch.stack([h_el, h_elaz], -1), torch.stack([h_elaz, h_az], -1)], -2)
+            step = -_solve_negative_definite(hess, torch.stack([g_el, g_az], -1))
+            step = torch.where((torch.sin(el) < 1e-4)[:, None], torch.zeros_like(step), step)
+            ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
+            e_el = torch.stack([ca * ce, sa * ce, -se], -1)
+            e_az = torch.stack([-sa, ca, torch.zeros_like(ca)], -1)
+            u = u + step[:, :1] * e_el + step[:, 1:] * e_az
+            u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        return u, amp
 
     def peak(self, c: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``search`` with the implicit gradient with respect to ``c`` (u is a starting guess)."""
@@ -233,19 +251,6 @@ def _solve_negative_definite(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (evecs @ ((evecs.transpose(-1, -2) @ w[..., None])[..., 0] / evals)[..., None])[..., 0]
 
 
-def polish_peak(c: torch.Tensor, u: torch.Tensor, lmax: int, iterations: int):
-    """Exact Newton steps on the sphere from ``u``: (direction, amplitude) converged to precision."""
-    with torch.enable_grad():
-        c = c.detach()
-        for _ in range(iterations):
-            grad, hess, e, _ = _tangent_gradient_hessian(c, u, lmax, create_graph=False)
-            step = -_solve_negative_definite(hess.detach(), grad.detach())
-            u = u + (e @ step[..., None])[..., 0]
-            u = (u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)).detach()
-        amp = (c * sh.basis_matrix(u, lmax)).sum(-1)
-    return u.detach(), amp.detach()
-
-
 class _ImplicitPeak(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, u0, finder):
@@ -261,7 +266,7 @@ class _ImplicitPeak(torch.autograd.Function):
         ok = ~torch.isnan(u).any(-1)
         grad_c = torch.zeros_like(c)
         if bool(ok.any()):
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
                 cc = c[ok].detach().requires_grad_(True)
                 gu = torch.nan_to_num(grad_u[ok]) if grad_u is not None else torch.zeros_like(u[ok])
                 gf = torch.nan_to_num(grad_f[ok]) if grad_f is not None else torch.zeros(len(cc), dtype=c.dtype, device=c.device)

@@ -1,0 +1,77 @@
+"""Seeds: generated in a mask or label image, or read from a text file. Always RAS mm."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import rng
+from .errors import InputError
+from .geometry import apply_affine, as_affine
+
+PLACEMENTS = ("random", "grid")
+
+
+def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "random", rng_seed: int = 0,
+                    label: int | None = None) -> np.ndarray:
+    """``seeds_per_voxel`` seeds in every voxel of ``mask`` (non-zero, or == ``label``), (N, 3) RAS mm.
+
+    ``random``: uniform within each voxel (MRtrix3 ``-seed_random_per_voxel``); the draws depend only
+    on ``rng_seed`` and the voxel. ``grid``: a regular n x n x n lattice per voxel with
+    ``seeds_per_voxel`` = n**3 (``-seed_grid_per_voxel``; n = 1 puts one seed at each voxel centre).
+    Seeds are ordered by voxel (C order), then by draw.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 3:
+        raise InputError(f"a seed image must be 3-D, got shape {m.shape}")
+    if placement not in PLACEMENTS:
+        raise InputError(f"seed placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    if seeds_per_voxel < 1:
+        raise InputError(f"seeds per voxel must be at least 1, got {seeds_per_voxel}")
+    selected = (m == label) if label is not None else (m != 0)
+    voxels = np.argwhere(selected)
+    if len(voxels) == 0:
+        what = f"label {label}" if label is not None else "non-zero voxel"
+        raise InputError(f"the seed image has no {what}: no seeds to track from")
+    if placement == "grid":
+        n = round(seeds_per_voxel ** (1.0 / 3.0))
+        if n ** 3 != seeds_per_voxel:
+            raise InputError(f"grid placement needs a cube number of seeds per voxel (1, 8, 27, ...), got {seeds_per_voxel}")
+        ticks = (np.arange(n) + 0.5) / n - 0.5
+        offsets = np.stack(np.meshgrid(ticks, ticks, ticks, indexing="ij"), -1).reshape(-1, 3)
+    else:
+        flat = np.ravel_multi_index(voxels.T, m.shape)
+        keys = torch.from_numpy((flat[:, None] * seeds_per_voxel + np.arange(seeds_per_voxel)).reshape(-1))
+        offsets = rng.uniform(rng_seed, keys, stream=1, n=3).numpy() - 0.5
+        offsets = offsets.reshape(len(voxels), seeds_per_voxel, 3)
+    ijk = voxels[:, None, :] + offsets
+    return apply_affine(as_affine(affine), ijk.reshape(-1, 3))
+
+
+def read_seed_file(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Seeds from a text file of ``x y z`` or ``x y z dx dy dz`` rows (RAS mm; ``#`` comments).
+    Returns (points (N, 3), directions (N, 3) or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such seed file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty file is reported below, in one line
+            rows = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read seed rows ({exc}); expected 'x y z' or 'x y z dx dy dz' per line") from exc
+    if rows.size == 0:
+        raise InputError(f"{path}: the seed file holds no seeds")
+    if rows.shape[1] not in (3, 6):
+        raise InputError(f"{path}: seed rows have {rows.shape[1]} columns; expected 3 (x y z) or 6 (x y z dx dy dz)")
+    if not np.isfinite(rows).all():
+        raise InputError(f"{path}: the seed file holds non-finite values")
+    return rows[:, :3], (rows[:, 3:] if rows.shape[1] == 6 else None)
+
+
+def outside_grid(points: np.ndarray, affine, shape) -> np.ndarray:
+    """(N,) bool: points whose nearest voxel lies outside a grid of ``shape``."""
+    v = apply_affine(np.linalg.inv(as_affine(affine)), points)
+    return ((v <= -0.5) | (v >= np.asarray(shape[:3]) - 0.5)).any(-1)

@@ -1,0 +1,85 @@
+"""``difftract track`` end to end on real files; bad input ends in one line, exit 2, no output file."""
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from DiffTractographyLib import load_tractogram
+from DiffTractographyLib.cli import main
+from helpers import crossing_phantom
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    coeffs, mask, affine, centre, u, v = crossing_phantom()
+    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), d / "fod.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), d / "mask.nii.gz")
+    np.savetxt(d / "seeds.txt", np.hstack([np.stack([centre, centre + 4 * v]), np.stack([u, v])]))
+    return d
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("ext", [".trk", ".trx", ".tck", ".vtk"])
+def test_track_writes_each_format_in_ras(files, ext, tmp_path):
+    out = tmp_path / f"out{ext}"
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--mask",
+               files / "mask.nii.gz", "--step", 0.5, "--quiet", "--out", out) == 0
+    t = load_tractogram(out)
+    assert len(t) == 2
+    seeds = np.loadtxt(files / "seeds.txt")[:, :3]
+    for s, seed in zip(t.numpy_streamlines(), seeds):
+        assert np.linalg.norm(s - seed, axis=1).min() < 1e-4  # the seed is a vertex, in RAS mm
+    if ext != ".tck":
+        assert t.seed_index.tolist() == [0, 1]
+
+
+def test_seed_image_and_summary(files, tmp_path, capsys):
+    out = tmp_path / "t.trx"
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-image", files / "mask.nii.gz", "--seed-placement",
+               "grid", "--mask", files / "mask.nii.gz", "--step", 0.5, "--out", out) == 0
+    err = capsys.readouterr().err
+    assert "streamlines from" in err and "accepted" in err
+    assert len(load_tractogram(out)) > 100
+
+
+def test_help_states_units():
+    out = subprocess.run([sys.executable, "-m", "DiffTractographyLib.cli", "track", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for text in ("step size in mm", "degrees", "RAS", "--sh-basis", "descoteaux07"):
+        assert text in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fod", "missing.nii.gz"], "no such FOD file"),
+    (["--fod", "{mask}"], "must be 4-D"),
+    (["--fod", "{fod}", "--seed-points", "{bad_seeds}"], "outside the image"),
+    (["--fod", "{fod}", "--seed-image", "{empty}"], "no non-zero voxel"),
+    (["--fod", "{fod}", "--dwi", "{fod}"], "exactly one of --fod"),
+    (["--fod", "{fod}", "--step", "-1"], "step_size must be a positive"),
+])
+def test_bad_input_is_one_line_and_leaves_no_file(files, tmp_path, capsys, args, message):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "empty.nii.gz")
+    np.savetxt(tmp_path / "bad_seeds.txt", [[500.0, 0, 0]])
+    names = {"mask": files / "mask.nii.gz", "fod": files / "fod.nii.gz", "bad_seeds": tmp_path / "bad_seeds.txt",
+             "empty": tmp_path / "empty.nii.gz"}
+    args = [a.format(**names) for a in args]
+    if "--seed-points" not in args and "--seed-image" not in args:
+        args += ["--seed-image", str(files / "mask.nii.gz")]
+    out = tmp_path / "out.tck"
+    assert run("track", *args, "--quiet", "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("difftract: error:") and message in err[0]
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_without_force(files, tmp_path, capsys):
+    out = tmp_path / "t.tck"
+    out.write_text("keep me")
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--out", out) == 2
+    assert out.read_text() == "keep me"

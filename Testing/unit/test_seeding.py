@@ -1,0 +1,70 @@
+"""Seeds land in their voxels, in a reproducible order; seed files are read with clear errors."""
+import numpy as np
+import pytest
+
+from DiffTractographyLib.errors import InputError
+from DiffTractographyLib.geometry import apply_affine
+from DiffTractographyLib.seeding import outside_grid, read_seed_file, seeds_from_mask
+from helpers import oblique_affine
+
+AFFINE = oblique_affine(flip_x=True)
+
+
+def mask():
+    m = np.zeros((5, 6, 7), np.uint8)
+    m[1, 2, 3] = 1
+    m[3, 4, 5] = 2
+    return m
+
+
+def test_random_seeds_stay_in_their_voxels_and_are_reproducible():
+    seeds = seeds_from_mask(mask(), AFFINE, seeds_per_voxel=50, rng_seed=3)
+    assert seeds.shape == (100, 3)
+    ijk = apply_affine(np.linalg.inv(AFFINE), seeds)
+    assert (np.abs(ijk[:50] - [1, 2, 3]) <= 0.5).all() and (np.abs(ijk[50:] - [3, 4, 5]) <= 0.5).all()
+    assert ijk[:50].std(0).min() > 0.2  # spread over the voxel
+    np.testing.assert_array_equal(seeds, seeds_from_mask(mask(), AFFINE, seeds_per_voxel=50, rng_seed=3))
+    assert not np.array_equal(seeds, seeds_from_mask(mask(), AFFINE, seeds_per_voxel=50, rng_seed=4))
+
+
+def test_grid_seeds_and_labels():
+    seeds = seeds_from_mask(mask(), AFFINE, seeds_per_voxel=8, placement="grid", label=2)
+    ijk = apply_affine(np.linalg.inv(AFFINE), seeds)
+    np.testing.assert_allclose(np.sort(np.unique(np.round(ijk[:, 0] - 3, 6))), [-0.25, 0.25])
+    np.testing.assert_allclose(seeds_from_mask(mask(), AFFINE, 1, "grid", label=1), apply_affine(AFFINE, [[1, 2, 3]]))
+
+
+def test_bad_seed_requests():
+    with pytest.raises(InputError, match="no non-zero voxel"):
+        seeds_from_mask(np.zeros((3, 3, 3)), AFFINE)
+    with pytest.raises(InputError, match="no label 7"):
+        seeds_from_mask(mask(), AFFINE, label=7)
+    with pytest.raises(InputError, match="cube number"):
+        seeds_from_mask(mask(), AFFINE, 4, "grid")
+    with pytest.raises(InputError, match="3-D"):
+        seeds_from_mask(np.ones((3, 3, 3, 2)), AFFINE)
+
+
+def test_seed_files(tmp_path):
+    f = tmp_path / "seeds.txt"
+    f.write_text("# x y z dx dy dz\n1 2 3 0 0 1\n4 5 6 1 0 0\n")
+    points, dirs = read_seed_file(f)
+    np.testing.assert_array_equal(points, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(dirs, [[0, 0, 1], [1, 0, 0]])
+    f.write_text("1 2 3\n")
+    points, dirs = read_seed_file(f)
+    assert points.shape == (1, 3) and dirs is None
+    f.write_text("1 2 3 4\n")
+    with pytest.raises(InputError, match="4 columns"):
+        read_seed_file(f)
+    f.write_text("# nothing\n")
+    with pytest.raises(InputError, match="no seeds"):
+        read_seed_file(f)
+    with pytest.raises(InputError, match="no such seed file"):
+        read_seed_file(tmp_path / "missing.txt")
+
+
+def test_outside_grid():
+    inside = apply_affine(AFFINE, [[0, 0, 0], [4.4, 5.4, 6.4]])
+    outside = apply_affine(AFFINE, [[-0.6, 0, 0], [0, 6.5, 0]])
+    assert outside_grid(np.vstack([inside, outside]), AFFINE, (5, 6, 7)).tolist() == [False, False, True, True]

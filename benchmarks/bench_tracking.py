@@ -1,0 +1,139 @@
+"""Tracking speed: DiffTractography sdstream against MRtrix3 ``tckgen -algorithm SD_Stream`` and DIPY
+``LocalTracking``, same data, same seeding, same parameters, in one run; prints rates and ratios and
+saves a JSON record in benchmarks/results/.
+
+    python benchmarks/bench_tracking.py                       # CPU, phantom_cross, 2 threads
+    python benchmarks/bench_tracking.py --device cuda --seeds 1000000
+
+Seeds: MRtrix3 draws ``--seeds`` random seeds in the mask (``-seed_image``); ours draws the same
+number uniformly in the mask voxels. Both reject seeds where no peak above the cutoff is found.
+DIPY runs ``ClosestPeakDirectionGetter`` (the DIPY getter nearest to SD_Stream) on the DIPY FOD with
+a subset of the seeds (it is single-threaded and slow); its rate is per seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from DiffTractographyLib import SHField, track  # noqa: E402
+from DiffTractographyLib.images import load_nifti  # noqa: E402
+from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
+
+PARAMS = dict(step_size=0.5, max_angle=45.0, cutoff=0.1, min_length=2.0, max_length=250.0)
+
+
+def run_mrtrix(data: Path, n_seeds: int, threads: int) -> dict | None:
+    if shutil.which("tckgen") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["tckgen", "-quiet", "-algorithm", "SD_Stream", str(data / "fod_mrtrix.nii.gz"), f"{tmp}/out.tck",
+               "-seed_image", str(data / "mask.nii.gz"), "-mask", str(data / "mask.nii.gz"), "-seeds", str(n_seeds),
+               "-select", "0", "-step", str(PARAMS["step_size"]), "-angle", str(PARAMS["max_angle"]), "-cutoff",
+               str(PARAMS["cutoff"]), "-minlength", str(PARAMS["min_length"]), "-maxlength", str(PARAMS["max_length"]),
+               "-nthreads", str(threads)]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "1"})
+        seconds = time.perf_counter() - start
+        tracks = nib.streamlines.load(f"{tmp}/out.tck")
+        return dict(seconds=seconds, streamlines=len(tracks.streamlines), points=int(tracks.streamlines.total_nb_rows))
+
+
+def run_ours(data: Path, n_seeds: int, device: str) -> dict:
+    fod, affine = load_nifti(data / "fod_mrtrix.nii.gz")
+    mask, _ = load_nifti(data / "mask.nii.gz")
+    per_voxel = max(1, int(np.ceil(n_seeds / int((mask > 0).sum()))))
+    seeds = seeds_from_mask(mask, affine, per_voxel, rng_seed=1)
+    seeds = seeds[np.random.default_rng(1).permutation(len(seeds))[:n_seeds]]
+    field = SHField(torch.from_numpy(fod), affine)
+    track(field, seeds[:200], mask=mask, device=device, **PARAMS)  # warm-up (allocations, CUDA context)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    t = track(field, seeds, mask=mask, device=device, **PARAMS)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = dict(seconds=seconds, streamlines=len(t), points=len(t.points))
+    if device.startswith("cuda"):
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_dipy(data: Path, n_seeds: int) -> dict | None:
+    try:
+        from dipy.data import default_sphere
+        from dipy.direction import ClosestPeakDirectionGetter
+        from dipy.tracking.local_tracking import LocalTracking
+        from dipy.tracking.stopping_criterion import BinaryStoppingCriterion
+    except ImportError:
+        return None
+    fod_file = data / "fod_dipy.nii.gz"
+    if not fod_file.exists():
+        return None
+    fod, affine = load_nifti(fod_file)
+    mask, _ = load_nifti(data / "mask.nii.gz")
+    seeds = seeds_from_mask(mask, affine, 1, rng_seed=1)
+    seeds = seeds[np.random.default_rng(2).permutation(len(seeds))[:n_seeds]]
+    getter = ClosestPeakDirectionGetter.from_shcoeff(fod.astype(np.float64), max_angle=PARAMS["max_angle"],
+                                                     sphere=default_sphere)
+    start = time.perf_counter()
+    streamlines = list(LocalTracking(getter, BinaryStoppingCriterion(mask > 0), seeds, affine,
+                                     step_size=PARAMS["step_size"]))
+    seconds = time.perf_counter() - start
+    return dict(seconds=seconds, seeds=len(seeds), streamlines=len(streamlines),
+                points=int(sum(len(s) for s in streamlines)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/phantom_cross"))
+    ap.add_argument("--seeds", type=int, default=30000)
+    ap.add_argument("--dipy-seeds", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for MRtrix3 and torch")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    mrtrix = run_mrtrix(data, args.seeds, args.threads)
+    ours = run_ours(data, args.seeds, args.device)
+    dipy = run_dipy(data, min(args.dipy_seeds, args.seeds))
+    rate = lambda r, n: n / r["seconds"]  # noqa: E731
+    print(f"{'tool':38s} {'seeds/s':>10s} {'streamlines/s':>14s} {'points/s':>12s} {'seconds':>8s}")
+    rows = [("DiffTractography sdstream " + args.device, ours, args.seeds)]
+    if mrtrix:
+        rows.append((f"MRtrix3 tckgen SD_Stream -nthreads {args.threads}", mrtrix, args.seeds))
+    if dipy:
+        rows.append(("DIPY LocalTracking ClosestPeak (1 thread)", dipy, dipy["seeds"]))
+    for name, r, n in rows:
+        print(f"{name:38s} {rate(r, n):10.0f} {rate(r, r['streamlines']):14.0f} {rate(r, r['points']):12.0f} {r['seconds']:8.2f}")
+    record = dict(commit=subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip(), device=args.device, torch=torch.__version__,
+                  threads=args.threads, params=PARAMS, seeds=args.seeds, ours=ours, mrtrix=mrtrix, dipy=dipy)
+    if mrtrix:
+        record["ours_over_mrtrix_seeds_per_s"] = rate(ours, args.seeds) / rate(mrtrix, args.seeds)
+        print(f"ratio seeds/s ours / MRtrix3: {record['ours_over_mrtrix_seeds_per_s']:.2f}")
+    if dipy:
+        record["ours_over_dipy_seeds_per_s"] = rate(ours, args.seeds) / rate(dipy, dipy["seeds"])
+        print(f"ratio seeds/s ours / DIPY:    {record['ours_over_dipy_seeds_per_s']:.1f}")
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"tracking_{record['commit']}_{args.device}.json").write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
