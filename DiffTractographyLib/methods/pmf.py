@@ -60,6 +60,9 @@ class PmfMethod(Method):
     Every step after the first starts from a vertex (flipped or not); then the candidates are read
     from a table of each vertex's cone (about a third of the sphere for 45 degrees) instead of
     testing all vertices.
+
+    One deliberate difference: ``track`` rejects seeds outside the stopping mask, where DIPY tracks
+    from them (usually returning the lone seed).
     """
 
     rule = "dipy"
