@@ -1,11 +1,13 @@
-"""Reading and writing NIfTI images with one-line errors."""
+"""Reading and writing NIfTI images with one-line errors; writes are atomic."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .geometry import as_affine
 
 
 def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image"):
@@ -21,8 +23,28 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
     except Exception as exc:  # nibabel raises many types for unreadable files
         raise InputError(f"{path}: cannot read the {what} as a NIfTI image ({exc})") from exc
     allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if allowed is not None and 3 in allowed and data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
     if allowed is not None and data.ndim not in allowed:
         shape = " x ".join(str(s) for s in data.shape)
         expected = " or ".join(f"{d}-D" for d in allowed)
         raise InputError(f"{path}: the {what} must be {expected}, got a {data.ndim}-D image ({shape})")
     return np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64)
+
+
+def save_nifti(array, affine, path, description: str = "") -> None:
+    """Write a float32 NIfTI (X, Y, Z[, C]) atomically; ``description`` goes to the header
+    (truncated to NIfTI's 80 characters)."""
+    import nibabel as nib
+
+    from .io import atomic_path
+
+    image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), as_affine(affine))
+    image.header.set_sform(image.affine, code=1)
+    image.header.set_qform(image.affine, code=1)
+    image.header["descrip"] = description.encode()[:79]
+    payload = image.to_bytes()
+    if str(path).endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=6)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(payload)

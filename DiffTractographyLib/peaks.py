@@ -62,7 +62,7 @@ def _legendre_combination(lmax: int) -> np.ndarray:
     ``PeakFinder.combined_legendre`` (the theta-derivative ladder of ``SH::derivatives``)."""
     t = _terms(lmax)
     n0, k = len(t["c0"]), len(t["a"])
-    out = np.zeros((3, n0 + k, sh.n_mpos(lmax)))
+    out = np.zeros((3, n0 + k, sh.n_mpos(lmax)))  # columns in the order of PeakFinder's terms
     for j in range(n0):
         out[0, j, t["a0"][j]] += 1.0
         out[1, j, t["a1"][j]] += t["s1"][j]
@@ -92,56 +92,63 @@ class PeakFinder:
         self.lmax, self.tolerance, self.polish = lmax, tolerance, polish
         self.dtype = dtype
         t = _terms(lmax)
-        idx = lambda k: torch.as_tensor(t[k], dtype=torch.int64, device=device)  # noqa: E731
-        self._c0, self._ip, self._im = idx("c0"), idx("ip"), idx("im")
-        self._m_int = idx("m")
-        self._m = torch.as_tensor(t["m"], dtype=dtype, device=device)
-        self._m_all = torch.arange(1, lmax + 1, dtype=dtype, device=device)
+        n0, k = len(t["c0"]), len(t["ip"])
+        zero_slot = sh.n_coeffs(lmax)  # index of a zero column appended to the coefficients
+        # every (l, m) term as one column: m = 0 terms first, then m > 0 (cos-type, sin-type slots)
+        self._cos_slot = torch.as_tensor(np.r_[t["c0"], t["ip"]], dtype=torch.int64, device=device)
+        self._sin_slot = torch.as_tensor(np.r_[np.full(n0, zero_slot), t["im"]], dtype=torch.int64, device=device)
+        m = np.r_[np.zeros(n0), t["m"]]
+        self._m = torch.as_tensor(m, dtype=dtype, device=device)
+        self._m2 = self._m * self._m
+        self._trig_scale = torch.as_tensor(np.where(m > 0, math.sqrt(2.0), 1.0), dtype=torch.float64, device=device)
         self._combine = torch.as_tensor(_legendre_combination(lmax), dtype=dtype, device=device)
         self.table = None
         if precomputed:
-            legendre_table = sh.LegendreTable(lmax, device=device)
-            self.table = legendre_table
-            self._combined_rows = (legendre_table.rows.to(dtype) @ self._combine.T).reshape(legendre_table.n, 3, -1)
+            self.table = sh.LegendreTable(lmax, device=device)
+            rows = (self.table.rows.to(dtype) @ self._combine.T).reshape(self.table.n, 3, n0 + k)
+            self._row_pairs = torch.stack([rows[:-1], rows[1:]], 1)  # (n - 1, 2, 3, L0 + K): rows i, i + 1
 
     def combined_legendre(self, elevation: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        """(N, 3, L0 + K) Legendre terms of ``SH::derivatives`` at ``elevation``: rows are
-        [P_l^0 | P_l^m], [dP_l^0 | dP_l^m] and [d2P_l^0 | d2P_l^m] (theta derivatives, m > 0 block
-        for every (l, m)); read from the precomputed table by linear blending, or exact."""
+        """(N, 3, L0 + K) Legendre terms of ``SH::derivatives`` at ``elevation``: rows are P_l^m,
+        its first and its second theta-derivative ladder, for every (l, m) term (m = 0 terms first);
+        read from the precomputed table by linear blending of two rows, or exact."""
         if exact or self.table is None:
             al = sh.legendre(self.lmax, torch.cos(elevation))
             return (al @ self._combine.T).reshape(len(elevation), 3, -1)
-        i, frac = self.table.position(elevation)
-        rows = self._combined_rows
-        return (1.0 - frac)[:, None, None] * rows[i] + frac[:, None, None] * rows[(i + 1).clamp(max=self.table.n - 1)]
+        # PrecomputedAL::set: row int(el / inc) blended with the next; at the last row (el = pi) the
+        # blend with fraction 1 on the row pair (n - 2, n - 1) gives the same value
+        x = elevation / torch.as_tensor(self.table.inc, dtype=elevation.dtype, device=elevation.device)
+        i = x.to(torch.int64).clamp(0, self.table.n - 2)
+        frac = (x - i.to(x.dtype)).clamp(max=1.0)
+        weights = torch.stack([1.0 - frac, frac], -1)
+        return (weights[:, :, None, None] * self._row_pairs[i]).sum(1)
 
     def prepare(self, c: torch.Tensor):
-        """The coefficient groups a search reuses at every iteration: (m = 0, cos-type, sin-type)."""
-        return c[:, self._c0], c[:, self._ip], c[:, self._im]
+        """The coefficients a search reuses at every iteration, one column per (l, m) term:
+        (cos-type slot, sin-type slot; 0 for m = 0)."""
+        c = torch.cat([c, c.new_zeros(len(c), 1)], 1)
+        return c[:, self._cos_slot], c[:, self._sin_slot]
 
-    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor, exact: bool = False):
+    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor, exact: bool = False, sel=None):
         """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` for prepared
         coefficients: f, df/del, (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz,
         (1/sin2 el) d2f/daz2."""
-        v0, vp, vm = coeffs
-        sel = torch.sin(el)
+        vp, vm = coeffs
+        sel = torch.sin(el) if sel is None else sel
         atpole = sel < 1e-4
         q = self.combined_legendre(el, exact)
-        n0 = v0.shape[1]
-        maz = az[:, None] * self._m_all
+        maz = az[:, None] * self._m
         # sqrt2 * cos(m az) is formed in double and stored in the working precision (MRtrix3)
-        caz = (math.sqrt(2.0) * torch.cos(maz).double()).to(vp.dtype)[:, self._m_int - 1]
-        saz = (math.sqrt(2.0) * torch.sin(maz).double()).to(vp.dtype)[:, self._m_int - 1]
+        caz = (torch.cos(maz).double() * self._trig_scale).to(vp.dtype)
+        saz = (torch.sin(maz).double() * self._trig_scale).to(vp.dtype)
         x = vp * caz + vm * saz
         y = vm * caz - vp * saz
-        amp, d_el, d2_el = (torch.cat([v0, x], 1)[:, None, :] * q).sum(-1).unbind(-1)
-        p, tmp = q[:, 0, n0:], q[:, 1, n0:]
-        my = self._m * y
-        d_az, d2_elaz = (my[:, None, :] * q[:, :2, n0:]).sum(-1).unbind(-1)
-        d2_az = -(self._m * x * self._m * p).sum(-1)
+        amp, d_el, d2_el = (x[:, None, :] * q).sum(-1).unbind(-1)
+        d_az, d2_elaz = ((self._m * y)[:, None, :] * q[:, :2]).sum(-1).unbind(-1)
+        d2_az = -(self._m2 * x * q[:, 0]).sum(-1)
         safe = torch.where(atpole, torch.ones_like(sel), sel)
         zero = torch.zeros_like(sel)
-        d_az = torch.where(atpole, (y * tmp).sum(-1), d_az / safe)
+        d_az = torch.where(atpole, (y * q[:, 1]).sum(-1), d_az / safe)
         d2_elaz = torch.where(atpole, zero, d2_elaz / safe)
         d2_az = torch.where(atpole, zero, d2_az / (safe * safe))
         return amp, d_el, d_az, d2_el, d2_elaz, d2_az
@@ -150,7 +157,8 @@ class PeakFinder:
         """One iteration of ``get_peak``: (moved u, amplitude before the move, step dt)."""
         az = torch.atan2(u[:, 1], u[:, 0])
         el = torch.acos(u[:, 2])
-        amp, d_el, d_az, h_el, h_elaz, h_az = self.derivatives(coeffs, el, az)
+        ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
+        amp, d_el, d_az, h_el, h_elaz, h_az = self.derivatives(coeffs, el, az, sel=se)
         norm = torch.sqrt(d_el * d_el + d_az * d_az)
         nz = norm != 0
         safe = torch.where(nz, norm, torch.ones_like(norm))
@@ -161,7 +169,6 @@ class PeakFinder:
         dt = torch.where(curv != 0, -slope / torch.where(curv != 0, curv, torch.ones_like(curv)), torch.zeros_like(curv))
         dt = torch.abs(dt).clamp(max=MAX_DIR_CHANGE)  # NaN stays NaN, as in C++
         a_el, a_az = a_el * dt, a_az * dt
-        ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
         moved = torch.stack([u[:, 0] + (a_el * ca * ce - a_az * sa),
                              u[:, 1] + (a_el * sa * ce + a_az * ca),
                              u[:, 2] - a_el * se], -1)

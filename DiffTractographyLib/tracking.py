@@ -10,6 +10,7 @@ import torch
 
 from . import rng
 from .config import TrackingParams
+from .devices import resolve_device
 from .errors import InputError
 from .fields import DWIField, SHField
 from .methods import make_method
@@ -20,16 +21,6 @@ from .streamlines import Tractogram
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = {"cpu": 20000, "cuda": 200000}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an InputError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return device
 
 
 def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[int, int]:

@@ -2,11 +2,16 @@
 (only with --runslow)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# idle OpenMP workers sleep instead of spinning: on a shared or small CI machine spinning threads slow
+# torch several-fold (must be set before torch starts its thread pool)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -11,7 +11,7 @@ import sys
 
 from ..errors import InputError
 
-COMMANDS = ("track",)
+COMMANDS = ("track", "fit")
 
 
 def build_parser() -> argparse.ArgumentParser:

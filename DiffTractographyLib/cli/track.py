@@ -37,10 +37,14 @@ def add_parser(sub) -> None:
     inp.add_argument("--sh-frame", choices=("world", "voxel"),
                      help="frame of the FOD's directions: world (RAS, MRtrix3) or voxel (image axes, DIPY); "
                           "default world for tournier07, voxel for descoteaux07")
-    inp.add_argument("--dwi", metavar="FILE", help="4-D DWI NIfTI (tensordet)")
-    inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2)")
-    inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (voxel axes; x flipped for a "
-                                                     "positive-determinant affine)")
+    inp.add_argument("--dwi", metavar="FILE",
+                     help="DWI: 4-D NIfTI or Slicer DWI NRRD. tensordet tracks it directly; the FOD algorithms "
+                          "first fit CSD (lmax --lmax, response from single-fibre voxels)")
+    inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2; default: the .bval beside it)")
+    inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (voxel axes, x flipped for a "
+                                                     "positive-determinant affine; default: the .bvec beside it)")
+    inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
+    inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fit for --dwi (default 8)")
     seeds = p.add_argument_group("seeds (one of)")
     seeds.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
     seeds.add_argument("--seed-points", metavar="FILE",
@@ -93,12 +97,19 @@ def _load_field(args):
             return SHField(torch.from_numpy(data), affine, args.sh_basis, args.sh_frame)
         except InputError as exc:
             raise InputError(f"{args.fod}: {exc}") from exc
-    if args.bvals is None or args.bvecs is None:
-        raise InputError("--dwi needs --bvals and --bvecs")
-    from ..dwi import load_fsl_dwi
+    from ..dwi_io import load_dwi, load_mask
 
-    dwi = load_fsl_dwi(args.dwi, args.bvals, args.bvecs)
-    return DWIField.from_dwi(dwi)
+    dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad)
+    if args.algorithm == "tensordet":
+        return DWIField.from_dwi(dwi)
+    from ..devices import resolve_device
+    from ..models.csd import fit_fod
+
+    if not args.quiet:
+        print(f"fitting CSD (lmax {args.lmax}) to {args.dwi}", file=sys.stderr)
+    fod = fit_fod(dwi, load_mask(args.mask, dwi) if args.mask else None, lmax=args.lmax,
+                  device=resolve_device(args.device))
+    return SHField(fod.coeffs.float(), dwi.affine, fod.basis, fod.frame)
 
 
 def _seeds(args, field_affine, field_shape):

@@ -7,15 +7,9 @@ import torch
 
 from ..errors import InputError
 from ..fields import DWIField, VolumeField
+from ..models.dti import design_matrix
 from ..stopping import Status
 from .base import Method, mrtrix_cos_threshold
-
-
-def b_matrix(bvals: np.ndarray, bvecs: np.ndarray) -> np.ndarray:
-    """(G, 7) design of -log S = b g'Dg - log S0 for [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, log S0]."""
-    g, b = bvecs, bvals
-    return np.stack([b * g[:, 0] ** 2, b * g[:, 1] ** 2, b * g[:, 2] ** 2, 2 * b * g[:, 0] * g[:, 1],
-                     2 * b * g[:, 0] * g[:, 2], 2 * b * g[:, 1] * g[:, 2], -np.ones_like(b)], -1)
 
 
 def tensor_fa(dt: torch.Tensor) -> torch.Tensor:
@@ -43,7 +37,7 @@ class TensorDet(Method):
     |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
 
     def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32):
-        bmat = b_matrix(field.bvals, field.bvecs)
+        bmat = -design_matrix(field.bvals, field.bvecs).numpy()  # MRtrix3's grad2bmatrix: -log S = bmat @ D
         if not ((field.bvals <= 50).any() and (field.bvals > 50).any()):
             raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
         self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)

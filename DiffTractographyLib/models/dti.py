@@ -1,0 +1,133 @@
+"""Diffusion tensor fits on the log signal (OLS and WLS), batched over voxels, differentiable.
+
+The estimators are DIPY's ``TensorModel`` ones: the signal is clipped below at ``min_signal``
+(1e-4) before the log; WLS weights each volume by the squared signal that an OLS fit predicts
+(Chung et al. 2006); eigenvalues are clipped below at 1e-6 / max(|B|). Diffusivities are in mm^2/s;
+directions are in the frame of the b-vectors given (``fit_dti``: RAS ``world`` or ``voxel`` axes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..dwi import DWI
+from ..errors import InputError
+from .volumes import as_mask, frame_bvecs, gather_voxels, scatter_voxels
+
+METHODS = ("WLS", "OLS")
+MIN_SIGNAL = 1e-4  # DIPY's MIN_POSITIVE_SIGNAL
+
+
+def design_matrix(bvals, bvecs, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """(G, 7) matrix X with log S = X @ [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, log S0]; b in s/mm^2,
+    ``bvecs`` (G, 3) unit."""
+    b = torch.as_tensor(np.asarray(bvals), dtype=dtype, device=device)
+    g = torch.as_tensor(np.asarray(bvecs), dtype=dtype, device=device)
+    x, y, z = g.unbind(-1)
+    columns = [x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z]
+    return torch.stack([-b * c for c in columns] + [torch.ones_like(b)], dim=-1)
+
+
+@dataclass
+class TensorFit:
+    """Fitted tensors, any leading shape (...).
+
+    tensor: (..., 3, 3) mm^2/s. s0: (...) fitted b=0 signal. evals: (..., 3) descending, clipped at
+    the minimum diffusivity. evecs: (..., 3, 3), column j belongs to evals[..., j].
+    """
+
+    tensor: torch.Tensor
+    s0: torch.Tensor
+    evals: torch.Tensor
+    evecs: torch.Tensor
+
+    @property
+    def fa(self) -> torch.Tensor:
+        """Fractional anisotropy (...,), from the clipped eigenvalues as DIPY computes it."""
+        l1, l2, l3 = self.evals.unbind(-1)
+        num = 0.5 * ((l1 - l2) ** 2 + (l2 - l3) ** 2 + (l3 - l1) ** 2)
+        den = (self.evals ** 2).sum(-1)
+        ratio = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        return _safe_sqrt(ratio)
+
+    @property
+    def md(self) -> torch.Tensor:
+        """Mean diffusivity (...,), mm^2/s."""
+        return self.evals.mean(-1)
+
+    @property
+    def ad(self) -> torch.Tensor:
+        """Axial diffusivity (largest eigenvalue), mm^2/s."""
+        return self.evals[..., 0]
+
+    @property
+    def rd(self) -> torch.Tensor:
+        """Radial diffusivity (mean of the two smaller eigenvalues), mm^2/s."""
+        return self.evals[..., 1:].mean(-1)
+
+    @property
+    def v1(self) -> torch.Tensor:
+        """Principal eigenvector (..., 3), unit, sign arbitrary."""
+        return self.evecs[..., 0]
+
+    @property
+    def color_fa(self) -> torch.Tensor:
+        """Colour-coded FA (..., 3): |v1| x FA clipped to [0, 1] (red x, green y, blue z of the frame)."""
+        return self.v1.abs() * self.fa.clamp(0.0, 1.0)[..., None]
+
+
+def fit_tensor(signal: torch.Tensor, bvals, bvecs, method: str = "WLS", min_signal: float = MIN_SIGNAL) -> TensorFit:
+    """Fit tensors to ``signal`` (..., G) measured with ``bvals`` (G,) s/mm^2 and unit ``bvecs`` (G, 3).
+
+    Runs on the signal's device and dtype; differentiable with respect to the signal (away from
+    repeated eigenvalues for ``evecs``)."""
+    if method not in METHODS:
+        raise InputError(f"unknown tensor fit method {method!r}; choose one of {', '.join(METHODS)}")
+    if not signal.is_floating_point():
+        raise InputError("the signal must be a floating-point tensor")
+    x = design_matrix(bvals, bvecs, dtype=signal.dtype, device=signal.device)
+    if signal.shape[-1] != x.shape[0]:
+        raise InputError(f"the signal has {signal.shape[-1]} volumes but the gradient table {x.shape[0]}")
+    shape = signal.shape[:-1]
+    log_s = torch.log(signal.reshape(-1, x.shape[0]).clamp_min(min_signal))
+    scale = x.abs().amax(0)  # column scaling keeps the normal equations well conditioned
+    xs = x / scale
+    beta = log_s @ torch.linalg.pinv(xs).T
+    if method == "WLS":  # normal equations X' W^2 X beta = X' W^2 y, built as GEMMs over the volumes
+        predicted = beta @ xs.T  # log of the OLS-predicted signal; weights are only defined up to a scale
+        w2 = torch.exp(2.0 * (predicted - predicted.amax(-1, keepdim=True)))
+        outer = (xs[:, :, None] * xs[:, None, :]).reshape(len(xs), -1)
+        normal = (w2 @ outer).reshape(-1, 7, 7)
+        beta = torch.cholesky_solve(((w2 * log_s) @ xs)[..., None], torch.linalg.cholesky(normal))[..., 0]
+    beta = beta / scale
+    dxx, dyy, dzz, dxy, dxz, dyz, log_s0 = beta.unbind(-1)
+    tensor = torch.stack([torch.stack([dxx, dxy, dxz], -1), torch.stack([dxy, dyy, dyz], -1),
+                          torch.stack([dxz, dyz, dzz], -1)], -2)
+    evals, evecs = torch.linalg.eigh(tensor)
+    min_diffusivity = 1e-6 / float(-x.min())
+    evals = evals.flip(-1).clamp_min(min_diffusivity)
+    evecs = evecs.flip(-1)
+    return TensorFit(tensor.reshape(shape + (3, 3)), torch.exp(log_s0).reshape(shape),
+                     evals.reshape(shape + (3,)), evecs.reshape(shape + (3, 3)))
+
+
+def fit_dti(dwi: DWI, mask=None, *, method: str = "WLS", frame: str = "world", device=None,
+            dtype: torch.dtype = torch.float64, chunk_size: int = 200_000) -> TensorFit:
+    """Fit a tensor in every voxel of ``mask`` (default: voxels with any non-zero signal).
+
+    Returns a ``TensorFit`` of shape (X, Y, Z): zeros outside the mask. Directions are in ``frame``:
+    ``world`` (RAS) or ``voxel`` (the voxel axes, DIPY's frame). All volumes are used (select a shell
+    first with ``dwi.select_shell`` for a single-shell fit)."""
+    bvecs = frame_bvecs(dwi, frame)
+    mask = as_mask(dwi, mask)
+    parts = [fit_tensor(chunk, dwi.bvals, bvecs, method) for chunk in gather_voxels(dwi, mask, device, dtype, chunk_size)]
+    fields = {name: torch.cat([getattr(p, name) for p in parts]) for name in ("tensor", "s0", "evals", "evecs")}
+    return TensorFit(**{name: scatter_voxels(value, mask) for name, value in fields.items()})
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a zero (not infinite) gradient at 0."""
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
