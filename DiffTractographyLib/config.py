@@ -30,7 +30,10 @@ class TrackingParams:
     max_angle: degrees between successive steps. Default 60 (MRtrix3 deterministic), 45 for
         detmax/prob.
     cutoff: stopping threshold, see ``CUTOFF_MEANING``. Default 0.1.
-    min_length, max_length: mm. Defaults 5 x voxel and 100 x voxel (MRtrix3).
+    min_length, max_length: mm. Defaults 5 x voxel and 100 x voxel (MRtrix3). For detmax/prob
+        (DIPY) max_length bounds each half on its own (DIPY's ``maxlen`` = max_length / step_size
+        points per half), default 500 x step_size (``maxlen=500``); min_length defaults to 0 (DIPY's
+        ``return_all``: every streamline is kept, even a lone seed point).
     rk4: fourth-order Runge-Kutta integration (sdstream only, MRtrix3 ``-rk4``).
     unidirectional: track only along the initial direction from each seed.
     sh_precomputed: evaluate SH through MRtrix3's precomputed Legendre table (``-noprecomputed``
@@ -94,7 +97,8 @@ class TrackingParams:
             step_size=float(step),
             max_angle=float(self.max_angle if self.max_angle is not None else (60.0 if mrtrix else 45.0)),
             cutoff=float(self.cutoff if self.cutoff is not None else 0.1),
-            min_length=float(self.min_length if self.min_length is not None else 5.0 * voxel_size),
-            max_length=float(self.max_length if self.max_length is not None else 100.0 * voxel_size),
+            min_length=float(self.min_length if self.min_length is not None else (5.0 * voxel_size if mrtrix else 0.0)),
+            max_length=float(self.max_length if self.max_length is not None
+                             else (100.0 * voxel_size if mrtrix else 500.0 * step)),
             precision=self.precision or ("float64" if self.algorithm == "detmax" else "float32"),
         )

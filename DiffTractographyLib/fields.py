@@ -96,8 +96,11 @@ class VolumeField:
         corners = (base_i[:, None, :] + offs).clamp(min=0).minimum(self._dims - 1)
         flat = (corners * self._strides).sum(-1)
         flat = torch.where(inside[:, None], flat, torch.zeros_like(flat))
-        values = self._flat[flat]  # (N, 8, C)
-        out = torch.einsum("nk,nkc->nc", w, values)
+        values = self._flat.index_select(0, flat.reshape(-1)).view(len(flat), 8, -1)  # (N, 8, C)
+        weighted = w[:, :, None] * values
+        out = weighted[:, 0]
+        for k in range(1, 8):  # corners summed in order: the same rounding on every device
+            out = out + weighted[:, k]
         return torch.where(inside[:, None], out, torch.zeros_like(out)), inside
 
 

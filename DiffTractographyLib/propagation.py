@@ -60,14 +60,15 @@ def rk4_direction(method: Method, pos: torch.Tensor, direction: torch.Tensor, st
 
 def _steps(method: Method, pos: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, n_steps: int,
            first_index: int, step_size: float, max_points: int, region: Region | None,
-           direction_fn: Callable | None):
+           direction_fn: Callable | None, keys: tuple[torch.Tensor, torch.Tensor] | None):
     """Run ``n_steps`` iterations on the active rows; returns the new state and what was recorded."""
     rec_rows, rec_cols, rec_pos, ended_rows, ended_status, first_rows, first_dirs = [], [], [], [], [], [], []
     for k in range(first_index, first_index + n_steps):
         if len(rows) == 0:
             break
         if direction_fn is None:
-            new_dir, status = method.next(pos, direction)
+            key = None if keys is None else (keys[0][rows], keys[1][rows], k)
+            new_dir, status = method.next(pos, direction, key=key)
         else:
             new_dir, status = direction_fn(pos, direction)
         new_pos = pos + new_dir * step_size
@@ -93,9 +94,11 @@ def _steps(method: Method, pos: torch.Tensor, direction: torch.Tensor, rows: tor
 
 def propagate(method: Method, pos: torch.Tensor, direction: torch.Tensor, step_size: float, max_points: int,
               region: Region | None = None, rk4_cos_max: float | None = None,
-              checkpoint_every: int = 32, progress: Callable[[int], None] | None = None) -> HalfStreamlines:
+              checkpoint_every: int = 32, progress: Callable[[int], None] | None = None,
+              keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> HalfStreamlines:
     """Track half-streamlines from (M, 3) RAS ``pos`` along unit ``direction`` for at most
-    ``max_points`` new points each. ``rk4_cos_max`` switches to RK4 integration."""
+    ``max_points`` new points each. ``rk4_cos_max`` switches to RK4 integration. ``keys`` =
+    (seed index (M,), branch (M,)) key the random draws of sampling methods (see ``Method.next``)."""
     m = len(pos)
     device = pos.device
     direction_fn = None
@@ -108,7 +111,7 @@ def propagate(method: Method, pos: torch.Tensor, direction: torch.Tensor, step_s
     k = 0
     while k < max_points and len(rows):
         n = min(block, max_points - k)
-        args = (method, pos, direction, rows, n, k, step_size, max_points, region, direction_fn)
+        args = (method, pos, direction, rows, n, k, step_size, max_points, region, direction_fn, keys)
         if grad:
             out = checkpoint(_steps, *args, use_reentrant=False)
         else:

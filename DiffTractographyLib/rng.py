@@ -22,11 +22,14 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def uniform(rng_seed: int, index: torch.Tensor, stream: int, n: int, dtype=torch.float64) -> torch.Tensor:
-    """(len(index), n) uniforms in (0, 1) for integer keys ``index`` in draw ``stream``."""
+def uniform(rng_seed: int, index: torch.Tensor, stream: int | torch.Tensor, n: int | torch.Tensor,
+            dtype=torch.float64) -> torch.Tensor:
+    """(len(index), n) uniforms in (0, 1) for integer keys ``index`` in draw ``stream`` (an int, or
+    an int64 tensor with one stream per key). ``n`` may instead be a (len(index), K) tensor of draw
+    numbers: then draw d of each key is returned where ``n`` holds d."""
     key = _mix(_mix(index.to(torch.int64) + _mix(torch.tensor(rng_seed, dtype=torch.int64))) ^ (stream * 0x3C6EF372 & _MASK))
-    draws = torch.arange(n, dtype=torch.int64, device=index.device)
-    bits = _mix(_mix(key[:, None] ^ (draws[None, :] * 0x1B873593 & _MASK)) + 0x9E3779B9)
+    draws = torch.arange(n, dtype=torch.int64, device=index.device)[None, :] if isinstance(n, int) else n.to(torch.int64)
+    bits = _mix(_mix(key[:, None] ^ (draws * 0x1B873593 & _MASK)) + 0x9E3779B9)
     return ((bits.to(torch.float64) + 0.5) / 4294967296.0).to(dtype)
 
 

@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK = {"cpu": 20000, "cuda": 200000}
 
 
-def point_limits(params: TrackingParams) -> tuple[int, int]:
+def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[int, int]:
     """(min_points, max_points) of a whole streamline, as MRtrix3's ``set_num_points`` computes them
-    in float32 (downsampling ratio 1)."""
+    in float32 (downsampling ratio 1). Without ``shared_budget`` (DIPY) max_points bounds each half,
+    seed included: ``max_length / step_size`` new points (DIPY's ``maxlen``) plus the seed."""
     f = np.float32
     step = f(params.step_size)
     angle = f(f(params.max_angle) * np.float64(np.pi / 180.0))
@@ -33,6 +34,8 @@ def point_limits(params: TrackingParams) -> tuple[int, int]:
     turn = f(2.0) * np.arcsin(step / (f(2.0) * min_radius))
     min_step = f(2.0) * min_radius * np.sin(f(0.5) * turn)
     min_points = 1 + int(np.ceil(f(params.min_length) / step))
+    if not shared_budget:
+        return min_points, 1 + max(1, round(params.max_length / params.step_size))
     max_points = 3 + int(np.ceil(f(params.max_length) / min_step))
     return min_points, max_points
 
@@ -59,9 +62,26 @@ def _join(before: HalfStreamlines, n_before: torch.Tensor, seeds: torch.Tensor, 
     return torch.gather(src, 1, index[..., None].expand(-1, -1, 3)), lengths
 
 
+def _expand_to_peaks(method, seeds: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor):
+    """Give seeds without a direction one row per start direction of ``method.initial_directions``
+    (DIPY: one streamline per peak), in seed order. Returns seeds, directions, ids and the peak
+    number (0, 1, ... among the rows of one seed)."""
+    given = ~torch.isnan(directions).any(-1)
+    peaks = None if bool(given.all()) else method.initial_directions(seeds[~given])
+    if peaks is None:
+        return seeds, directions, ids, torch.zeros_like(ids)
+    peak_dirs, peak_rows = peaks
+    rows = torch.cat([torch.nonzero(given).flatten(), torch.nonzero(~given).flatten()[peak_rows]])
+    rows, order = torch.sort(rows, stable=True)
+    directions = torch.cat([directions[given], peak_dirs.to(directions.dtype)])[order]
+    peak = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)
+    return seeds[rows], directions, ids[rows], peak
+
+
 def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: torch.Tensor,
                  params: TrackingParams, region, limits: tuple[int, int], stats: Counter):
     min_points, max_points = limits
+    seeds, directions, ids, peak = _expand_to_peaks(method, seeds, directions, ids)
     given = ~torch.isnan(directions).any(-1)
     random_dirs = rng.unit_vectors(params.rng_seed, ids, stream=0, dtype=seeds.dtype)
     norm = torch.linalg.vector_norm(torch.nan_to_num(directions), dim=-1, keepdim=True).clamp(min=1e-30)
@@ -76,17 +96,19 @@ def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: tor
     if len(rows) == 0:
         return None
     pos, seed_dir, ids = seeds[rows], seed_dir[rows], ids[rows]
+    branch = 2 * peak[rows]  # random-draw keys: branch 2 j + h for half h of the seed's j-th start
     m = len(rows)
-    run = lambda p, d: propagate(method, p, d, params.step_size, max_points - 1, region,  # noqa: E731
-                                 rk4_cos_max=method.cos_max if params.rk4 else None)
+    run = lambda p, d, keys, n=max_points - 1: propagate(method, p, d, params.step_size, n, region,  # noqa: E731
+                                                         rk4_cos_max=method.cos_max if params.rk4 else None,
+                                                         keys=keys)
     if params.unidirectional:
-        first = run(pos, seed_dir)
+        first = run(pos, seed_dir, (ids, branch))
         second = HalfStreamlines(pos.new_zeros((m, 0, 3)), torch.zeros_like(first.counts), first.status, first.first_step)
-    elif method.reverse_uses_first_step:
-        first = run(pos, seed_dir)
-        second = run(pos, method.reverse(seed_dir, first))
     else:  # both halves in one batch; the shared budget is applied afterwards
-        both = run(torch.cat([pos, pos]), torch.cat([seed_dir, method.reverse(seed_dir, None)]))
+        # DIPY's second half starts from the first half's first step: a one-step probe finds it
+        probe = run(pos, seed_dir, (ids, branch), 1) if method.reverse_uses_first_step else None
+        both = run(torch.cat([pos, pos]), torch.cat([seed_dir, method.reverse(seed_dir, probe)]),
+                   (torch.cat([ids, ids]), torch.cat([branch, branch + 1])))
         first, second = (HalfStreamlines(both.points[s], both.counts[s], both.status[s], both.first_step[s])
                          for s in (slice(0, m), slice(m, 2 * m)))
     n1, n2 = first.counts, second.counts
@@ -144,7 +166,7 @@ def track(field, seeds, params: TrackingParams | None = None, *, seed_directions
     region = mask
     if mask is not None and not hasattr(mask, "contains"):
         region = BinaryMask(mask, field.affine, rule=method.rule, device=device)
-    limits = point_limits(params)
+    limits = point_limits(params, method.shared_budget)
     chunk = params.chunk_size or DEFAULT_CHUNK[device.type]
     stats: Counter = Counter()
     parts, start = [], 0

@@ -18,7 +18,8 @@ Coordinates: seed files and outputs are RAS millimetres, the world space of
 the NIfTI affine (.tck/.trk/.trx store RAS mm; .vtk/.vtp are tagged SPACE=RAS, the convention of
 Slicer's fiber bundles). Defaults follow the reference tool of each algorithm: MRtrix3 for sdstream
 and tensordet (step 0.1 voxel, angle 60 deg, cutoff 0.1, min length 5 voxels, max length 100 voxels),
-DIPY for detmax and prob (step 0.25 voxel, angle 45 deg, relative pmf threshold 0.1).
+DIPY for detmax and prob (step 0.25 voxel, angle 45 deg, relative pmf threshold 0.1, no min length,
+max length 500 steps per half: DIPY bounds each half of a streamline on its own).
 
 Example: difftract track --fod fod.nii.gz --seed-image mask.nii.gz --seeds-per-voxel 2 \\
              --mask mask.nii.gz --step 0.5 --angle 45 --out tracks.trx
@@ -64,7 +65,8 @@ def add_parser(sub) -> None:
     trk.add_argument("--cutoff", type=float, metavar="X",
                      help="stop below this: " + "; ".join(f"{k}: {v}" for k, v in CUTOFF_MEANING.items()))
     trk.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
-    trk.add_argument("--max-length", type=float, metavar="MM", help="stop streamlines at this length (mm)")
+    trk.add_argument("--max-length", type=float, metavar="MM",
+                     help="stop streamlines at this length (mm; for detmax/prob: each half, as DIPY)")
     trk.add_argument("--rk4", action="store_true", help="fourth-order Runge-Kutta integration (sdstream)")
     trk.add_argument("--unidirectional", action="store_true", help="track only forwards from each seed")
     trk.add_argument("--noprecomputed", action="store_true",

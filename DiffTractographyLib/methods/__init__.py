@@ -24,4 +24,12 @@ def make_method(field, params: TrackingParams, dtype: torch.dtype) -> Method:
 
         return SDStream(field, params.cutoff, params.max_angle, precomputed=params.sh_precomputed,
                         polish=params.peak_polish, dtype=dtype)
+    if params.algorithm == "detmax":
+        from .detmax import DeterministicMaximum
+
+        return DeterministicMaximum(field, params.cutoff, params.max_angle, dtype=dtype)
+    if params.algorithm == "prob":
+        from .prob import Probabilistic
+
+        return Probabilistic(field, params.cutoff, params.max_angle, rng_seed=params.rng_seed, dtype=dtype)
     raise InputError(f"algorithm {params.algorithm!r} is not available yet")

@@ -39,11 +39,18 @@ class Method:
         """Seed direction at (N, 3) RAS points from a start direction (N, 3) -> (directions, ok (N,))."""
         raise NotImplementedError
 
-    def next(self, pos: torch.Tensor, direction: torch.Tensor, check_curvature: bool = True
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, pos: torch.Tensor, direction: torch.Tensor, check_curvature: bool = True,
+             key: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Direction of the step from ``pos`` given the previous ``direction``, and a ``Status`` code
-        per row (CONTINUE, OUTSIDE_IMAGE, LOW_SIGNAL or HIGH_CURVATURE)."""
+        per row (CONTINUE, OUTSIDE_IMAGE, LOW_SIGNAL or HIGH_CURVATURE). ``key`` = (seed index (M,),
+        branch (M,), step number) names each row's random draws for methods that sample."""
         raise NotImplementedError
+
+    def initial_directions(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Start directions for (N, 3) RAS seeds given without one: (K, 3) RAS directions and the
+        seed row (K,) of each, a seed may get several or one zero direction (DIPY's peaks). None
+        (the default): MRtrix3's random start direction, refined by ``init``."""
+        return None
 
     def reverse(self, seed_direction: torch.Tensor, first_half) -> torch.Tensor:
         """Start direction of the second half (``first_half``: the first ``HalfStreamlines`` when

@@ -46,7 +46,7 @@ class SDStream(Method):
         u, status = self._peak(pos, direction)
         return u, status == Status.CONTINUE
 
-    def next(self, pos, direction, check_curvature=True):
+    def next(self, pos, direction, check_curvature=True, key=None):
         u, status = self._peak(pos, direction)
         if check_curvature:
             status = curvature_status(status, (direction * u).sum(-1), self.cos_max)

@@ -65,7 +65,7 @@ class TensorDet(Method):
         u = torch.where(flip[:, None], -u, u)
         return u, inside & (tensor_fa(dt) >= self.cutoff)
 
-    def next(self, pos, direction, check_curvature=True):
+    def next(self, pos, direction, check_curvature=True, key=None):
         dt, inside = self._tensor(pos)
         u = principal_direction(dt)
         dot = (direction * u).sum(-1)
