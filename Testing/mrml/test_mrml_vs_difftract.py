@@ -15,7 +15,8 @@ from DiffTractographyLib.polydata import polydata_to_tractogram  # noqa: E402
 from helpers import crossing_phantom  # noqa: E402
 
 
-def test_sh_volume_node_tracks_as_difftract_track_on_the_nifti(scene, tmp_path):
+@pytest.mark.parametrize("algorithm", ["sdstream", "detmax"])
+def test_sh_volume_node_tracks_as_difftract_track_on_the_nifti(scene, tmp_path, algorithm):
     coeffs, mask, affine, centre, u, v = crossing_phantom()
     nib.save(nib.Nifti1Image(coeffs.numpy(), affine), tmp_path / "fod.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "mask.nii.gz")
@@ -29,8 +30,9 @@ def test_sh_volume_node_tracks_as_difftract_track_on_the_nifti(scene, tmp_path):
                fmt="%.17g")
 
     bundle = mrml.run(scene, fod, points, mask=region, seeds_per_point=12, seed_radius=2.0, rng_seed=4,
-                      step_size=1.0, device="cpu")
-    assert main(["track", "--fod", str(tmp_path / "fod.nii.gz"), "--seed-points", str(tmp_path / "seeds.txt"),
+                      step_size=1.0, algorithm=algorithm, device="cpu")
+    assert main(["track", "--fod", str(tmp_path / "fod.nii.gz"), "--algorithm", algorithm,
+                 "--seed-points", str(tmp_path / "seeds.txt"),
                  "--mask", str(tmp_path / "mask.nii.gz"), "--step", "1.0", "--rng-seed", "4", "--device", "cpu",
                  "--quiet", "--out", str(tmp_path / "cli.trx")]) == 0
 
