@@ -18,7 +18,7 @@ import numpy as np
 from .config import TrackingParams
 from .dwi import DWI
 from .errors import InputError
-from .geometry import as_affine
+from .geometry import as_affine, axes_rotation
 
 FIBER_BUNDLE = "vtkMRMLFiberBundleNode"
 DWI_NODE = "vtkMRMLDiffusionWeightedVolumeNode"
@@ -260,12 +260,15 @@ def _segments_mask(node, segments):
 
 
 def box_from_node(node):
-    """A vtkMRMLMarkupsROINode as a ``selection.Box`` in world RAS (rotation and parent transforms
-    included)."""
-    from .selection import Box
+    """A vtkMRMLMarkupsROINode as a ``selection.OrientedBox`` in world RAS (its rotation and parent
+    transforms included; a transform that shears the box is refused)."""
+    from .selection import OrientedBox
 
     _require(node, "vtkMRMLMarkupsROINode", "the ROI")
-    return Box(_array(node.GetObjectToWorldMatrix()), np.array(node.GetSize()))
+    box_to_world = _array(node.GetObjectToWorldMatrix())
+    scale = np.linalg.norm(box_to_world[:3, :3], axis=0)
+    return OrientedBox(tuple(box_to_world[:3, 3]), tuple(np.array(node.GetSize()) * scale),
+                       tuple(map(tuple, axes_rotation(box_to_world))))
 
 
 def control_points(node) -> np.ndarray:
@@ -293,10 +296,10 @@ def seeds_from_node(node, *, voxel_volume: float, seeds_per_voxel: int = 1, seed
     if node is None:
         raise InputError("choose a seed node: a label map, a segmentation, a markups fiducial list or a markups ROI")
     if node.IsA("vtkMRMLMarkupsROINode"):
-        box = box_from_node(node)
-        volume = abs(np.linalg.det(box.box_to_world[:3, :3])) * float(np.prod(box.size))
+        box_to_world, size = _array(node.GetObjectToWorldMatrix()), np.array(node.GetSize())
+        volume = abs(np.linalg.det(box_to_world[:3, :3])) * float(np.prod(size))
         count = max(1, round(seeds_per_voxel * volume / voxel_volume))
-        return seeding.seeds_in_box(box.box_to_world, box.size, count, rng_seed)
+        return seeding.seeds_in_box(box_to_world, size, count, rng_seed)
     if node.IsA("vtkMRMLMarkupsNode"):
         points = control_points(node)
         if len(points) == 0:
@@ -313,7 +316,7 @@ def _stopping_rule(algorithm: str) -> str:
 def region_from_node(node, algorithm: str, segments: list[str] | None = None, device=None):
     """A mask, label map, segmentation or ROI node as a region with ``contains(points)``: a
     ``stopping.BinaryMask`` on the node's own grid (nearest voxel in RAS, the algorithm's rounding
-    rule, as ``difftract track --mask``) or a ``selection.Box``."""
+    rule, as ``difftract track --mask``) or a ``selection.OrientedBox``."""
     if node.IsA("vtkMRMLMarkupsROINode"):
         return box_from_node(node)
     from .stopping import BinaryMask
@@ -328,6 +331,13 @@ def regions(nodes, algorithm: str, device=None) -> list:
         return []
     listed = nodes if isinstance(nodes, (list, tuple)) else [nodes]
     return [region_from_node(n, algorithm, device=device) for n in listed]
+
+
+def select(tractogram, include: list, exclude: list):
+    """The streamlines of ``tractogram`` that visit every ``include`` region and no ``exclude`` region."""
+    from .selection import select_streamlines
+
+    return tractogram.subset(select_streamlines(tractogram, include, exclude)) if include or exclude else tractogram
 
 
 def tracking_params(node, parameters: dict) -> TrackingParams:
@@ -433,7 +443,6 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     progress: called with (seeds done, seeds total) after each chunk; raise from it to cancel.
     """
     from .devices import resolve_device
-    from .selection import select
     from .tracking import track
 
     params = tracking_params(inputNode, parameters)
@@ -444,9 +453,8 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
                             seeds_per_point=seeds_per_point, seed_radius=seed_radius, segments=segment_ids,
                             rng_seed=params.rng_seed)
     stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
-    tractogram = track(field, seeds, params, mask=stop, progress=progress)
-    tractogram = select(tractogram, regions(include, params.algorithm, device),
-                        regions(exclude, params.algorithm, device))
+    tractogram = select(track(field, seeds, params, mask=stop, progress=progress),
+                        regions(include, params.algorithm, device), regions(exclude, params.algorithm, device))
     if params.algorithm == "tensordet":
         tractogram = with_tensors(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)
@@ -497,7 +505,6 @@ class InteractiveSeeding:
     def update(self) -> int:
         """Re-track the control points that changed; returns how many were re-tracked."""
         from . import seeding
-        from .selection import select
         from .streamlines import Tractogram
         from .tracking import track
 

@@ -1,53 +1,46 @@
 """Keep or drop whole streamlines by the regions they visit (MRtrix3 ``tckgen -include/-exclude``).
 
-A region is anything with ``contains(points (P, 3) RAS mm) -> (P,) bool``: a ``stopping.BinaryMask``
-(label map or segmentation) or a ``Box`` (a Slicer markups ROI).
+A streamline is kept when it has a vertex in every include region and none in any exclude region;
+vertices are tested, not the segments between them. A region is anything with
+``contains(points (P, 3) RAS mm) -> (P,) bool``: an ``OrientedBox`` (a Slicer markups ROI) or a
+``stopping.BinaryMask`` (a label map or segmentation). The names and semantics are those of issue 4's
+selection module, which supersedes this one when both are merged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from .errors import InputError
-from .geometry import as_affine
 from .streamlines import Tractogram
 
 
-@dataclass
-class Box:
-    """An oriented box: ``box_to_world`` (4, 4) maps box coordinates (origin at the centre, axes
-    along the edges) to RAS mm; ``size`` (3,) edge lengths in those coordinates (mm)."""
+@dataclass(frozen=True)
+class OrientedBox:
+    """Box of side lengths ``size`` (mm) centred on ``centre`` (RAS mm), its edges along the
+    columns of the rotation ``axes`` (3, 3); boundary included."""
 
-    box_to_world: np.ndarray
-    size: np.ndarray
-
-    def __post_init__(self):
-        self.box_to_world = as_affine(self.box_to_world)
-        self.size = np.asarray(self.size, dtype=np.float64).reshape(3)
-        if not (self.size > 0).all():
-            raise InputError(f"a box needs three positive edge lengths, got {self.size.tolist()} mm")
+    centre: tuple[float, float, float]
+    size: tuple[float, float, float]
+    axes: tuple[tuple[float, float, float], ...]
 
     def contains(self, points: torch.Tensor) -> torch.Tensor:
-        """(P,) bool: points inside the box or on its faces."""
-        inv = torch.as_tensor(np.linalg.inv(self.box_to_world), dtype=torch.float64, device=points.device)
-        local = points.detach().to(torch.float64) @ inv[:3, :3].T + inv[:3, 3]
-        half = torch.as_tensor(self.size / 2, dtype=torch.float64, device=points.device)
-        return (local.abs() <= half).all(-1)
+        axes = torch.tensor(self.axes, dtype=torch.float64, device=points.device)
+        local = (points.double() - torch.tensor(self.centre, dtype=torch.float64, device=points.device)) @ axes
+        half = torch.tensor(self.size, dtype=torch.float64, device=points.device) / 2
+        return (local.abs() <= half).all(1)
 
 
-def select(tractogram: Tractogram, include: Sequence = (), exclude: Sequence = ()) -> Tractogram:
-    """The streamlines with a vertex in every ``include`` region and no vertex in any ``exclude``
-    region, in their original order with their data."""
+def select_streamlines(tractogram: Tractogram, include: Sequence = (), exclude: Sequence = ()) -> torch.Tensor:
+    """(N,) bool, True for the streamlines with a vertex in every ``include`` region and no vertex in
+    any ``exclude`` region."""
     n = len(tractogram)
-    if n == 0 or not (include or exclude):
-        return tractogram
-    keep = torch.ones(n, dtype=torch.bool)
     owner = torch.repeat_interleave(torch.arange(n), tractogram.lengths.cpu())
-    for region, wanted in [(r, True) for r in include] + [(r, False) for r in exclude]:
-        visits = torch.zeros(n, dtype=torch.bool)
-        visits[owner[region.contains(tractogram.points).cpu()]] = True
-        keep &= visits if wanted else ~visits
-    return tractogram.subset(keep)
+    keep = torch.ones(n, dtype=torch.bool)
+    for regions, wanted in ((include, True), (exclude, False)):
+        for region in regions:
+            visits = torch.zeros(n, dtype=torch.bool)
+            visits[owner[region.contains(tractogram.points.detach()).cpu()]] = True
+            keep &= visits if wanted else ~visits
+    return keep

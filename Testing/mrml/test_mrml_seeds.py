@@ -59,6 +59,24 @@ def test_roi_seeds_fill_the_turned_box(scene):
     assert (np.abs(local) <= [3.0, 2.0, 4.0]).all()
 
 
+def test_roi_region_is_the_turned_box_under_its_transform(scene, build, rotate):
+    import torch
+
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetSize(4.0, 6.0, 8.0)
+    roi.SetCenter(1.0, 2.0, 3.0)
+    world = np.eye(4)
+    world[:3, :3] = rotate([0, 0, 1], 90.0) * 2.0  # turn about S and double every length
+    build.transform(scene, world, roi)
+
+    box = mrml.box_from_node(roi)
+
+    # the ROI's 4 mm edge becomes an 8 mm edge along RAS y, centred at (-4, 2, 6)
+    inside = torch.tensor([[-4.0 + 5.9, 2.0 + 3.9, 6.0 + 7.9], [-4.0, 2.0 - 3.9, 6.0]])
+    outside = torch.tensor([[-4.0 + 6.1, 2.0, 6.0], [-4.0, 2.0 + 4.1, 6.0], [-4.0, 2.0, 6.0 - 8.1]])
+    assert box.contains(inside).all() and not box.contains(outside).any()
+
+
 def test_label_map_seeds_lie_in_the_labelled_voxels(scene, build, oblique_affine):
     labels = np.zeros((5, 6, 7), np.uint8)
     labels[1, 2, 3] = labels[3, 4, 5] = 1
