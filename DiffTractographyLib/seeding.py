@@ -1,4 +1,5 @@
-"""Seeds: generated in a mask or label image, or read from a text file. Always RAS mm."""
+"""Seeds: generated in a mask or label image, in balls around points or in a box, or read from a
+text file. Always RAS mm."""
 from __future__ import annotations
 
 import warnings
@@ -75,3 +76,32 @@ def outside_grid(points: np.ndarray, affine, shape) -> np.ndarray:
     """(N,) bool: points whose nearest voxel lies outside a grid of ``shape``."""
     v = apply_affine(np.linalg.inv(as_affine(affine)), points)
     return ((v <= -0.5) | (v >= np.asarray(shape[:3]) - 0.5)).any(-1)
+
+
+def seeds_in_spheres(centres, radius: float, count: int, rng_seed: int = 0, indices=None) -> np.ndarray:
+    """``count`` seeds uniform in the ball of ``radius`` mm around each (M, 3) RAS centre, as
+    (M * count, 3) RAS mm ordered by centre (Slicer's fiducial seeding). The draws of a centre depend
+    only on ``rng_seed`` and its entry of ``indices`` (default 0..M-1), so a moved centre keeps its
+    seed pattern."""
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
+    if not (np.isfinite(radius) and radius >= 0):
+        raise InputError(f"the seed radius must be a non-negative number of mm, got {radius}")
+    if count < 1:
+        raise InputError(f"seeds per point must be at least 1, got {count}")
+    ids = np.arange(len(c)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    keys = torch.from_numpy((ids[:, None] * count + np.arange(count)).reshape(-1))
+    u = rng.uniform(rng_seed, keys, stream=2, n=3).numpy()
+    z = 2.0 * u[:, 1] - 1.0
+    phi = 2.0 * np.pi * u[:, 2]
+    ring = np.sqrt(1.0 - z * z)
+    offsets = (radius * np.cbrt(u[:, 0]))[:, None] * np.stack([ring * np.cos(phi), ring * np.sin(phi), z], -1)
+    return np.repeat(c, count, axis=0) + offsets
+
+
+def seeds_in_box(box_to_world, size, count: int, rng_seed: int = 0) -> np.ndarray:
+    """``count`` seeds uniform in an oriented box, (count, 3) RAS mm: ``box_to_world`` (4, 4) maps box
+    coordinates (origin at the centre) to RAS, ``size`` (3,) is the edge lengths in those coordinates."""
+    if count < 1:
+        raise InputError(f"the box needs at least one seed, got {count}")
+    u = rng.uniform(rng_seed, torch.arange(count), stream=3, n=3).numpy()
+    return apply_affine(as_affine(box_to_world), (u - 0.5) * np.asarray(size, dtype=np.float64).reshape(3))
