@@ -7,6 +7,8 @@ points, the smaller of the direct and the flipped orientation), in mm. Results e
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -37,31 +39,31 @@ def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _segment_lengths(points: torch.Tensor) -> torch.Tensor:
-    """Float64 length of the segment from point p to p + 1 of a flat (P, 3) float32 array, then a 0.
+    """Float64 length of the segment from point p to p + 1 of a flat (P, 3) float32 array, (P - 1,).
 
     As DIPY: coordinate differences in float32, squares and their sum (x, y, z in order) in float64.
     """
     d = (points[1:] - points[:-1]).T.double()
     d = d * d
-    length = torch.sqrt(d[0] + d[1] + d[2])
-    return torch.cat([length, length.new_zeros(1)])
+    return torch.sqrt(d[0] + d[1] + d[2])
 
 
-def _resample_chunk(points: torch.Tensor, seg_len: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
-                    nb_points: int, reverse: bool) -> torch.Tensor:
-    """DIPY ``set_number_of_points`` on the streamlines ``points[starts[i]:starts[i] + lengths[i]]``.
+def _resample_chunk(points: torch.Tensor, lengths: torch.Tensor, nb_points: int) -> torch.Tensor:
+    """DIPY ``set_number_of_points`` on the consecutive streamlines of a flat (P, 3) float32 array.
 
-    ``seg_len`` comes from ``_segment_lengths(points)``. Arc lengths and the sample positions
-    (``step`` added again and again) are float64 sums in DIPY's order, interpolated points are
-    rounded to float32, the end vertices are copied exactly. Rows with zero arc length are NaN.
+    Arc lengths and the sample positions (``step`` added again and again) are float64 sums in
+    DIPY's order, interpolated points are rounded to float32, the end vertices are copied exactly.
+    Rows with zero arc length are NaN.
     """
     dev = points.device
     n, t = len(lengths), int(lengths.max())
-    j = torch.arange(t - 1, device=dev)[None, :]
-    n_seg = (lengths - 1)[:, None]
-    seg_index = (starts[:, None] + (n_seg - 1 - j if reverse else j)).where(j < n_seg, len(seg_len) - 1)
+    starts = torch.cumsum(lengths, 0) - lengths
+    within = torch.ones(len(points) - 1, dtype=torch.bool, device=dev)
+    within[(starts + lengths - 1)[:-1]] = False                 # segments joining two streamlines
+    padded = (torch.arange(t - 1, device=dev)[None, :] < (lengths - 1)[:, None])
     arc = torch.zeros((n, t), dtype=torch.float64, device=dev)
-    arc[:, 1:] = _sequential_cumsum(torch.take(seg_len, seg_index))
+    arc[:, 1:] = _sequential_cumsum(torch.zeros(padded.shape, dtype=torch.float64, device=dev)
+                                    .masked_scatter_(padded, _segment_lengths(points)[within]))
     total = arc[:, -1:]
     step = total / (nb_points - 1)
     targets = [torch.zeros_like(step)]
@@ -71,17 +73,11 @@ def _resample_chunk(points: torch.Tensor, seg_len: torch.Tensor, starts: torch.T
     k = torch.searchsorted(arc, targets, side="left").clamp_(1, t - 1)
     arc_k, arc_prev = arc.gather(1, k), arc.gather(1, k - 1)
     ratio = 1 - ((arc_k - targets) / (arc_k - arc_prev))
-    first, last = starts, starts + lengths - 1
-    if reverse:
-        first, last = last, first
-        k = (starts[:, None] + n_seg - k).clamp_(min=0)
-        p_k, p_prev = _rows(points, k), _rows(points, k + 1)
-    else:
-        k = (starts[:, None] + k).clamp_(max=len(points) - 1)
-        p_k, p_prev = _rows(points, k), _rows(points, k - 1)
+    k = (starts[:, None] + k).clamp_(max=len(points) - 1)
+    p_k, p_prev = _rows(points, k), _rows(points, k - 1)
     inner = (p_prev.double() + ratio[..., None] * (p_k - p_prev).double()).float()
     inner = torch.where((arc_k == targets)[..., None], p_k, inner)
-    out = torch.cat([_rows(points, first[:, None]), inner, _rows(points, last[:, None])], 1)
+    out = torch.cat([_rows(points, starts[:, None]), inner, _rows(points, (starts + lengths - 1)[:, None])], 1)
     return out.masked_fill_((total <= 0)[..., None], float("nan"))
 
 
@@ -100,7 +96,10 @@ def _chunks(lengths: torch.Tensor, budget: int):
 
 
 def _resample_both(tractogram: Tractogram, nb_points: int, directions=(False, True)) -> list[torch.Tensor]:
-    """``resample_streamlines`` for each ``reverse`` flag in ``directions``, sharing the work."""
+    """``resample_streamlines`` for each ``reverse`` flag in ``directions``.
+
+    The reversed streamlines are the consecutive streamlines of the reversed point array.
+    """
     if nb_points < 2:
         raise InputError(f"nb_points must be at least 2, got {nb_points}")
     points = tractogram.points.detach().float()
@@ -109,15 +108,15 @@ def _resample_both(tractogram: Tractogram, nb_points: int, directions=(False, Tr
     out = [torch.full((len(tractogram), nb_points, 3), float("nan"), dtype=torch.float32, device=dev)
            for _ in directions]
     for i0, i1 in _chunks(tractogram.lengths.cpu(), _RESAMPLE_CHUNK_POINTS):
-        p0, p1 = int(offsets[i0]), int(offsets[i1])
         lengths = (offsets[i0 + 1:i1 + 1] - offsets[i0:i1]).to(dev)
-        if p1 - p0 < 2 or int(lengths.max()) < 2:
+        if int(lengths.max()) < 2:
             continue
-        chunk = points[p0:p1]
-        starts = (offsets[i0:i1] - p0).to(dev)
-        seg_len = _segment_lengths(chunk)
+        chunk = points[int(offsets[i0]):int(offsets[i1])]
         for result, reverse in zip(out, directions):
-            result[i0:i1] = _resample_chunk(chunk, seg_len, starts, lengths, nb_points, reverse)
+            if reverse:
+                result[i0:i1] = _resample_chunk(chunk.flip(0), lengths.flip(0), nb_points).flip(0)
+            else:
+                result[i0:i1] = _resample_chunk(chunk, lengths, nb_points)
     return out
 
 
@@ -188,6 +187,10 @@ def mdf_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 _MAX_ROUNDS = 6
+# Centroid motion inside a batch (a fraction of the threshold) covered by the pairs kept up front.
+_SLACK = 0.2
+# Clusters measured first in a nearest-centroid search, to bound the distance that needs looking at.
+_NN_PROBES = 4
 # Pairs of a lower-bound matrix computed at once (memory bound, independent of the cluster count).
 _BOUND_CHUNK = 1 << 22
 
@@ -247,16 +250,16 @@ def _running_means(start: np.ndarray, start_count: np.ndarray, members: np.ndarr
 
 
 def _first_argmin(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of a sparse (row, col) -> value list: the minimum and the lowest col reaching it.
-
-    Rows without entries get +inf and col -1 (DIPY's strict ``<`` scan keeps the first minimum).
-    """
-    best = values.new_full((n,), float("inf")).scatter_reduce(0, rows, values, "amin", include_self=True)
-    at_min = values == best[rows]
+    """Per row of a sparse (row, col) -> value list: the minimum, and the entry reaching it with the
+    lowest col (DIPY's strict ``<`` scan keeps the first minimum). Rows without entries: +inf, -1."""
+    best = values.new_full((n,), float("inf")).scatter_reduce(0, rows, values, "amin")
+    at_min = values == best.index_select(0, rows)
     big = torch.iinfo(torch.int64).max
     col = torch.full((n,), big, dtype=torch.int64, device=values.device)
-    col = col.scatter_reduce(0, rows[at_min], cols[at_min], "amin", include_self=True)
-    return best, torch.where(col == big, -1, col)
+    col = col.scatter_reduce(0, rows[at_min], cols[at_min], "amin")
+    entry = torch.nonzero(at_min & (cols == col.index_select(0, rows))).flatten()
+    first = torch.full((n,), -1, dtype=torch.int64, device=values.device)
+    return best, first.index_copy_(0, rows[entry], entry)
 
 
 class _QuickBundles:
@@ -276,9 +279,13 @@ class _QuickBundles:
         origin = x[valid].double().mean((0, 1)) if bool(valid.any()) else x.new_zeros(3, dtype=torch.float64)
         self.origin = origin
         self.bx, self.bxf = _bound_features(x, origin), _bound_features(xf, origin)
+        self.centres = self._centres(self.bx)
+        # the flipped features' centre of mass is the direct one's up to resampling round-off
+        self.flip_shift = float(torch.nan_to_num(torch.linalg.vector_norm(self._centres(self.bxf) - self.centres, dim=1)).max()) if n else 0.0
         radius = float(torch.nan_to_num(torch.linalg.vector_norm(torch.cat([self.bx, self.bxf]), dim=1)).max()) if n else 0.0
         # float32 rounding of the matrix-product bounds, with a wide margin
         self.eps_sq = 4e-5 * radius * radius + 1e-12
+        self.grouped = groups is not None
         self.groups = groups if groups is not None else torch.zeros(n, dtype=torch.int64, device=self.device)
         capacity = 64
         self.centroids = x.new_zeros((capacity, m, 3))
@@ -305,21 +312,55 @@ class _QuickBundles:
         self.bounds = torch.cat([self.bounds, self.bounds.new_zeros((pad, self.bounds.shape[1]))])
         self.cluster_group = torch.cat([self.cluster_group, self.cluster_group.new_zeros(pad)])
 
-    def _candidate_clusters(self, bx: torch.Tensor, bxf: torch.Tensor, groups: torch.Tensor):
-        """Clusters within reach of any batch streamline before the batch: (U,) ids, (B, U) sq bounds."""
-        ids, cols = [], []
-        step = max(1, _BOUND_CHUNK // max(1, 2 * len(bx)))
-        limit = self._limit_sq()
-        for k0 in range(0, self.k, step):
-            k1 = min(self.k, k0 + step)
-            sq = torch.minimum(_sq_bounds(bx, self.bounds[k0:k1]), _sq_bounds(bxf, self.bounds[k0:k1]))
-            sq.masked_fill_(groups[:, None] != self.cluster_group[None, k0:k1], float("inf"))
-            keep = torch.nonzero((sq < limit).any(0)).flatten()
-            ids.append(keep + k0)
-            cols.append(sq[:, keep])
-        if not ids:
-            return torch.zeros(0, dtype=torch.int64, device=self.device), bx.new_zeros((len(bx), 0))
-        return torch.cat(ids), torch.cat(cols, 1)
+    def _centres(self, bounds: torch.Tensor) -> torch.Tensor:
+        """Centres of mass about the origin from bound features: the weighted group means add up to it."""
+        return bounds.view(len(bounds), bounds.shape[1] // 3, 3).sum(1)
+
+    def _near_pairs(self, index: torch.Tensor, reach: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, cluster) pairs of streamlines ``index`` and the clusters whose centre of mass is
+        within ``reach`` mm of the streamline's (MDF >= distance of the centres of mass)."""
+        k = self.k
+        if k == 0:
+            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+            return empty, empty
+        centres = self._centres(self.bounds[:k])
+        x_centre = self.centres.index_select(0, index)
+        extent = float(torch.cat([centres, x_centre]).abs().max())
+        cell = max(reach, extent / 2.0 ** 19, 1e-6)
+        span = 1 << 20
+
+        def key(ijk: torch.Tensor) -> torch.Tensor:
+            ijk = ijk + (span // 2)
+            return (ijk[..., 0] * span + ijk[..., 1]) * span + ijk[..., 2]
+
+        cluster_key = key(torch.floor(centres / cell).long())
+        order = torch.argsort(cluster_key)
+        cells, count = torch.unique_consecutive(cluster_key[order], return_counts=True)
+        first = torch.cumsum(count, 0) - count
+        offsets = torch.stack(torch.meshgrid(*[torch.arange(-1, 2, device=self.device)] * 3, indexing="ij"), -1)
+        near = key(torch.floor(x_centre / cell).long()[:, None, :] + offsets.view(1, 27, 3))
+        at = torch.searchsorted(cells, near).clamp(max=len(cells) - 1)
+        hit = cells[at] == near
+        n_hit = torch.where(hit, count[at], 0).flatten()
+        rows = torch.repeat_interleave(torch.arange(len(index), device=self.device).repeat_interleave(27), n_hit)
+        within = torch.arange(len(rows), device=self.device) - torch.repeat_interleave(torch.cumsum(n_hit, 0) - n_hit, n_hit)
+        clusters = order[torch.repeat_interleave(first[at].flatten(), n_hit) + within]
+        return rows, clusters
+
+    def _candidate_pairs(self, index: torch.Tensor, slack: float):
+        """Pairs (row, cluster) of the streamlines ``index`` and the clusters left by the previous
+        batches whose MDF may be under the threshold if the centroid moves by up to ``slack``, with
+        their squared bounds (the smaller of the two orientations)."""
+        reach = (self.threshold + slack) * (1 + 1e-6) + math.sqrt(self.eps_sq) + self.flip_shift
+        rows, clusters = self._near_pairs(index, reach)
+        if self.grouped:
+            same = self.groups.index_select(0, index.index_select(0, rows)) == self.cluster_group.index_select(0, clusters)
+            rows, clusters = rows[same], clusters[same]
+        b = self.bounds.index_select(0, clusters)
+        sq = torch.minimum(((self.bx.index_select(0, index.index_select(0, rows)) - b) ** 2).sum(1),
+                           ((self.bxf.index_select(0, index.index_select(0, rows)) - b) ** 2).sum(1))
+        keep = sq < self._limit_sq(slack)
+        return rows[keep], clusters[keep], sq[keep]
 
     # -- the pass --------------------------------------------------------------------------------
     def run(self, order: torch.Tensor) -> torch.Tensor:
@@ -360,10 +401,19 @@ class _Batch:
         self.bx, self.bxf = qb.bx.index_select(0, index), qb.bxf.index_select(0, index)
         self.groups = qb.groups.index_select(0, index)
         self.pos = torch.arange(len(index), device=qb.device)
-        self.ids, self.bound_sq = qb._candidate_clusters(self.bx, self.bxf, self.groups)
+        # pairs within reach unless a centroid moves by more than ``slack`` inside the batch
+        self.slack = _SLACK * qb.threshold
+        rows, clusters, self.pre_sq = qb._candidate_pairs(index, self.slack)
+        self.ids, self.pre_slot = torch.unique(clusters, return_inverse=True)
+        self.pre_rows = rows
         self.n_old = len(self.ids)
         self.slot_of = torch.full((qb.k,), -1, dtype=torch.int64, device=qb.device)
         self.slot_of[self.ids] = torch.arange(self.n_old, device=qb.device)
+        empty = torch.zeros(0, dtype=torch.int64, device=qb.device)
+        self.cache = (empty, empty.double(), empty.double())   # sorted pair keys, direct, flipped
+        self.decided = (torch.full_like(self.pos, -1), torch.zeros_like(self.pos, dtype=torch.bool))
+        self.spec = None   # first decisions, against the pre-batch clusters: distances of the pre pairs
+        self.founder_flips = (torch.zeros_like(self.pos, dtype=torch.bool), torch.zeros_like(self.pos, dtype=torch.bool))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -398,6 +448,7 @@ class _Batch:
         keys = slot * n + rows
         key_order = torch.argsort(keys)
         return dict(rows=rows, slot=slot, touched=touched, local=local, post=post, flip=flip,
+                    member_slot=torch.where(member, target, -1),
                     motion=slot_motion, keys=keys[key_order], key_order=key_order, founders=rows[first_of_slot])
 
     def _as_seen(self, chain: dict, rows: torch.Tensor, slot: torch.Tensor, gid: torch.Tensor) -> torch.Tensor:
@@ -428,56 +479,179 @@ class _Batch:
         motion_old[touched[old]] = chain["motion"][old]
         return motion_old, chain["motion"][~old]
 
-    def decide(self, chain: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each position's decision against the centroid states implied by ``chain``'s decisions."""
-        qb, n, n_old = self.qb, len(self), self.n_old
-        founders = chain["founders"]
+    def _pairs(self, chain: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, slot) pairs whose MDF may be under the threshold given the states of ``chain``, and
+        the rows that have such pairs beyond the ones kept up front (moving clusters, new clusters)."""
+        qb, n_old = self.qb, self.n_old
         motion_old, motion_new = self._motions(chain)
-        rows_o, slot_o = torch.nonzero(self.bound_sq < qb._limit_sq(motion_old).float()[None, :], as_tuple=True)
-        sq_new = torch.minimum(self._founded_bounds(chain, self.bx, self.pos), self._founded_bounds(chain, self.bxf, self.pos))
-        rows_n, col_n = torch.nonzero(sq_new < qb._limit_sq(motion_new).float()[None, :], as_tuple=True)
-        rows = torch.cat([rows_o, rows_n])
-        slot = torch.cat([slot_o, n_old + founders[col_n]])
-        gid = torch.cat([self.ids[slot_o], torch.zeros_like(rows_n)])
-        state = self._as_seen(chain, rows, slot, gid)
-        best_d, slot_d = _first_argmin(_pair_distances(state, self.x.index_select(0, rows)), rows, slot, n)
-        best_f, slot_f = _first_argmin(_pair_distances(state, self.xf.index_select(0, rows)), rows, slot, n)
+        mu = motion_old.index_select(0, self.pre_slot)
+        keep = (self.pre_sq < qb._limit_sq(mu).float()) & (mu <= self.slack)
+        rows, slot = [self.pre_rows[keep]], [self.pre_slot[keep]]
+        fast = torch.nonzero(motion_old > self.slack).flatten()
+        if len(fast):                       # clusters that moved beyond the slack: every row again
+            ids = self.ids[fast]
+            b = qb.bounds.index_select(0, ids)
+            sq = torch.minimum(_sq_bounds(self.bx, b), _sq_bounds(self.bxf, b))
+            if qb.grouped:
+                sq.masked_fill_(self.groups[:, None] != qb.cluster_group[ids][None, :], float("inf"))
+            r, c = torch.nonzero(sq < qb._limit_sq(motion_old[fast]).float()[None, :], as_tuple=True)
+            rows.append(r)
+            slot.append(fast[c])
+        founders = chain["founders"]
+        if len(founders):
+            ref = torch.where(chain["flip"][founders][:, None], self.bxf[founders], self.bx[founders])
+            sq = _sq_bounds(torch.cat([self.bx, self.bxf]), ref)
+            r, c = torch.nonzero(sq < qb._limit_sq(motion_new).float()[None, :], as_tuple=True)
+            r = r % len(self)
+            visible = (r > founders[c]) & (self.groups[r] == self.groups[founders[c]])
+            pair = torch.unique(r[visible] * len(founders) + c[visible])
+            rows.append(pair // len(founders))
+            slot.append(n_old + founders[pair % len(founders)])
+        extra = torch.zeros(len(self), dtype=torch.bool, device=qb.device)
+        if len(rows) > 1:
+            extra[torch.cat(rows[1:])] = True
+        return torch.cat(rows), torch.cat(slot), extra
+
+    def _stable(self, chain: dict) -> torch.Tensor:
+        """Rows whose first decision provably stands against the states of ``chain``.
+
+        A centroid that moved by mean pointwise distance mu changes every MDF to it by at most mu;
+        a decision whose winning distance stays below the threshold and below every other distance
+        under these moves, or that had nothing within reach, is unchanged.
+        """
+        qb, n = self.qb, len(self)
+        motion_old, _ = self._motions(chain)
+        mu = motion_old.index_select(0, self.pre_slot)
+        kept = self.pre_sq < qb._limit_sq(mu).float()
+        spec_d, spec_f = self.spec
+        low_d = torch.where(kept, spec_d - mu, float("inf"))
+        low_f = torch.where(kept, spec_f - mu, float("inf"))
+        entry, entry_flip = self.spec_entry, self.spec_entry_flip
+        has = torch.nonzero(entry >= 0).flatten()
+        e, ef = entry[has], entry_flip[has]
+        chosen = torch.where(ef, spec_f[e], spec_d[e]) + mu[e]
+        low_d[e] = torch.where(ef, low_d[e], float("inf"))
+        low_f[e] = torch.where(ef, float("inf"), low_f[e])
+        other = low_d.new_full((n,), float("inf")).scatter_reduce(0, self.pre_rows, torch.minimum(low_d, low_f), "amin")
+        stable = other >= qb.threshold
+        stable[has] = (chosen < qb.threshold) & (other[has] > chosen)
+        return stable
+
+    def _first_change(self, chain: dict) -> torch.Tensor:
+        """Per slot, the first position whose membership or orientation differs from the previous
+        decisions (the batch size when none): states seen before it are unchanged."""
+        n = len(self)
+        prev_slot, prev_flip = self.decided
+        slot, flip = chain["member_slot"], chain["flip"]
+        changed = torch.nonzero((prev_slot != slot) | ((slot >= 0) & (prev_flip != flip))).flatten()
+        which = torch.cat([prev_slot[changed], slot[changed]])
+        where = torch.cat([changed, changed])
+        keep = which >= 0
+        first = torch.full((self.n_old + n,), n, dtype=torch.int64, device=self.qb.device)
+        return first.scatter_reduce(0, which[keep], where[keep], "amin")
+
+    def _exact(self, chain: dict, rows: torch.Tensor, slot: torch.Tensor,
+               first_change: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Direct and flipped distances of (row, slot) pairs against the states of ``chain``,
+        reusing those of the previous call where nothing before the row changed in that cluster."""
+        n, n_old = len(self), self.n_old
+        keys = slot * n + rows
+        cache_keys, cache_d, cache_f = self.cache
+        direct, flipped = keys.double(), keys.double()
+        todo = torch.arange(len(keys), device=keys.device)
+        if len(cache_keys):
+            at = torch.searchsorted(cache_keys, keys).clamp(max=len(cache_keys) - 1)
+            reuse = (cache_keys[at] == keys) & (rows <= first_change.index_select(0, slot))
+            direct, flipped = cache_d[at], cache_f[at]
+            todo = torch.nonzero(~reuse).flatten()
+        r, s = rows[todo], slot[todo]
+        gid = self.ids.index_select(0, s.clamp(max=max(n_old - 1, 0))) if n_old else torch.zeros_like(s)
+        state = self._as_seen(chain, r, s, gid)
+        direct[todo] = _pair_distances(state, self.x.index_select(0, r))
+        flipped[todo] = _pair_distances(state, self.xf.index_select(0, r))
+        order = torch.argsort(keys)
+        self.cache = (keys[order], direct[order], flipped[order])
+        return direct, flipped
+
+    def decide(self, chain: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each position's decision against the centroid states implied by ``chain``'s decisions.
+
+        The first call decides against the pre-batch clusters (all pairs kept up front); later
+        calls recompute only the rows whose first decision may not stand.
+        """
+        qb, n, n_old = self.qb, len(self), self.n_old
+        first_change = self._first_change(chain)
+        self.decided = (chain["member_slot"], chain["flip"])
+        if self.spec is None:
+            rows, slot = self.pre_rows, self.pre_slot
+            unstable = torch.ones(n, dtype=torch.bool, device=qb.device)
+        else:
+            rows, slot, extra = self._pairs(chain)
+            unstable = extra | ~self._stable(chain)
+            pick = unstable.index_select(0, rows)
+            rows, slot = rows[pick], slot[pick]
+        direct, flipped = self._exact(chain, rows, slot, first_change)
+        best_d, entry_d = _first_argmin(direct, rows, slot, n)
+        best_f, entry_f = _first_argmin(flipped, rows, slot, n)
         use_flip = best_f < best_d
+        entry = torch.where(use_flip, entry_f, entry_d)
         joins = torch.where(use_flip, best_f, best_d) < qb.threshold
-        target = torch.where(joins, torch.where(use_flip, slot_f, slot_d), n_old + self.pos)
-        founds = torch.nonzero(~joins).flatten()
-        if len(founds):
-            use_flip[founds] = self._founder_flip(chain, founds)
+        target = torch.where(joins, slot[entry.clamp(min=0)] if len(slot) else entry, n_old + self.pos)
+        if self.spec is None:
+            self.spec = (direct, flipped)
+            self.spec_entry = torch.where(joins, entry, -1)
+            self.spec_entry_flip = use_flip
+            self.spec_target = target
+        else:
+            target = torch.where(unstable, target, self.spec_target)
+            use_flip = torch.where(unstable, use_flip, self.spec_entry_flip)
+        founds = torch.nonzero(target == n_old + self.pos).flatten()
+        # a founder's orientation only depends on the states it sees: reuse it when none changed
+        known, flips = self.founder_flips
+        redo = founds[~(known[founds] & (founds <= first_change.min()))]
+        if len(redo):
+            flips[redo] = self._founder_flip(chain, redo)
+            known[redo] = True
+        use_flip[founds] = flips[founds]
         return target, use_flip
 
     def _founder_flip(self, chain: dict, rows: torch.Tensor) -> torch.Tensor:
         """DIPY's orientation for a streamline that founds a cluster: flipped when its flipped
-        features are strictly nearer to the nearest existing centroid than its direct ones."""
-        qb, n_old = self.qb, self.n_old
+        features are strictly nearer to the nearest existing centroid than its direct ones.
+
+        Nearest-neighbour search: the cluster with the smallest lower bound gives an upper bound on
+        the nearest distance; every cluster whose lower bound is not above it is measured.
+        """
+        qb, n_old, nq = self.qb, self.n_old, len(rows)
         founders = chain["founders"]
         motion_old, motion_new = self._motions(chain)
         motion = torch.zeros(qb.k, dtype=torch.float64, device=qb.device)
         motion[self.ids] = motion_old
-        other_group = self.groups[rows][:, None] != qb.cluster_group[None, :qb.k]
+        both = torch.cat([self.bx.index_select(0, rows), self.bxf.index_select(0, rows)])
+        sq = _sq_bounds(both, qb.bounds[:qb.k])
+        if qb.grouped:
+            sq.masked_fill_((self.groups[rows][:, None] != qb.cluster_group[None, :qb.k]).repeat(2, 1), float("inf"))
+        if len(founders):
+            sq = torch.cat([sq, self._founded_bounds(chain, both, rows.repeat(2))], 1)
+        if sq.shape[1] == 0:
+            return torch.zeros(nq, dtype=torch.bool, device=qb.device)
+        lower = torch.sqrt((sq - qb.eps_sq).clamp_(min=0)).sub_(torch.cat([motion, motion_new]).float())
         slot = torch.cat([self.slot_of, n_old + founders])
         gid = torch.cat([torch.arange(qb.k, device=qb.device), torch.zeros_like(founders)])
-        nearest = []
-        for bounds, feats in ((self.bx, self.x), (self.bxf, self.xf)):
-            sq = torch.cat([_sq_bounds(bounds[rows], qb.bounds[:qb.k]).masked_fill_(other_group, float("inf")),
-                            self._founded_bounds(chain, bounds[rows], rows)], 1)
-            lower = torch.sqrt((sq.double() - qb.eps_sq).clamp(min=0)) - torch.cat([motion, motion_new])
-            if lower.shape[1] == 0:
-                nearest.append(torch.full((len(rows),), float("inf"), dtype=torch.float64, device=qb.device))
-                continue
-            first = lower.argmin(1)
-            seen = torch.isfinite(lower.gather(1, first[:, None])).flatten()
-            r0, c0 = torch.nonzero(seen).flatten(), first[seen]
-            upper = torch.full((len(rows),), float("inf"), dtype=torch.float64, device=qb.device)
-            upper[r0] = _pair_distances(self._as_seen(chain, rows[r0], slot[c0], gid[c0]), feats.index_select(0, rows[r0]))
-            r, c = torch.nonzero(torch.isfinite(lower) & (lower <= (upper * (1 + 1e-6))[:, None]), as_tuple=True)
-            dist = _pair_distances(self._as_seen(chain, rows[r], slot[c], gid[c]), feats.index_select(0, rows[r]))
-            nearest.append(dist.new_full((len(rows),), float("inf")).scatter_reduce(0, r, dist, "amin"))
-        return nearest[1] < nearest[0]
+        query = torch.cat([rows, rows])
+        feats = torch.cat([self.x.index_select(0, rows), self.xf.index_select(0, rows)])
+        low, first = torch.topk(lower, min(_NN_PROBES, lower.shape[1]), dim=1, largest=False)
+        r, i = torch.nonzero(torch.isfinite(low), as_tuple=True)
+        c = first[r, i]
+        dist = _pair_distances(self._as_seen(chain, query[r], slot[c], gid[c]), feats.index_select(0, r))
+        upper = torch.full((2 * nq,), float("inf"), dtype=torch.float64, device=qb.device)
+        upper = upper.scatter_reduce(0, r, dist, "amin")
+        lower.scatter_(1, first, float("inf"))                  # measured already
+        reach = (upper * (1 + 1e-5) + 1e-5).float()
+        r, c = torch.nonzero(lower <= reach[:, None], as_tuple=True)
+        dist = _pair_distances(self._as_seen(chain, query[r], slot[c], gid[c]), feats.index_select(0, r))
+        nearest = upper.scatter_reduce(0, r, dist, "amin")
+        return nearest[nq:] < nearest[:nq]
 
     def commit(self, target: torch.Tensor, flip: torch.Tensor, done: int) -> torch.Tensor:
         """Apply the decisions of the first ``done`` positions; their cluster labels, (done,)."""
