@@ -8,6 +8,7 @@ points, the smaller of the direct and the flipped orientation), in mm. Results e
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -675,3 +676,134 @@ class _Batch:
         labels = torch.full((done,), -1, dtype=torch.int64, device=qb.device)
         labels[rows] = cluster[local]
         return labels
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Clusters:
+    """A partition of a tractogram's streamlines, in input order.
+
+    labels: (N,) int64 cluster of each streamline; -1 for streamlines that have no resampling
+    (fewer than two distinct points, ``n_undefined`` of them) and for members of clusters dropped
+    as too small. centroids: (K, M, 3) float32 RAS mm, the running means QuickBundles keeps (each
+    member in the orientation it joined with). sizes: (K,) int64. parents: (K,) int64 index of each
+    cluster's cluster at the previous, coarser level of a hierarchy (None for a single level).
+    Clusters are numbered in the order they were founded, as DIPY numbers them.
+    """
+
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    sizes: torch.Tensor
+    threshold: float
+    n_undefined: int = 0
+    parents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def indices(self, k: int) -> torch.Tensor:
+        """Input indices of the streamlines of cluster ``k``, in input order."""
+        return torch.nonzero(self.labels == k).flatten()
+
+    def colors(self) -> torch.Tensor:
+        """(K, 3) uint8 RGB colour of each cluster, a function of its index only (see ``cluster_colors``)."""
+        return cluster_colors(len(self))
+
+
+def cluster_colors(n: int) -> torch.Tensor:
+    """(n, 3) uint8 RGB colours, the same for the same cluster index in every run.
+
+    Hues step around the colour wheel by the golden ratio, so neighbouring indices differ
+    strongly; saturation and value alternate between two levels for more contrast.
+    """
+    k = torch.arange(n, dtype=torch.float64)
+    hue = torch.remainder(k * 0.6180339887498949, 1.0) * 6
+    sat = torch.where(k % 2 == 0, 0.85, 0.6)
+    val = torch.where(k % 3 == 2, 0.75, 0.95)
+    sector = torch.floor(hue)
+    f = hue - sector
+    p, q, t = val * (1 - sat), val * (1 - sat * f), val * (1 - sat * (1 - f))
+    table = torch.stack([torch.stack(c, 1) for c in
+                         ((val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q))], 0)
+    rgb = table[sector.long().clamp(max=5), torch.arange(n)]
+    return torch.round(rgb * 255).to(torch.uint8)
+
+
+def _check_threshold(threshold: float) -> float:
+    threshold = float(threshold)
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise InputError(f"the clustering threshold must be a positive distance in mm, got {threshold}")
+    return threshold
+
+
+def _features(tractogram: Tractogram, nb_points: int):
+    if len(tractogram) == 0:
+        raise InputError("the tractogram has no streamlines to cluster")
+    if int(nb_points) < 2:
+        raise InputError(f"streamlines must be resampled to at least 2 points, got {nb_points}")
+    x, xf = _resample_both(tractogram, int(nb_points))
+    return x, xf, torch.nonzero(~torch.isnan(x[:, 0, 0])).flatten()
+
+
+def _drop_small(labels: torch.Tensor, centroids: torch.Tensor, sizes: torch.Tensor, min_size: int):
+    """Remove clusters with fewer than ``min_size`` members; the others keep their order."""
+    keep = sizes >= min_size
+    new_index = torch.cumsum(keep.long(), 0) - 1
+    new_index[~keep] = -1
+    labels = torch.where(labels >= 0, new_index[labels.clamp(min=0)], -1)
+    return labels, centroids[keep], sizes[keep], keep
+
+
+def quickbundles(tractogram: Tractogram, threshold: float, nb_points: int = 12, *, min_size: int = 1,
+                 batch_size: int | None = None) -> Clusters:
+    """QuickBundles (Garyfallidis et al. 2012) with DIPY's exact semantics, on the tractogram's device.
+
+    threshold: MDF distance in mm below which a streamline joins the nearest cluster (strictly).
+    nb_points: points per streamline after resampling. Streamlines are visited in input order and
+    the result equals ``dipy.segment.clustering.QuickBundles(threshold, metric="MDF_12points")``
+    (for nb_points 12): same labels, same float32 centroids. min_size: clusters with fewer members
+    are dropped (their streamlines get label -1); the rest are renumbered in order.
+    batch_size: streamlines decided together (memory vs speed; the result does not depend on it).
+    """
+    threshold = _check_threshold(threshold)
+    x, xf, order = _features(tractogram, nb_points)
+    qb = _QuickBundles(x, xf, threshold, batch_size=batch_size)
+    labels = qb.run(order)
+    labels, centroids, sizes, _ = _drop_small(labels, qb.centroids[:qb.k].clone(), qb.sizes[:qb.k].clone(), min_size)
+    return Clusters(labels, centroids, sizes, threshold, len(tractogram) - len(order))
+
+
+def hierarchical_quickbundles(tractogram: Tractogram, thresholds, nb_points: int = 12, *,
+                              min_size: int = 1, batch_size: int | None = None) -> list[Clusters]:
+    """QuickBundles at decreasing thresholds, each level splitting the clusters of the level above.
+
+    thresholds: MDF distances in mm, coarse to fine (e.g. ``(20, 10, 5)``). Level 0 is
+    ``quickbundles(tractogram, thresholds[0])``; level i runs QuickBundles with ``thresholds[i]``
+    inside every cluster of level i - 1 separately (streamlines in input order), so the levels nest
+    and ``parents`` links each cluster to the one it splits. All clusters of a level are computed
+    in one batched pass. min_size applies to every level's output (the nesting is computed first).
+    """
+    thresholds = [_check_threshold(t) for t in thresholds]
+    if not thresholds:
+        raise InputError("give at least one clustering threshold")
+    if any(b >= a for a, b in zip(thresholds, thresholds[1:])):
+        raise InputError(f"hierarchy thresholds must decrease from coarse to fine, got {thresholds}")
+    x, xf, order = _features(tractogram, nb_points)
+    levels, groups, parent_of_group = [], None, None
+    for threshold in thresholds:
+        qb = _QuickBundles(x, xf, threshold, groups=groups, batch_size=batch_size)
+        labels = qb.run(order)
+        parents = None if groups is None else qb.cluster_group[:qb.k].clone()
+        levels.append((labels, qb.centroids[:qb.k].clone(), qb.sizes[:qb.k].clone(), threshold, parents))
+        groups = labels
+    out, kept_before = [], None
+    for labels, centroids, sizes, threshold, parents in levels:
+        labels, centroids, sizes, keep = _drop_small(labels, centroids, sizes, min_size)
+        if parents is not None:
+            remap = torch.cumsum(kept_before.long(), 0) - 1
+            parents = torch.where(kept_before[parents], remap[parents], -1)[keep]
+        out.append(Clusters(labels, centroids, sizes, threshold, len(tractogram) - len(order), parents))
+        kept_before = keep
+    return out
