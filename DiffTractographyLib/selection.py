@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -130,22 +129,14 @@ class Mask:
 
 def load_mask(path, labels: Sequence[int] | None = None) -> Mask:
     """A NIfTI label volume as a region: its non-zero voxels, or those whose value is in ``labels``."""
-    import nibabel as nib
+    from .images import load_nifti
 
-    if not Path(path).exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise InputError(f"{path}: not a readable NIfTI image ({exc})") from exc
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
+    data, affine = load_nifti(path, ndim=3, what="region")
     selected = np.isin(data, list(labels)) if labels else data != 0
     if not selected.any():
         which = f"with label {', '.join(map(str, labels))}" if labels else "that is non-zero"
         raise InputError(f"{path}: no voxel {which}")
-    return Mask(selected, img.affine)
+    return Mask(selected, affine)
 
 
 _NUMBERS = {"sphere": 4, "box": 6, "obox": 9}
@@ -185,7 +176,7 @@ def parse_region(spec: str) -> Region:
     if match:
         path, labels = match.group(1), [int(v) for v in match.group(2).split(",") if v]
     if not re.search(r"\.nii(\.gz)?$", path):
-        raise InputError(f"region {spec!r}: not a NIfTI file nor sphere:, box: or obox: ({REGION_HELP})")
+        raise InputError(f"region {spec!r}: unknown region; give a .nii/.nii.gz file, sphere:, box: or obox: (see --help)")
     return load_mask(path, labels)
 
 
