@@ -16,8 +16,9 @@ import torch
 from .errors import InputError
 from .streamlines import Tractogram
 
-# Padded points handled at once while resampling: bounds the temporary memory.
-_RESAMPLE_CHUNK_POINTS = 1 << 17
+# Padded points handled at once while resampling: bounds the temporary memory (small on the CPU,
+# where blocks that stay in cache are faster).
+_RESAMPLE_CHUNK_POINTS = {"cpu": 1 << 17, "cuda": 1 << 23}
 
 
 def _sequential_cumsum(x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ def _resample_both(tractogram: Tractogram, nb_points: int, directions=(False, Tr
     offsets = tractogram.offsets.cpu()
     out = [torch.full((len(tractogram), nb_points, 3), float("nan"), dtype=torch.float32, device=dev)
            for _ in directions]
-    for i0, i1 in _chunks(tractogram.lengths.cpu(), _RESAMPLE_CHUNK_POINTS):
+    for i0, i1 in _chunks(tractogram.lengths.cpu(), _RESAMPLE_CHUNK_POINTS.get(dev.type, 1 << 23)):
         lengths = (offsets[i0 + 1:i1 + 1] - offsets[i0:i1]).to(dev)
         if int(lengths.max()) < 2:
             continue
@@ -152,7 +153,8 @@ def mdf_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Minimum average direct-flip distance between resampled streamlines, (N, K) float64 mm.
 
     a: (N, M, 3), b: (K, M, 3), RAS mm (e.g. from ``resample_streamlines``). The flipped
-    distance compares a with b's points in reverse order, as DIPY's ``bundles_distances_mdf``.
+    distance compares a with b's points in reverse order (DIPY's ``dipy.segment.metric.mdf``).
+    Dense: meant for small sets (N x K x M x 3 temporaries).
     """
     if a.shape[1:] != b.shape[1:] or a.shape[-1] != 3:
         raise InputError(f"mdf_distance needs (N, M, 3) and (K, M, 3) arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -170,12 +172,14 @@ def mdf_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # DIPY's QuickBundles visits the streamlines one after the other: each joins the nearest centroid
 # (MDF below ``threshold``, strict) or founds a new cluster, and that centroid is updated at once.
 # Here a batch of B streamlines is decided together:
-#   1. Pruning. A lower bound of the MDF, cheap to compute for all (streamline, cluster) pairs
-#      with one matrix product, keeps the few clusters that can be below the threshold. Grouping
-#      the M points into a first half, a second half (and the middle point for odd M), with g_j
-#      the mean of a group and w_j its share of the points,
-#          MDF(x, c) >= sum_j w_j |g_j(x) - g_j(c)| >= || (w_j (g_j(x) - g_j(c)))_j ||,
-#      and the bound moves by at most the mean pointwise displacement of the centroid.
+#   1. Pruning. Lower bounds of the MDF keep the few clusters that can be below the threshold:
+#      the distance between centres of mass (clusters are binned in a grid of cells as wide as
+#      the threshold, so only the 27 cells around a streamline are looked at) and, grouping the
+#      M points into a first half, a second half (and the middle point for odd M), with g_j the
+#      mean of a group and w_j its share of the points,
+#          MDF(x, c) >= sum_j w_j |g_j(x) - g_j(c)| >= || (w_j (g_j(x) - g_j(c)))_j ||
+#      (one matrix product for many pairs). A bound moves by at most the mean pointwise
+#      displacement of the centroid.
 #   2. Speculation and replay. Every streamline first decides against the clusters as they were
 #      before the batch. The decisions fix, cluster by cluster, the order of its new members, so
 #      each centroid's successive states inside the batch follow by the float32 running mean; each
@@ -192,7 +196,7 @@ _MAX_ROUNDS = 6
 _SLACK = 0.2
 # Clusters measured first in a nearest-centroid search, to bound the distance that needs looking at.
 _NN_PROBES = 4
-# Pairs of a lower-bound matrix computed at once (memory bound, independent of the cluster count).
+# Entries of a lower-bound matrix computed at once (memory bound, whatever the cluster count).
 _BOUND_CHUNK = 1 << 22
 
 
@@ -295,7 +299,6 @@ class _QuickBundles:
         self.cluster_group = torch.zeros(capacity, dtype=torch.int64, device=self.device)
         self.k = 0
         self.batch_size = batch_size or (4096 if self.device.type == "cpu" else 32768)
-        self.rounds = []
 
     # -- helpers ---------------------------------------------------------------------------------
     def _limit_sq(self, slack: torch.Tensor | float = 0.0):
@@ -346,7 +349,9 @@ class _QuickBundles:
         rows = torch.repeat_interleave(torch.arange(len(index), device=self.device).repeat_interleave(27), n_hit)
         within = torch.arange(len(rows), device=self.device) - torch.repeat_interleave(torch.cumsum(n_hit, 0) - n_hit, n_hit)
         clusters = order[torch.repeat_interleave(first[at].flatten(), n_hit) + within]
-        return rows, clusters
+        gap = x_centre.index_select(0, rows) - centres.index_select(0, clusters)
+        close = (gap * gap).sum(1) <= reach * reach
+        return rows[close], clusters[close]
 
     def _candidate_pairs(self, index: torch.Tensor, slack: float):
         """Pairs (row, cluster) of the streamlines ``index`` and the clusters left by the previous
@@ -381,7 +386,6 @@ class _QuickBundles:
                     break
             else:
                 done = int(changed[0]) + 1
-            self.rounds.append(rounds)
             labels[batch.index[:done]] = batch.commit(target, flip, done)
             start += done
             size = min(2 * size, self.batch_size) if done == len(batch) and rounds <= 3 else max(32, size // 2)
@@ -620,9 +624,14 @@ class _Batch:
         """DIPY's orientation for a streamline that founds a cluster: flipped when its flipped
         features are strictly nearer to the nearest existing centroid than its direct ones.
 
-        Nearest-neighbour search: the cluster with the smallest lower bound gives an upper bound on
-        the nearest distance; every cluster whose lower bound is not above it is measured.
+        Nearest-neighbour search: the few clusters with the smallest lower bounds give an upper
+        bound on the nearest distance; every cluster whose lower bound is not above it is measured.
         """
+        qb = self.qb
+        step = max(1, _BOUND_CHUNK // (2 * (qb.k + len(chain["founders"]) + 1)))
+        return torch.cat([self._nearest_is_flipped(chain, rows[i:i + step]) for i in range(0, len(rows), step)])
+
+    def _nearest_is_flipped(self, chain: dict, rows: torch.Tensor) -> torch.Tensor:
         qb, n_old, nq = self.qb, self.n_old, len(rows)
         founders = chain["founders"]
         motion_old, motion_new = self._motions(chain)
@@ -649,7 +658,7 @@ class _Batch:
         upper = upper.scatter_reduce(0, r, dist, "amin")
         lower.scatter_(1, first, float("inf"))                  # measured already
         reach = (upper * (1 + 1e-5) + 1e-5).float()
-        r, c = torch.nonzero(lower <= reach[:, None], as_tuple=True)
+        r, c = torch.nonzero((lower <= reach[:, None]) & torch.isfinite(lower), as_tuple=True)
         dist = _pair_distances(self._as_seen(chain, query[r], slot[c], gid[c]), feats.index_select(0, r))
         nearest = upper.scatter_reduce(0, r, dist, "amin")
         return nearest[nq:] < nearest[:nq]
