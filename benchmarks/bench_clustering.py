@@ -6,7 +6,8 @@
     python benchmarks/bench_clustering.py --reference-data ../shared/data --truth
 
 Generated tractograms come from ``Testing/synthetic_tractograms.py`` (60 bundles in a brain-sized box,
-truncated and randomly oriented streamlines of 20-150 vertices, 5 % spurious ones, random order).
+truncated and randomly oriented streamlines of 20-150 vertices, --spurious of them random curves
+(default 5 %; each spurious streamline tends to found its own cluster), random order).
 Both sides start from the same in-memory streamlines and include their resampling; ours is timed
 after a warm-up on a small set, with ``torch.cuda.synchronize()`` on CUDA. Ratio = DIPY time / our
 time (> 1: we are faster). Agreement is the adjusted Rand index of the two labelings and whether
@@ -143,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[100_000], help="generated streamline counts")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[10.0, 5.0], help="QuickBundles thresholds, mm")
+    parser.add_argument("--spurious", type=float, default=0.05, help="share of spurious streamlines (default 0.05)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of ours (best kept)")
@@ -159,9 +161,10 @@ def main() -> None:
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     for n in args.n:
-        tractogram, _ = bundle_tractogram(n, n_bundles=60, spurious=0.05, seed=1)
+        tractogram, _ = bundle_tractogram(n, n_bundles=60, spurious=args.spurious, seed=1)
         for threshold in args.thresholds:
-            record["rows"].append(compare(f"generated {n}", tractogram, threshold, device, args.repeat, args.skip_dipy))
+            name = f"generated {n} ({args.spurious:.0%} spurious)"
+            record["rows"].append(compare(name, tractogram, threshold, device, args.repeat, args.skip_dipy))
     if args.reference_data:
         for name in ("phantom_cross/sdstream_ref.tck", "phantom_cross/detmax_ref.trk", "phantom_cross/ifod2_ref.tck",
                      "phantom_cross/tensordet_ref.tck", "invivo_small/sdstream_ref.tck"):

@@ -25,8 +25,9 @@ Outputs: --out FILE.trx writes one .trx whose groups cluster_0000, cluster_0001,
 clusters (with a 'color' per group), and the label of every streamline as data 'cluster';
 --out FOLDER writes cluster_0000.trk, ... (--format) into that folder. Labels are -1 for
 streamlines with fewer than two distinct points (they cannot be resampled) and for members of
-clusters smaller than --min-size. Colours depend only on the cluster number, so they are the same
-in every run.
+clusters smaller than --min-size. With several thresholds the files hold the finest level, and
+.trk/.trx outputs also carry each coarser level as data 'cluster_level0', 'cluster_level1', ...
+Colours depend only on the cluster number, so they are the same in every run.
 
 Example: difftract cluster tracks.tck --threshold 10 --min-size 20 --out bundles.trx --labels-out labels.txt
 """
@@ -44,7 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="OUT", help="a .trx file (clusters as groups) or a folder")
     p.add_argument("--format", choices=[f[1:] for f in FORMATS], default="trk",
                    help="file format of the per-cluster files when --out is a folder (default trk)")
-    p.add_argument("--labels-out", metavar="FILE", help="text file: the cluster of each input streamline, in input order")
+    p.add_argument("--labels-out", metavar="FILE",
+                   help="text file: the cluster of each input streamline, one row per streamline in input order "
+                        "(one column per level, coarse to fine, with several thresholds)")
     p.add_argument("--centroids-out", metavar="FILE", help="tractogram of the cluster centroids (finest level)")
     p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
