@@ -16,7 +16,7 @@ labels and centroids are identical. ``--reference-data`` adds the project's refe
 (purity: share of a cluster's valid streamlines from its main bundle, averaged over streamlines;
 completeness: share of a bundle's valid streamlines in its largest cluster, averaged over
 bundles). OMP_WAIT_POLICY defaults to PASSIVE (spinning OpenMP threads steal a shared machine's
-cores). One JSON record is printed last (``--save`` writes benchmarks/results/<commit>_<device>.json).
+cores). One JSON record is printed last (``--save`` writes benchmarks/results/clustering_<commit>_<device>.json).
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def main() -> None:
     record["commit"] = commit
     print(json.dumps(record))
     if args.save:
-        out = ROOT / "benchmarks" / "results" / f"{commit}_{device.type}.json"
+        out = ROOT / "benchmarks" / "results" / f"clustering_{commit}_{device.type}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
 
