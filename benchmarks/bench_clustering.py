@@ -37,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "Testing"))
 
+import nibabel as nib  # noqa: E402
+
 from DiffTractographyLib import load_tractogram  # noqa: E402
+from DiffTractographyLib.bundle_scores import assign_bundles  # noqa: E402
 from DiffTractographyLib.clustering import hierarchical_quickbundles, quickbundles  # noqa: E402
 from synthetic_tractograms import bundle_tractogram  # noqa: E402
 
@@ -95,23 +98,11 @@ def compare(name, tractogram, threshold, device, repeat, skip_dipy):
 
 
 def truth_labels(phantom: Path, streamlines) -> np.ndarray:
-    """The true bundle of each streamline as shared/tools/truth_score.py assigns it (-1: not valid):
-    >= 90 % of its points within the tube (radius + 1 voxel) and >= 50 % of the bundle covered."""
+    """The true bundle of each streamline (-1: valid for none), as the project's bundle scores assign it."""
     truth = np.load(phantom / "truth.npz")
     radii = truth["radii"]
-    curves = [truth[f"curve{i}"][::4] for i in range(len(radii))]
-    voxel = 2.5
-    out = np.full(len(streamlines), -1)
-    for n, s in enumerate(streamlines):
-        for b, (curve, radius) in enumerate(zip(curves, radii)):
-            d = np.sqrt(((s[:, None, :] - curve[None]) ** 2).sum(-1))
-            if len(s) < 2 or (d.min(1) <= radius + voxel).mean() < 0.9:
-                continue
-            nearest = d.argmin(1)
-            if (nearest.max() - nearest.min()) / (len(curve) - 1) >= 0.5:
-                out[n] = b
-                break
-    return out
+    voxel = float(np.cbrt(abs(np.linalg.det(nib.load(phantom / "mask.nii.gz").affine[:3, :3]))))
+    return assign_bundles(streamlines, [truth[f"curve{i}"] for i in range(len(radii))], radii, margin=voxel)
 
 
 def bundle_scores(labels: np.ndarray, truth: np.ndarray) -> dict:

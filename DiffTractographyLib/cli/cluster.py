@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..clustering import hierarchical_quickbundles, quickbundles
     from ..io import load_tractogram
-    from ..tracking import resolve_device
+    from ..devices import resolve_device
 
     if args.min_size < 1:
         raise InputError(f"--min-size must be at least 1, got {args.min_size}")
