@@ -424,7 +424,14 @@ class _Batch:
         return len(self.index)
 
     def chains(self, target: torch.Tensor, flip: torch.Tensor, limit: int | None = None) -> dict:
-        """Centroid states inside the batch implied by the decisions of positions < ``limit``."""
+        """Centroid states inside the batch implied by the decisions of positions < ``limit``.
+
+        Returns rows (member positions, ascending), touched (their slots) with local (each member's
+        index into touched), post (the centroid right after each member joined), motion (per
+        touched slot, the largest mean pointwise move from its reference: the pre-batch centroid or
+        the founder's features), keys / key_order (members sorted by slot, then position),
+        founders, and the decisions as member_slot (-1: no member) and flip.
+        """
         qb, n, n_old = self.qb, len(self), self.n_old
         founder = target == n_old + self.pos
         joins_new = target >= n_old
@@ -452,7 +459,7 @@ class _Batch:
         slot_motion = motion.new_zeros(len(touched)).scatter_reduce(0, local, motion, "amax", include_self=True)
         keys = slot * n + rows
         key_order = torch.argsort(keys)
-        return dict(rows=rows, slot=slot, touched=touched, local=local, post=post, flip=flip,
+        return dict(rows=rows, touched=touched, local=local, post=post, flip=flip,
                     member_slot=torch.where(member, target, -1),
                     motion=slot_motion, keys=keys[key_order], key_order=key_order, founders=rows[first_of_slot])
 
