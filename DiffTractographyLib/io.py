@@ -73,9 +73,15 @@ def _nib_tractogram(t: Tractogram):
     return tractogram
 
 
-def save_tractogram(tractogram: Tractogram, path) -> None:
-    """Write ``tractogram`` (RAS mm) to ``path``; the format follows the extension."""
+def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:
+    """Write ``tractogram`` (RAS mm) to ``path``; the format follows the extension.
+
+    ``groups`` (.trx only): name -> (streamline indices, (3,) uint8 RGB colour or None), written as
+    TRX groups with the colour as the group's ``color`` data.
+    """
     fmt = tractogram_format(path)
+    if groups and fmt != ".trx":
+        raise InputError(f"{path}: streamline groups can only be stored in .trx files")
     with atomic_path(path) as tmp:
         if fmt in (".tck", ".trk"):
             import nibabel as nib
@@ -104,6 +110,10 @@ def save_tractogram(tractogram: Tractogram, path) -> None:
                               for k, v in tractogram.data_per_streamline.items()},
                       "dpv": {}}
             trx = tmm.TrxFile.from_tractogram(nt, reference=_reference_header(tractogram), dtype_dict=dtypes)
+            for name, (indices, color) in (groups or {}).items():
+                trx.groups[name] = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.uint32)
+                if color is not None:
+                    trx.data_per_group[name] = {"color": np.asarray(color, dtype=np.uint8).reshape(1, 3)}
             try:
                 tmm.save(trx, tmp)
             finally:

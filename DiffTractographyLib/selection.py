@@ -1,19 +1,58 @@
-"""Keep or drop whole streamlines by the regions they visit (MRtrix3 ``tckgen -include/-exclude``).
+"""Streamline selection with regions of interest, as MRtrix3's ``tckedit``, and distances to a lesion.
 
-A streamline is kept when it has a vertex in every include region and none in any exclude region;
-vertices are tested, not the segments between them. A region is anything with
-``contains(points (P, 3) RAS mm) -> (P,) bool``: an ``OrientedBox`` (a Slicer markups ROI) or a
-``stopping.BinaryMask`` (a label map or segmentation). The names and semantics are those of issue 4's
-selection module, which supersedes this one when both are merged.
+Regions test points given in RAS mm. A streamline is kept when it visits every include region
+(AND), enters no exclude region (OR), and its length lies within the limits; with ``ends_only``
+only its first and last vertices are tested. Vertices are tested, not the segments between them
+(as ``tckedit``, which does not resample). The point tests reproduce MRtrix3 3.0.3's float32
+arithmetic: a sphere contains p when ``|c - p|^2 <= r^2``; a mask contains p when the voxel
+nearest to p (indices rounded half away from zero) is inside the grid and non-zero.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
+import numpy as np
 import torch
 
+from .errors import InputError
+from .geometry import apply_affine, as_affine
 from .streamlines import Tractogram
+
+
+class Region(Protocol):
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        """(P, 3) RAS mm -> (P,) bool."""
+
+
+@dataclass(frozen=True)
+class Sphere:
+    """Ball of ``radius`` mm about ``centre`` (RAS mm), boundary included."""
+
+    centre: tuple[float, float, float]
+    radius: float
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        d = torch.tensor(self.centre, dtype=torch.float32, device=points.device) - points.float()
+        d = d * d
+        r = torch.tensor(self.radius, dtype=torch.float32)
+        return (d[:, 0] + d[:, 1] + d[:, 2]) <= r * r
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box ``lower <= p <= upper`` per RAS axis (mm, boundary included)."""
+
+    lower: tuple[float, float, float]
+    upper: tuple[float, float, float]
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        p = points.double()
+        lower = torch.tensor(self.lower, dtype=torch.float64, device=p.device)
+        upper = torch.tensor(self.upper, dtype=torch.float64, device=p.device)
+        return ((p >= lower) & (p <= upper)).all(1)
 
 
 @dataclass(frozen=True)
@@ -25,6 +64,16 @@ class OrientedBox:
     size: tuple[float, float, float]
     axes: tuple[tuple[float, float, float], ...]
 
+    @classmethod
+    def from_angles(cls, centre, size, angles_deg) -> "OrientedBox":
+        """Edges rotated about the R, then A, then S axis by ``angles_deg`` (degrees, right-handed)."""
+        rx, ry, rz = (math.radians(a) for a in angles_deg)
+        cx, sx, cy, sy, cz, sz = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry), math.cos(rz), math.sin(rz)
+        rot_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        rot_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        rot_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        return cls(tuple(centre), tuple(size), tuple(map(tuple, rot_z @ rot_y @ rot_x)))
+
     def contains(self, points: torch.Tensor) -> torch.Tensor:
         axes = torch.tensor(self.axes, dtype=torch.float64, device=points.device)
         local = (points.double() - torch.tensor(self.centre, dtype=torch.float64, device=points.device)) @ axes
@@ -32,15 +81,193 @@ class OrientedBox:
         return (local.abs() <= half).all(1)
 
 
-def select_streamlines(tractogram: Tractogram, include: Sequence = (), exclude: Sequence = ()) -> torch.Tensor:
-    """(N,) bool, True for the streamlines with a vertex in every ``include`` region and no vertex in
-    any ``exclude`` region."""
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """Voxels of a label volume: ``data`` (X, Y, Z) bool, ``affine`` voxel -> RAS mm.
+
+    A point belongs to the voxel nearest to it. The voxel coordinates are computed as MRtrix3
+    does for ROI images: the image is cropped to the bounding box of its non-zero voxels plus
+    one voxel, and the float32 scanner-to-voxel transform of that crop is applied in float32.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self):
+        data = np.asarray(self.data, dtype=bool)
+        if data.ndim != 3:
+            raise InputError(f"a mask region needs a 3-D volume, got shape {data.shape}")
+        if not data.any():
+            raise InputError("the mask region is empty (no non-zero voxel)")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "affine", as_affine(self.affine))
+
+    def _crop_transform(self) -> tuple[np.ndarray, np.ndarray]:
+        nonzero = np.nonzero(self.data)
+        bottom = np.maximum(np.array([i.min() for i in nonzero]) - 1, 0)
+        shifted = self.affine.copy()
+        shifted[:3, 3] = apply_affine(self.affine, bottom)
+        return np.linalg.inv(shifted)[:3].astype(np.float32), bottom
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        to_voxel, bottom = self._crop_transform()
+        m = torch.from_numpy(to_voxel).to(points.device)
+        p = points.float()
+        v = (m[:, 0] * p[:, :1] + m[:, 1] * p[:, 1:2]) + m[:, 2] * p[:, 2:3] + m[:, 3]
+        v = v.double()
+        ijk = (torch.sign(v) * torch.floor(v.abs() + 0.5)).long() + torch.from_numpy(bottom).to(points.device)
+        shape = torch.tensor(self.data.shape, device=points.device)
+        inside = ((ijk >= 0) & (ijk < shape)).all(1)
+        ijk = torch.where(inside[:, None], ijk, 0)
+        data = torch.from_numpy(self.data).to(points.device)
+        return inside & data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+
+    def voxel_centres(self) -> np.ndarray:
+        """(V, 3) RAS mm centres of the mask's voxels."""
+        return apply_affine(self.affine, np.argwhere(self.data))
+
+
+def load_mask(path, labels: Sequence[int] | None = None) -> Mask:
+    """A NIfTI label volume as a region: its non-zero voxels, or those whose value is in ``labels``."""
+    from .images import load_nifti
+
+    data, affine = load_nifti(path, ndim=3, what="region")
+    selected = np.isin(data, list(labels)) if labels else data != 0
+    if not selected.any():
+        which = f"with label {', '.join(map(str, labels))}" if labels else "that is non-zero"
+        raise InputError(f"{path}: no voxel {which}")
+    return Mask(selected, affine)
+
+
+_NUMBERS = {"sphere": 4, "box": 6, "obox": 9}
+REGION_HELP = (
+    "A region is a NIfTI mask or label volume (LABELS.nii.gz, non-zero voxels; LABELS.nii.gz:3,5 "
+    "for label values 3 and 5), sphere:X,Y,Z,R (centre and radius, RAS mm), "
+    "box:XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX (axis-aligned, RAS mm) or "
+    "obox:X,Y,Z,SX,SY,SZ,RX,RY,RZ (oriented box: centre, side lengths in mm, rotations in degrees "
+    "about the R, A then S axes). Boundaries are included."
+)
+
+
+def parse_region(spec: str) -> Region:
+    """A region from its command-line text (see ``REGION_HELP``)."""
+    kind, _, rest = spec.partition(":")
+    if kind in _NUMBERS:
+        try:
+            values = [float(v) for v in rest.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != _NUMBERS[kind] or not all(math.isfinite(v) for v in values):
+            raise InputError(f"region {spec!r}: {kind} needs {_NUMBERS[kind]} comma-separated numbers")
+        if kind == "sphere":
+            if values[3] < 0:
+                raise InputError(f"region {spec!r}: the sphere radius must not be negative")
+            return Sphere(tuple(values[:3]), values[3])
+        if kind == "box":
+            lower, upper = tuple(values[0::2]), tuple(values[1::2])
+            if any(a > b for a, b in zip(lower, upper)):
+                raise InputError(f"region {spec!r}: each minimum must not exceed its maximum")
+            return Box(lower, upper)
+        if any(s < 0 for s in values[3:6]):
+            raise InputError(f"region {spec!r}: box side lengths must not be negative")
+        return OrientedBox.from_angles(values[:3], values[3:6], values[6:])
+    path, labels = spec, None
+    match = re.fullmatch(r"(.+\.nii(?:\.gz)?):([0-9,]+)", spec)
+    if match:
+        path, labels = match.group(1), [int(v) for v in match.group(2).split(",") if v]
+    if not re.search(r"\.nii(\.gz)?$", path):
+        raise InputError(f"region {spec!r}: unknown region; give a .nii/.nii.gz file, sphere:, box: or obox: (see --help)")
+    return load_mask(path, labels)
+
+
+def streamline_lengths(tractogram: Tractogram) -> torch.Tensor:
+    """(N,) float32 length in mm as MRtrix3 computes it: float32 segment norms added one after the
+    other in float32 (0 for a single point)."""
+    points = tractogram.points.detach().cpu().numpy().astype(np.float32, copy=False)
+    d = np.diff(points, axis=0)
+    d = d * d
+    seg = np.sqrt(d[:, 0] + d[:, 1] + d[:, 2])
+    lengths = tractogram.lengths.cpu().numpy()
+    starts = tractogram.offsets[:-1].cpu().numpy()
+    out = np.zeros(len(lengths), dtype=np.float32)
+    order = np.argsort(lengths, kind="stable")          # similar lengths share a padded block
+    for block in np.array_split(order, max(1, len(order) // 4096)):
+        n_seg = lengths[block] - 1
+        width = int(n_seg.max()) if len(block) else 0
+        if width <= 0:
+            continue
+        j = np.arange(width)[None, :]
+        valid = j < n_seg[:, None]
+        padded = np.where(valid, seg[np.where(valid, starts[block, None] + j, 0)], np.float32(0))
+        out[block] = np.cumsum(padded, axis=1, dtype=np.float32)[:, -1]
+    return torch.from_numpy(out)
+
+
+def _visits(tractogram: Tractogram, region: Region, ends_only: bool) -> torch.Tensor:
+    """(N,) bool: streamline has a tested vertex inside ``region``."""
     n = len(tractogram)
-    owner = torch.repeat_interleave(torch.arange(n), tractogram.lengths.cpu())
-    keep = torch.ones(n, dtype=torch.bool)
-    for regions, wanted in ((include, True), (exclude, False)):
-        for region in regions:
-            visits = torch.zeros(n, dtype=torch.bool)
-            visits[owner[region.contains(tractogram.points.detach()).cpu()]] = True
-            keep &= visits if wanted else ~visits
+    if ends_only:
+        lengths = tractogram.lengths
+        has = torch.nonzero(lengths > 0).flatten()
+        first = tractogram.offsets[:-1][has]
+        last = first + lengths[has] - 1
+        inside = region.contains(tractogram.points[first].detach()) | region.contains(tractogram.points[last].detach())
+        out = torch.zeros(n, dtype=torch.bool, device=inside.device)
+        out[has.to(inside.device)] = inside
+        return out
+    inside = region.contains(tractogram.points.detach()).long()
+    counts = torch.zeros(n, dtype=torch.long, device=inside.device)
+    owner = torch.repeat_interleave(torch.arange(n, device=tractogram.lengths.device), tractogram.lengths)
+    return counts.index_add_(0, owner.to(inside.device), inside) > 0
+
+
+def select_streamlines(tractogram: Tractogram, include: Sequence[Region] = (), exclude: Sequence[Region] = (), *,
+                       ends_only: bool = False, min_length: float | None = None,
+                       max_length: float | None = None) -> torch.Tensor:
+    """(N,) bool, True for the streamlines ``tckedit`` keeps with the same options.
+
+    include: every region must be visited; exclude: none may be; ends_only: test only the first
+    and last vertex; min_length / max_length: limits in mm, inclusive. ``tckedit`` widens the
+    limits by 0.1 step size when the input file records one; here they are exact.
+    """
+    keep = torch.ones(len(tractogram), dtype=torch.bool)
+    if min_length is not None or max_length is not None:
+        length = streamline_lengths(tractogram)
+        if min_length is not None:
+            keep &= length >= np.float32(min_length)
+        if max_length is not None:
+            keep &= length <= np.float32(max_length)
+    for region in include:
+        keep &= _visits(tractogram, region, ends_only).cpu()
+    for region in exclude:
+        keep &= ~_visits(tractogram, region, ends_only).cpu()
     return keep
+
+
+def lesion_distances(tractogram: Tractogram, lesion) -> torch.Tensor:
+    """(N,) float64 smallest distance in mm from each streamline's vertices to a lesion.
+
+    lesion: a ``Mask`` (distance to the nearest lesion voxel centre; 0 for a vertex that lies in
+    a lesion voxel by the nearest-voxel rule) or (V, 3) RAS mm points, e.g. the vertices of a
+    surface mesh. Streamlines without vertices get inf.
+    """
+    from scipy.spatial import cKDTree
+
+    points = lesion.voxel_centres() if isinstance(lesion, Mask) else np.asarray(lesion, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
+        raise InputError("the lesion must be a mask or a non-empty (V, 3) array of RAS mm points")
+    vertices = tractogram.points.detach().cpu()
+    dist, _ = cKDTree(points).query(vertices.double().numpy(), workers=-1)
+    dist = torch.from_numpy(dist)
+    if isinstance(lesion, Mask):
+        dist = torch.where(lesion.contains(vertices), 0.0, dist)
+    out = torch.full((len(tractogram),), float("inf"), dtype=torch.float64)
+    owner = torch.repeat_interleave(torch.arange(len(tractogram)), tractogram.lengths.cpu())
+    return out.scatter_reduce(0, owner, dist, "amin")
+
+
+def cluster_distances(distances: torch.Tensor, labels: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """(K,) smallest per-streamline distance within each cluster (inf for empty clusters)."""
+    keep = labels >= 0
+    out = torch.full((n_clusters,), float("inf"), dtype=distances.dtype)
+    return out.scatter_reduce(0, labels[keep].cpu(), distances[keep].cpu(), "amin")

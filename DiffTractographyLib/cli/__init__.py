@@ -11,7 +11,7 @@ import sys
 
 from ..errors import InputError
 
-COMMANDS = ("track", "fit")
+COMMANDS = ("track", "fit", "cluster", "select")
 
 
 def build_parser() -> argparse.ArgumentParser:

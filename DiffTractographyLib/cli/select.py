@@ -1,0 +1,127 @@
+"""``difftract select``: keep the streamlines that pass regions of interest and length limits, as
+MRtrix3's ``tckedit -include/-exclude/-ends_only/-minlength/-maxlength``, and measure how close
+they come to a lesion.
+
+A streamline is kept when it visits every --include region (AND), enters no --exclude region
+(OR) and its length is within the limits. Regions test the streamline's vertices (every vertex,
+or only the first and last with --ends-only).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import FORMATS, atomic_path, tractogram_format
+from ..selection import REGION_HELP
+
+EPILOG = f"""\
+Regions: {REGION_HELP}
+Coordinates are RAS mm (the world space of the NIfTI affine); lengths and distances are in mm.
+
+--distance-to LESION measures, for every kept streamline, the smallest distance in mm from its
+vertices to the lesion: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; distance to
+the nearest lesion voxel centre, 0 inside) or a text file of surface points 'x y z' per row (RAS
+mm). The distances are stored with the streamlines as 'lesion_distance' (.trk/.trx) and written to
+--distance-out (one per kept streamline, output order). With --cluster-labels (the --labels-out
+file of 'difftract cluster') the smallest distance of every cluster is printed as well.
+
+Example: difftract select tracks.trx --include sphere:-20,-15,10,6 --exclude roi.nii.gz:2 \\
+             --min-length 30 --distance-to lesion.nii.gz --out cst.trx
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("select", help="select streamlines with regions of interest (tckedit) and lesion distances",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="INPUT", help=f"tractogram ({', '.join(FORMATS)})")
+    p.add_argument("--include", action="append", default=[], metavar="REGION",
+                   help="region every kept streamline must visit (repeatable: all of them)")
+    p.add_argument("--exclude", action="append", default=[], metavar="REGION",
+                   help="region no kept streamline may enter (repeatable: any of them)")
+    p.add_argument("--ends-only", action="store_true", help="test only the first and last vertex against the regions")
+    p.add_argument("--min-length", type=float, metavar="MM", help="drop streamlines shorter than MM")
+    p.add_argument("--max-length", type=float, metavar="MM", help="drop streamlines longer than MM")
+    p.add_argument("--distance-to", metavar="LESION", help="lesion label volume or surface points (see below)")
+    p.add_argument("--distance-out", metavar="FILE", help="text file of the lesion distance of every kept streamline")
+    p.add_argument("--cluster-labels", metavar="FILE",
+                   help="cluster of every input streamline (difftract cluster --labels-out): per-cluster distances")
+    p.add_argument("--out", required=True, metavar="FILE", help=f"kept streamlines ({', '.join(FORMATS)})")
+    p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
+    p.add_argument("--quiet", action="store_true", help="no summary")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..io import load_tractogram, save_tractogram
+    from ..selection import cluster_distances, lesion_distances, parse_region, select_streamlines
+
+    tractogram_format(args.out)
+    for flag, value in (("--min-length", args.min_length), ("--max-length", args.max_length)):
+        if value is not None and not value >= 0:
+            raise InputError(f"{flag} must be a length in mm >= 0, got {value}")
+    if args.distance_out is not None and args.distance_to is None:
+        raise InputError("--distance-out needs --distance-to")
+    include = [parse_region(spec) for spec in args.include]
+    exclude = [parse_region(spec) for spec in args.exclude]
+    lesion = _lesion(args.distance_to) if args.distance_to is not None else None
+    tractogram = load_tractogram(args.input, reference=args.reference)
+    if len(tractogram) == 0:
+        raise InputError(f"{args.input}: the tractogram has no streamlines")
+    labels = _cluster_labels(args.cluster_labels, len(tractogram)) if args.cluster_labels else None
+    keep = select_streamlines(tractogram, include, exclude, ends_only=args.ends_only,
+                              min_length=args.min_length, max_length=args.max_length)
+    kept = tractogram.subset(keep)
+    distances = None
+    if lesion is not None:
+        distances = lesion_distances(kept, lesion)
+        kept.data_per_streamline["lesion_distance"] = distances.float()
+    save_tractogram(kept, args.out)
+    if args.distance_out is not None:
+        with atomic_path(args.distance_out) as tmp:
+            np.savetxt(tmp, distances.numpy(), fmt="%.4f")
+    if not args.quiet:
+        print(f"kept {len(kept)} of {len(tractogram)} streamlines -> {args.out}", file=sys.stderr)
+        if distances is not None and len(kept):
+            print(f"lesion distance: min {float(distances.min()):.2f} mm, median {float(distances.median()):.2f} mm",
+                  file=sys.stderr)
+        if distances is not None and labels is not None:
+            kept_labels = labels[keep]
+            per_cluster = cluster_distances(distances, kept_labels, int(labels.max()) + 1)
+            for k in torch.nonzero(torch.isfinite(per_cluster)).flatten().tolist():
+                print(f"cluster {k}: {int((kept_labels == k).sum())} kept streamlines, "
+                      f"closest {float(per_cluster[k]):.2f} mm", file=sys.stderr)
+    return 0
+
+
+def _lesion(spec: str):
+    """A lesion as a mask (NIfTI, optional ':labels') or (V, 3) surface points from a text file."""
+    from ..selection import Mask, parse_region
+
+    if ".nii" in spec:
+        region = parse_region(spec)
+        if not isinstance(region, Mask):
+            raise InputError(f"--distance-to {spec!r}: give a NIfTI label volume or a text file of points")
+        return region
+    if not Path(spec).exists():
+        raise InputError(f"{spec}: no such lesion file")
+    try:
+        points = np.loadtxt(spec, ndmin=2, delimiter="," if spec.endswith(".csv") else None)
+    except ValueError as exc:
+        raise InputError(f"{spec}: not a table of 'x y z' points ({exc})") from exc
+    if points.shape[1] != 3 or len(points) == 0:
+        raise InputError(f"{spec}: expected rows of three coordinates 'x y z' (RAS mm), got shape {points.shape}")
+    return points
+
+
+def _cluster_labels(path: str, n: int) -> torch.Tensor:
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such labels file")
+    table = np.loadtxt(path, ndmin=2, dtype=np.int64)
+    if len(table) != n:
+        raise InputError(f"{path}: {len(table)} labels for {n} streamlines")
+    return torch.from_numpy(table[:, -1])

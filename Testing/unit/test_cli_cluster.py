@@ -1,0 +1,89 @@
+"""``difftract cluster`` end to end on real files: .trx groups with colours and labels, per-cluster
+folders, the labels table, centroids, and one-line errors."""
+import numpy as np
+import pytest
+import torch
+
+from DiffTractographyLib import cli, load_tractogram, save_tractogram
+from DiffTractographyLib.clustering import cluster_colors, hierarchical_quickbundles, quickbundles
+
+
+@pytest.fixture
+def difftract(monkeypatch):
+    monkeypatch.setattr(cli, "COMMANDS", ("cluster",))
+    return cli.main
+
+
+@pytest.fixture
+def tracks(data_dir):
+    return data_dir / "phantom_cross" / "detmax_ref_subset.trk"
+
+
+def test_trx_holds_groups_colours_and_labels(tmp_path, tracks, difftract, capsys):
+    out = tmp_path / "bundles.trx"
+    assert difftract(["cluster", str(tracks), "--threshold", "10", "--min-size", "5", "--out", str(out),
+                      "--labels-out", str(tmp_path / "labels.txt"), "--centroids-out", str(tmp_path / "c.trk")]) == 0
+    expected = quickbundles(load_tractogram(tracks), 10.0, min_size=5)
+    labels = np.loadtxt(tmp_path / "labels.txt", dtype=np.int64)
+    np.testing.assert_array_equal(labels, expected.labels.numpy())
+    import trx.trx_file_memmap as tmm
+
+    trx = tmm.load(str(out))
+    try:
+        assert sorted(trx.groups) == [f"cluster_{k:04d}" for k in range(len(expected))]
+        for k in range(len(expected)):
+            np.testing.assert_array_equal(trx.groups[f"cluster_{k:04d}"], expected.indices(k).numpy())
+            np.testing.assert_array_equal(trx.data_per_group[f"cluster_{k:04d}"]["color"][0], cluster_colors(k + 1)[k])
+        np.testing.assert_array_equal(np.asarray(trx.data_per_streamline["cluster"]).ravel(), labels)
+    finally:
+        trx.close()
+    centroids = load_tractogram(tmp_path / "c.trk")
+    assert centroids.lengths.tolist() == [12] * len(expected)
+    torch.testing.assert_close(centroids.points.view(-1, 12, 3), expected.centroids, atol=1e-4, rtol=0)
+    assert f"{len(expected)} clusters hold" in capsys.readouterr().err
+
+
+def test_hierarchy_to_a_folder_of_per_cluster_files(tmp_path, tracks, difftract):
+    out = tmp_path / "clusters"
+    assert difftract(["cluster", str(tracks), "--threshold", "20", "8", "--out", str(out), "--format", "tck",
+                      "--labels-out", str(tmp_path / "labels.txt"), "--quiet"]) == 0
+    coarse, fine = hierarchical_quickbundles(load_tractogram(tracks), [20.0, 8.0])
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "labels.txt", dtype=np.int64),
+                                  torch.stack([coarse.labels, fine.labels], 1).numpy())
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"cluster_{k:04d}.tck" for k in range(len(fine))]
+    assert [len(load_tractogram(f)) for f in files] == fine.sizes.tolist()
+
+
+def test_degenerate_streamlines_are_reported(tmp_path, difftract, capsys):
+    from DiffTractographyLib import Tractogram
+
+    path = tmp_path / "in.tck"
+    save_tractogram(Tractogram.from_list([np.linspace([0, 0, 0], [30, 0, 0], 10), np.ones((3, 3))]), path)
+    assert difftract(["cluster", str(path), "--threshold", "5", "--out", str(tmp_path / "o.trx"),
+                      "--labels-out", str(tmp_path / "l.txt")]) == 0
+    assert np.loadtxt(tmp_path / "l.txt", dtype=np.int64).tolist() == [0, -1]
+    assert "1 streamlines have fewer than two distinct points" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threshold", "0"], "positive distance in mm"),
+    (["--threshold", "10", "5", "8"], "decrease"),
+    (["--threshold", "10", "--points", "1"], "at least 2 points"),
+    (["--threshold", "10", "--min-size", "0"], "--min-size"),
+])
+def test_bad_options_end_with_one_error_line(tmp_path, tracks, difftract, capsys, argv, message):
+    out = tmp_path / "o.trx"
+    assert difftract(["cluster", str(tracks), "--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_empty_tractogram_is_an_input_error(tmp_path, difftract, capsys):
+    from DiffTractographyLib import Tractogram
+
+    path = tmp_path / "empty.tck"
+    save_tractogram(Tractogram.from_list([]), path)
+    assert difftract(["cluster", str(path), "--threshold", "5", "--out", str(tmp_path / "o.trx")]) == 2
+    assert "no streamlines" in capsys.readouterr().err

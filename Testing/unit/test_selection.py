@@ -1,0 +1,98 @@
+"""Regions of interest and selection rules (tckedit's semantics), lengths, lesion distances."""
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from DiffTractographyLib import Tractogram
+from DiffTractographyLib.errors import InputError
+from DiffTractographyLib.selection import (Box, Mask, OrientedBox, Sphere, cluster_distances, lesion_distances,
+                                           parse_region, select_streamlines, streamline_lengths)
+
+# 2 mm voxels, LAS storage, origin at voxel (10, 10, 10)
+AFFINE = np.array([[-2.0, 0, 0, 20], [0, 2.0, 0, -20], [0, 0, 2.0, -20], [0, 0, 0, 1]])
+
+
+def points(*xyz):
+    return torch.tensor(xyz, dtype=torch.float32)
+
+
+def test_sphere_includes_its_boundary():
+    sphere = Sphere((1.0, 2.0, 3.0), 2.0)
+    assert sphere.contains(points([1, 2, 5], [1, 2, 5.001], [2, 3, 4])).tolist() == [True, False, True]
+
+
+def test_boxes_axis_aligned_and_oriented():
+    box = Box((0, 0, 0), (10, 5, 2))
+    assert box.contains(points([10, 5, 2], [10.01, 1, 1], [3, 3, -0.1])).tolist() == [True, False, False]
+    # a 20 x 2 x 2 box along the R axis, turned 90 degrees about S: now along A
+    turned = OrientedBox.from_angles((0, 0, 0), (20, 2, 2), (0, 0, 90))
+    assert turned.contains(points([0, 9.9, 0], [9.9, 0, 0], [0.9, -9, 0.9])).tolist() == [True, False, True]
+
+
+def test_mask_takes_the_nearest_voxel_rounding_half_away_from_zero():
+    data = np.zeros((20, 20, 20), bool)
+    data[10, 10, 10] = True                                  # centre (0, 0, 0) mm, spans +-1 mm
+    mask = Mask(data, AFFINE)
+    inside = points([0.99, 0, 0], [-0.99, 0.99, -0.99], [0, 0, 1.0], [0, 0, -1.0], [0, 1.01, 0], [1.0, 0, 0])
+    # voxel k = (z + 20) / 2: z = +1 -> 10.5 -> 11 (out), z = -1 -> 9.5 -> 10 (in); x mirrored: x = +1 -> i = 9.5 -> 10
+    assert mask.contains(inside).tolist() == [True, True, False, True, False, True]
+    assert not mask.contains(points([-1.0, 0, 0]))[0]        # i = 10.5 -> 11
+    assert not mask.contains(points([500, 0, 0]))[0]
+
+
+def test_region_specs(tmp_path):
+    assert parse_region("sphere:1,2,3,4") == Sphere((1.0, 2.0, 3.0), 4.0)
+    assert parse_region("box:0,1,2,3,4,5") == Box((0.0, 2.0, 4.0), (1.0, 3.0, 5.0))
+    obox = parse_region("obox:0,0,0,20,2,2,0,0,90")
+    np.testing.assert_allclose(np.array(obox.axes), [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[2, 2, 2], labels[5, 5, 5] = 3, 7
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "labels.nii.gz")
+    assert parse_region(str(tmp_path / "labels.nii.gz")).data.sum() == 2
+    only = parse_region(f"{tmp_path / 'labels.nii.gz'}:7")
+    assert np.argwhere(only.data).tolist() == [[5, 5, 5]]
+    for bad, message in [("cube:1,2", "unknown region"), ("sphere:1,2,3", "4 comma-separated"),
+                         ("sphere:0,0,0,-1", "radius"), ("box:1,0,0,1,0,1", "minimum"),
+                         (f"{tmp_path / 'labels.nii.gz'}:9", "no voxel with label 9"),
+                         (str(tmp_path / "missing.nii.gz"), "no such")]:
+        with pytest.raises(InputError, match=message):
+            parse_region(bad)
+
+
+def test_include_is_and_exclude_is_or_and_ends_only_tests_the_end_vertices():
+    t = Tractogram.from_list([np.array(s, np.float32) for s in (
+        [[0, 0, 0], [5, 0, 0], [10, 0, 0]],                   # through a, ends in b
+        [[0, 0, 0], [5, 0, 0]],                               # a only
+        [[5, 0, 0], [5, 5, 0], [10, 0, 0]],                   # starts in a's middle vertex, ends in b
+    )])
+    a, b, c = Sphere((0, 0, 0), 1), Sphere((10, 0, 0), 1), Sphere((5, 0, 0), 1)
+    assert select_streamlines(t, [a]).tolist() == [True, True, False]
+    assert select_streamlines(t, [a, b]).tolist() == [True, False, False]
+    assert select_streamlines(t, [], [a, b]).tolist() == [False, False, False]
+    assert select_streamlines(t, [b], [a]).tolist() == [False, False, True]
+    assert select_streamlines(t, [], [c]).tolist() == [False, False, False]
+    assert select_streamlines(t, [], [c], ends_only=True).tolist() == [True, False, False]
+
+
+def test_lengths_are_float32_sums_and_limits_are_inclusive():
+    t = Tractogram.from_list([np.array([[0, 0, 0], [3, 4, 0], [3, 4, 12]], np.float32), np.zeros((1, 3), np.float32)])
+    assert streamline_lengths(t).tolist() == [17.0, 0.0]
+    assert select_streamlines(t, min_length=17, max_length=17).tolist() == [True, False]
+    assert select_streamlines(t, max_length=16.99).tolist() == [False, True]
+
+
+def test_lesion_distances_per_streamline_and_per_cluster():
+    data = np.zeros((20, 20, 20), bool)
+    data[10, 10, 10] = data[10, 10, 12] = True                # centres (0, 0, 0) and (0, 0, 4) mm
+    lesion = Mask(data, AFFINE)
+    t = Tractogram.from_list([np.array([[6, 0, 0], [3, 4, 0]], np.float32),
+                              np.array([[0, 0, 8], [0, 0, 5.5]], np.float32),
+                              np.array([[0.5, 0, 0.5], [9, 9, 9]], np.float32)])
+    d = lesion_distances(t, lesion)
+    torch.testing.assert_close(d, torch.tensor([5.0, 1.5, 0.0], dtype=torch.float64))
+    surface = lesion.voxel_centres()
+    torch.testing.assert_close(lesion_distances(t, surface), torch.tensor([5.0, 1.5, math.sqrt(0.5)], dtype=torch.float64))
+    assert cluster_distances(d, torch.tensor([1, 1, -1]), 3).tolist() == [math.inf, 1.5, math.inf]
