@@ -19,6 +19,11 @@ CUTOFF_MEANING = {
 }
 
 
+def reference_rule(algorithm: str) -> str:
+    """Interpolation and voxel-rounding rules (``fields.RULES``) of the tool ``algorithm`` reproduces."""
+    return "dipy" if algorithm in ("detmax", "prob") else "mrtrix"
+
+
 @dataclass(frozen=True)
 class TrackingParams:
     """How streamlines are propagated. ``None`` means the algorithm's reference default.

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import TrackingParams
+from .config import TrackingParams, reference_rule
 from .dwi import DWI
 from .errors import InputError
 from .geometry import as_affine, axes_rotation
@@ -309,10 +309,6 @@ def seeds_from_node(node, *, voxel_volume: float, seeds_per_voxel: int = 1, seed
     return seeding.seeds_from_mask(mask, affine, seeds_per_voxel, seed_placement, rng_seed)
 
 
-def _stopping_rule(algorithm: str) -> str:
-    return "dipy" if algorithm in ("detmax", "prob") else "mrtrix"
-
-
 def region_from_node(node, algorithm: str, segments: list[str] | None = None, device=None):
     """A mask, label map, segmentation or ROI node as a region with ``contains(points)``: a
     ``stopping.BinaryMask`` on the node's own grid (nearest voxel in RAS, the algorithm's rounding
@@ -322,7 +318,7 @@ def region_from_node(node, algorithm: str, segments: list[str] | None = None, de
     from .stopping import BinaryMask
 
     mask, affine = mask_from_node(node, segments)
-    return BinaryMask(mask, affine, rule=_stopping_rule(algorithm), device=device)
+    return BinaryMask(mask, affine, rule=reference_rule(algorithm), device=device)
 
 
 def regions(nodes, algorithm: str, device=None) -> list:

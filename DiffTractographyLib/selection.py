@@ -19,6 +19,7 @@ import torch
 
 from .errors import InputError
 from .geometry import apply_affine, as_affine
+from .stopping import BinaryMask
 from .streamlines import Tractogram
 
 
@@ -81,53 +82,7 @@ class OrientedBox:
         return (local.abs() <= half).all(1)
 
 
-@dataclass(frozen=True, eq=False)
-class Mask:
-    """Voxels of a label volume: ``data`` (X, Y, Z) bool, ``affine`` voxel -> RAS mm.
-
-    A point belongs to the voxel nearest to it. The voxel coordinates are computed as MRtrix3
-    does for ROI images: the image is cropped to the bounding box of its non-zero voxels plus
-    one voxel, and the float32 scanner-to-voxel transform of that crop is applied in float32.
-    """
-
-    data: np.ndarray
-    affine: np.ndarray
-
-    def __post_init__(self):
-        data = np.asarray(self.data, dtype=bool)
-        if data.ndim != 3:
-            raise InputError(f"a mask region needs a 3-D volume, got shape {data.shape}")
-        if not data.any():
-            raise InputError("the mask region is empty (no non-zero voxel)")
-        object.__setattr__(self, "data", data)
-        object.__setattr__(self, "affine", as_affine(self.affine))
-
-    def _crop_transform(self) -> tuple[np.ndarray, np.ndarray]:
-        nonzero = np.nonzero(self.data)
-        bottom = np.maximum(np.array([i.min() for i in nonzero]) - 1, 0)
-        shifted = self.affine.copy()
-        shifted[:3, 3] = apply_affine(self.affine, bottom)
-        return np.linalg.inv(shifted)[:3].astype(np.float32), bottom
-
-    def contains(self, points: torch.Tensor) -> torch.Tensor:
-        to_voxel, bottom = self._crop_transform()
-        m = torch.from_numpy(to_voxel).to(points.device)
-        p = points.float()
-        v = (m[:, 0] * p[:, :1] + m[:, 1] * p[:, 1:2]) + m[:, 2] * p[:, 2:3] + m[:, 3]
-        v = v.double()
-        ijk = (torch.sign(v) * torch.floor(v.abs() + 0.5)).long() + torch.from_numpy(bottom).to(points.device)
-        shape = torch.tensor(self.data.shape, device=points.device)
-        inside = ((ijk >= 0) & (ijk < shape)).all(1)
-        ijk = torch.where(inside[:, None], ijk, 0)
-        data = torch.from_numpy(self.data).to(points.device)
-        return inside & data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
-
-    def voxel_centres(self) -> np.ndarray:
-        """(V, 3) RAS mm centres of the mask's voxels."""
-        return apply_affine(self.affine, np.argwhere(self.data))
-
-
-def load_mask(path, labels: Sequence[int] | None = None) -> Mask:
+def load_mask(path, labels: Sequence[int] | None = None) -> BinaryMask:
     """A NIfTI label volume as a region: its non-zero voxels, or those whose value is in ``labels``."""
     from .images import load_nifti
 
@@ -136,7 +91,7 @@ def load_mask(path, labels: Sequence[int] | None = None) -> Mask:
     if not selected.any():
         which = f"with label {', '.join(map(str, labels))}" if labels else "that is non-zero"
         raise InputError(f"{path}: no voxel {which}")
-    return Mask(selected, affine)
+    return BinaryMask(selected, affine, rule="mrtrix")
 
 
 _NUMBERS = {"sphere": 4, "box": 6, "obox": 9}
@@ -253,13 +208,13 @@ def lesion_distances(tractogram: Tractogram, lesion) -> torch.Tensor:
     """
     from scipy.spatial import cKDTree
 
-    points = lesion.voxel_centres() if isinstance(lesion, Mask) else np.asarray(lesion, dtype=np.float64)
+    points = lesion.voxel_centres() if isinstance(lesion, BinaryMask) else np.asarray(lesion, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise InputError("the lesion must be a mask or a non-empty (V, 3) array of RAS mm points")
     vertices = tractogram.points.detach().cpu()
     dist, _ = cKDTree(points).query(vertices.double().numpy(), workers=-1)
     dist = torch.from_numpy(dist)
-    if isinstance(lesion, Mask):
+    if isinstance(lesion, BinaryMask):
         dist = torch.where(lesion.contains(vertices), 0.0, dist)
     out = torch.full((len(tractogram),), float("inf"), dtype=torch.float64)
     owner = torch.repeat_interleave(torch.arange(len(tractogram)), tractogram.lengths.cpu())

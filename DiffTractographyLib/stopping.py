@@ -13,6 +13,7 @@ import torch
 
 from .errors import InputError
 from .fields import Grid, VolumeField, round_half_away
+from .geometry import apply_affine
 
 
 class Status(IntEnum):
@@ -35,7 +36,13 @@ class StreamlineStatus(IntEnum):
 
 
 class BinaryMask:
-    """A binary region on its own grid; ``contains`` is the nearest-voxel test of ``rule``."""
+    """A binary region on its own grid; ``contains`` is the nearest-voxel test of ``rule``.
+
+    ``mrtrix`` reproduces MRtrix3's ROI images (``-mask``, tckedit's ``-include``/``-exclude``): the
+    image is cropped to the bounding box of its non-zero voxels plus one voxel, and the float32
+    scanner-to-voxel transform of that crop is applied in float32, rounding halves away from zero.
+    ``dipy`` is ``BinaryStoppingCriterion``: float64 voxel coordinates, halves to even.
+    """
 
     def __init__(self, mask, affine, rule: str = "mrtrix", device=None):
         m = torch.as_tensor(np.asarray(mask) != 0, device=device)
@@ -45,15 +52,23 @@ class BinaryMask:
             raise InputError("the mask is empty (no non-zero voxel)")
         self.mask, self.rule = m, rule
         self.grid = Grid(m.shape, affine, device=device)
-        self._ras_to_voxel_f32 = self.grid.ras_to_voxel.to(torch.float32)
         self._dims = torch.tensor(m.shape, device=device)
+        bottom = np.maximum(np.argwhere(m.cpu().numpy()).min(0) - 1, 0)
+        cropped = self.grid.affine.copy()
+        cropped[:3, 3] = apply_affine(self.grid.affine, bottom)
+        self._crop_to_voxel = torch.from_numpy(np.linalg.inv(cropped)[:3].astype(np.float32)).to(device)
+        self._crop_origin = torch.from_numpy(bottom).to(device)
+
+    def voxel_centres(self) -> np.ndarray:
+        """(V, 3) RAS mm centres of the mask's voxels."""
+        return apply_affine(self.grid.affine, np.argwhere(self.mask.cpu().numpy()))
 
     def contains(self, points: torch.Tensor) -> torch.Tensor:
         if self.rule == "mrtrix":
             p = points.detach().to(torch.float32)
-            m = self._ras_to_voxel_f32
-            v = p @ m[:, :3].T + m[:, 3]
-            idx = round_half_away(v).to(torch.int64)
+            m = self._crop_to_voxel
+            v = (m[:, 0] * p[:, :1] + m[:, 1] * p[:, 1:2]) + m[:, 2] * p[:, 2:3] + m[:, 3]
+            idx = round_half_away(v.double()).to(torch.int64) + self._crop_origin
         else:
             idx = torch.round(self.grid.to_voxel(points.detach())).to(torch.int64)
         inside = ((idx >= 0) & (idx < self._dims)).all(-1)

@@ -100,11 +100,12 @@ def run(args) -> int:
 
 def _lesion(spec: str):
     """A lesion as a mask (NIfTI, optional ':labels') or (V, 3) surface points from a text file."""
-    from ..selection import Mask, parse_region
+    from ..selection import parse_region
+    from ..stopping import BinaryMask
 
     if ".nii" in spec:
         region = parse_region(spec)
-        if not isinstance(region, Mask):
+        if not isinstance(region, BinaryMask):
             raise InputError(f"--distance-to {spec!r}: give a NIfTI label volume or a text file of points")
         return region
     if not Path(spec).exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ALGORITHMS, CUTOFF_MEANING, TrackingParams
+from ..config import ALGORITHMS, CUTOFF_MEANING, TrackingParams, reference_rule
 from ..errors import InputError
 from ..io import FORMATS, tractogram_format
 from ..sh import BASES
@@ -153,7 +153,7 @@ def run_track(args) -> int:
         from ..stopping import BinaryMask
 
         data, affine = load_nifti(args.mask, ndim=3, what="mask")
-        mask = BinaryMask(data, affine, rule="dipy" if args.algorithm in ("detmax", "prob") else "mrtrix")
+        mask = BinaryMask(data, affine, rule=reference_rule(args.algorithm))
     grid_shape = (field.coeffs if hasattr(field, "coeffs") else field.data).shape
     points, directions = _seeds(args, field.affine, grid_shape)
     start = time.perf_counter()

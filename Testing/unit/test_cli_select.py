@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from DiffTractographyLib import cli, load_tractogram
-from DiffTractographyLib.selection import Mask, lesion_distances, parse_region, select_streamlines
+from DiffTractographyLib.selection import lesion_distances, parse_region, select_streamlines
+from DiffTractographyLib.stopping import BinaryMask
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_selection_and_lesion_distances_are_written(tmp_path, phantom, difftract
 
 def test_surface_points_as_lesion(tmp_path, phantom, difftract):
     tracks, _, lesion_path = phantom
-    surface = Mask(nib.load(lesion_path).get_fdata() > 0, nib.load(lesion_path).affine).voxel_centres()
+    surface = BinaryMask(nib.load(lesion_path).get_fdata() > 0, nib.load(lesion_path).affine).voxel_centres()
     np.savetxt(tmp_path / "surface.csv", surface, delimiter=",")
     assert difftract(["select", str(tracks), "--distance-to", str(tmp_path / "surface.csv"), "--distance-out",
                       str(tmp_path / "d.txt"), "--out", str(tmp_path / "all.tck"), "--quiet"]) == 0

@@ -8,7 +8,8 @@ import torch
 
 from DiffTractographyLib import Tractogram
 from DiffTractographyLib.errors import InputError
-from DiffTractographyLib.selection import (Box, Mask, OrientedBox, Sphere, cluster_distances, lesion_distances,
+from DiffTractographyLib.stopping import BinaryMask
+from DiffTractographyLib.selection import (Box, OrientedBox, Sphere, cluster_distances, lesion_distances,
                                            parse_region, select_streamlines, streamline_lengths)
 
 # 2 mm voxels, LAS storage, origin at voxel (10, 10, 10)
@@ -35,7 +36,7 @@ def test_boxes_axis_aligned_and_oriented():
 def test_mask_takes_the_nearest_voxel_rounding_half_away_from_zero():
     data = np.zeros((20, 20, 20), bool)
     data[10, 10, 10] = True                                  # centre (0, 0, 0) mm, spans +-1 mm
-    mask = Mask(data, AFFINE)
+    mask = BinaryMask(data, AFFINE)
     inside = points([0.99, 0, 0], [-0.99, 0.99, -0.99], [0, 0, 1.0], [0, 0, -1.0], [0, 1.01, 0], [1.0, 0, 0])
     # voxel k = (z + 20) / 2: z = +1 -> 10.5 -> 11 (out), z = -1 -> 9.5 -> 10 (in); x mirrored: x = +1 -> i = 9.5 -> 10
     assert mask.contains(inside).tolist() == [True, True, False, True, False, True]
@@ -51,9 +52,9 @@ def test_region_specs(tmp_path):
     labels = np.zeros((20, 20, 20), np.int16)
     labels[2, 2, 2], labels[5, 5, 5] = 3, 7
     nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "labels.nii.gz")
-    assert parse_region(str(tmp_path / "labels.nii.gz")).data.sum() == 2
+    assert parse_region(str(tmp_path / "labels.nii.gz")).mask.sum() == 2
     only = parse_region(f"{tmp_path / 'labels.nii.gz'}:7")
-    assert np.argwhere(only.data).tolist() == [[5, 5, 5]]
+    assert np.argwhere(only.mask.numpy()).tolist() == [[5, 5, 5]]
     for bad, message in [("cube:1,2", "unknown region"), ("sphere:1,2,3", "4 comma-separated"),
                          ("sphere:0,0,0,-1", "radius"), ("box:1,0,0,1,0,1", "minimum"),
                          (f"{tmp_path / 'labels.nii.gz'}:9", "no voxel with label 9"),
@@ -87,7 +88,7 @@ def test_lengths_are_float32_sums_and_limits_are_inclusive():
 def test_lesion_distances_per_streamline_and_per_cluster():
     data = np.zeros((20, 20, 20), bool)
     data[10, 10, 10] = data[10, 10, 12] = True                # centres (0, 0, 0) and (0, 0, 4) mm
-    lesion = Mask(data, AFFINE)
+    lesion = BinaryMask(data, AFFINE)
     t = Tractogram.from_list([np.array([[6, 0, 0], [3, 4, 0]], np.float32),
                               np.array([[0, 0, 8], [0, 0, 5.5]], np.float32),
                               np.array([[0.5, 0, 0.5], [9, 9, 9]], np.float32)])
