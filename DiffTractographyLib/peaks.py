@@ -183,19 +183,24 @@ class PeakFinder:
         out_u = torch.full_like(u, float("nan"))
         out_f = torch.full((n,), float("nan"), dtype=u.dtype, device=u.device)
         active = torch.arange(n, device=u.device)
+        pending = torch.ones(n, dtype=torch.bool, device=u.device)
         cur_c, cur_u = self.prepare(c), u
         for _ in range(MAX_ITERATIONS):
             if len(active) == 0:
                 break
             cur_u, amp, dt = self._iterate(cur_c, cur_u)
-            done = dt < self.tolerance
-            if bool(done.any()):
-                ids = active[done]
-                out_u[ids] = cur_u[done]
-                out_f[ids] = amp[done]
-                keep = ~done
-                active, cur_u = active[keep], cur_u[keep]
-                cur_c = tuple(v[keep] for v in cur_c)
+            newly = (dt < self.tolerance) & pending
+            if not bool(newly.any()):
+                continue
+            idx = newly.nonzero().squeeze(1)
+            ids = active[idx]
+            out_u[ids] = cur_u[idx]
+            out_f[ids] = amp[idx]
+            pending = pending & ~newly
+            remaining = pending.nonzero().squeeze(1)
+            if 2 * len(remaining) <= len(active):  # drop finished rows once they are half the batch
+                active, cur_u, pending = active[remaining], cur_u[remaining], pending[remaining]
+                cur_c = tuple(v[remaining] for v in cur_c)
         if self.polish:
             ok = ~torch.isnan(out_f)
             out_u[ok], out_f[ok] = self._polish(self.prepare(c[ok]), out_u[ok])

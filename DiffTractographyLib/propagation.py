@@ -75,17 +75,19 @@ def _steps(method: Method, pos: torch.Tensor, direction: torch.Tensor, rows: tor
         if region is not None:
             leaving = (status == Status.CONTINUE) & ~region.contains(new_pos)
             status = torch.where(leaving, torch.full_like(status, Status.EXIT_MASK), status)
-        keep = status == Status.CONTINUE
+        moving = status == Status.CONTINUE
+        keep = moving.nonzero().squeeze(1)
         if k == 0:
             first_rows.append(rows[keep])
             first_dirs.append(new_dir[keep])
         rec_rows.append(rows[keep])
-        rec_cols.append(torch.full((int(keep.sum()),), k, dtype=torch.int64, device=rows.device))
+        rec_cols.append(torch.full((len(keep),), k, dtype=torch.int64, device=rows.device))
         rec_pos.append(new_pos[keep])
         if k + 1 >= max_points:
-            status = torch.where(keep, torch.full_like(status, Status.MAX_LENGTH), status)
-            keep = torch.zeros_like(keep)
-        ended = ~keep
+            status = torch.where(moving, torch.full_like(status, Status.MAX_LENGTH), status)
+            moving = torch.zeros_like(moving)
+            keep = keep[:0]
+        ended = (~moving).nonzero().squeeze(1)
         ended_rows.append(rows[ended])
         ended_status.append(status[ended])
         rows, pos, direction = rows[keep], new_pos[keep], new_dir[keep]
