@@ -56,16 +56,22 @@ class VolumeField:
         if rule not in RULES:
             raise ValueError(f"unknown interpolation rule {rule!r}")
         self.data = data
-        self._flat = data.reshape(-1, data.shape[-1]).contiguous()  # channels-last rows, one per voxel
         self.rule = rule
         self.grid = Grid(data.shape, affine, device=data.device)
         x, y, z, c = data.shape
-        self._strides = torch.tensor([y * z, z, 1], dtype=torch.int64, device=data.device)
+        # one replicated voxel around the grid: every corner of a point inside is a valid index, and the
+        # outer half voxel reads the edge voxel, as the clamped indices of MRtrix3 and DIPY do
+        padded = torch.nn.functional.pad(data.permute(3, 0, 1, 2)[None], (1, 1, 1, 1, 1, 1), mode="replicate")
+        self._flat = padded[0].permute(1, 2, 3, 0).reshape(-1, c).contiguous()  # channels-last rows
+        self._strides = torch.tensor([(y + 2) * (z + 2), z + 2, 1], dtype=torch.int64, device=data.device)
+        self._corners = torch.tensor([i * (y + 2) * (z + 2) + j * (z + 2) + k for k in (0, 1) for j in (0, 1)
+                                      for i in (0, 1)], dtype=torch.int64, device=data.device)
         self._dims = torch.tensor([x, y, z], dtype=torch.int64, device=data.device)
         self._dims_f = self._dims.to(torch.float64)
         if rule == "mrtrix":
             with torch.no_grad():
-                self._support = ((data != 0) | torch.isnan(data)).any(-1).reshape(-1)
+                support = ((data != 0) | torch.isnan(data)).any(-1)
+                self._support = torch.nn.functional.pad(support[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0].bool().reshape(-1)
 
     @property
     def n_channels(self) -> int:
@@ -78,10 +84,10 @@ class VolumeField:
         base = torch.floor(v)
         f = v - base
         f = torch.where((v < 0) | (v > self._dims_f - 1), torch.zeros_like(f), f)
-        base_i = base.to(torch.int64)
+        upper = self._dims + 1
         if self.rule == "mrtrix":
-            nearest = (round_half_away(v).to(torch.int64).clamp(min=0).minimum(self._dims - 1) * self._strides).sum(-1)
-            inside = inside & self._support[nearest]
+            nearest = round_half_away(v).to(torch.int64) + 1
+            inside = inside & self._support[(nearest.clamp(min=0).minimum(upper) * self._strides).sum(-1)]
         dtype = self.data.dtype
         w1 = f.to(dtype)
         w0 = (1.0 - f).to(dtype)
@@ -92,10 +98,8 @@ class VolumeField:
         w = (wx[:, None, None, :] * (wz[:, :, None, None] * wy[:, None, :, None])).reshape(-1, 8)
         if self.rule == "mrtrix":
             w = torch.where(w < 1e-6, torch.zeros_like(w), w)
-        offs = torch.tensor([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)], device=v.device)
-        corners = (base_i[:, None, :] + offs).clamp(min=0).minimum(self._dims - 1)
-        flat = (corners * self._strides).sum(-1)
-        flat = torch.where(inside[:, None], flat, torch.zeros_like(flat))
+        base_i = (base.to(torch.int64) + 1).clamp(min=0).minimum(upper - 1)  # rows outside: any valid cell
+        flat = (base_i * self._strides).sum(-1)[:, None] + self._corners
         values = self._flat.index_select(0, flat.reshape(-1)).view(len(flat), 8, -1)  # (N, 8, C)
         weighted = w[:, :, None] * values
         out = weighted[:, 0]

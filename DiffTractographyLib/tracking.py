@@ -136,7 +136,8 @@ def track(field, seeds, params: TrackingParams | None = None, *, seed_directions
 
     seed_directions: (N, 3) start directions (RAS), NaN rows for none (then MRtrix3 draws a random
         direction and the method refines it; the draw depends only on ``rng_seed`` and the seed row).
-    mask: stopping region: a ``BinaryMask``/``ThresholdMap`` or a 3-D array on the field's grid.
+    mask: stopping region: a ``BinaryMask``/``ThresholdMap``, a (3-D array, affine) pair on its own
+        grid, or a 3-D array on the field's grid (nearest-voxel test with the algorithm's rounding).
         Seeds outside it are rejected; a step that leaves it ends the streamline (point dropped).
     params / overrides: ``TrackingParams`` fields (``step_size`` mm, ``max_angle`` degrees, ...).
     progress: called with (seeds done, seeds total) after each chunk.
@@ -165,7 +166,8 @@ def track(field, seeds, params: TrackingParams | None = None, *, seed_directions
             raise InputError(f"{len(directions)} seed directions for {n} seeds")
     region = mask
     if mask is not None and not hasattr(mask, "contains"):
-        region = BinaryMask(mask, field.affine, rule=method.rule, device=device)
+        data, mask_affine = mask if isinstance(mask, tuple) else (mask, field.affine)
+        region = BinaryMask(data, mask_affine, rule=method.rule, device=device)
     limits = point_limits(params, method.shared_budget)
     chunk = params.chunk_size or DEFAULT_CHUNK[device.type]
     stats: Counter = Counter()

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from DiffTractographyLib import sh  # noqa: E402
 from DiffTractographyLib.dwi import DWI  # noqa: E402
-from DiffTractographyLib.dwi_io import load_dwi, load_mask, ras_to_fsl, save_map  # noqa: E402
+from DiffTractographyLib.dwi_io import load_dwi, load_mask, ras_to_fsl  # noqa: E402
+from DiffTractographyLib.images import save_nifti  # noqa: E402
 from DiffTractographyLib.models.csd import estimate_response, fit_fod, response_rh  # noqa: E402
 from DiffTractographyLib.models.dti import fit_dti  # noqa: E402
 
@@ -139,8 +140,8 @@ def main() -> None:
     if not args.skip_mrtrix and shutil.which("dwi2fod"):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            save_map(dwi.data, dwi.affine, tmp / "dwi.nii")
-            save_map(mask.astype(np.float32), dwi.affine, tmp / "mask.nii")
+            save_nifti(dwi.data, dwi.affine, tmp / "dwi.nii")
+            save_nifti(mask.astype(np.float32), dwi.affine, tmp / "mask.nii")
             np.savetxt(tmp / "dwi.bval", dwi.bvals[None])
             np.savetxt(tmp / "dwi.bvec", ras_to_fsl(dwi.bvecs, dwi.affine).T)
             subprocess.run(["mrconvert", "-quiet", str(tmp / "dwi.nii"), "-fslgrad", str(tmp / "dwi.bvec"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ALGORITHMS, CUTOFF_MEANING, TrackingParams, reference_rule
+from ..config import ALGORITHMS, CUTOFF_MEANING, TrackingParams
 from ..errors import InputError
 from ..io import FORMATS, tractogram_format
 from ..sh import BASES
@@ -148,12 +148,7 @@ def run_track(args) -> int:
                             unidirectional=args.unidirectional, sh_precomputed=not args.noprecomputed,
                             precision=args.precision, device=args.device, chunk_size=args.chunk_size,
                             rng_seed=args.rng_seed).validate()
-    mask = None
-    if args.mask is not None:
-        from ..stopping import BinaryMask
-
-        data, affine = load_nifti(args.mask, ndim=3, what="mask")
-        mask = BinaryMask(data, affine, rule=reference_rule(args.algorithm))
+    mask = None if args.mask is None else load_nifti(args.mask, ndim=3, what="mask")
     grid_shape = (field.coeffs if hasattr(field, "coeffs") else field.data).shape
     points, directions = _seeds(args, field.affine, grid_shape)
     start = time.perf_counter()
