@@ -18,6 +18,15 @@ _LAZY = {
     "track": "tracking",
     "SHField": "fields",
     "DWIField": "fields",
+    "seeds_from_mask": "seeding",
+    "read_seed_file": "seeding",
+    "load_dwi": "dwi_io",
+    "fit_dti": "models.dti",
+    "fit_fod": "models.csd",
+    "quickbundles": "clustering",
+    "hierarchical_quickbundles": "clustering",
+    "select_streamlines": "selection",
+    "lesion_distances": "selection",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

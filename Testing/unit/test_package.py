@@ -1,0 +1,17 @@
+"""The package imports without torch or vtk (Slicer loads the module fast, and without torch), and
+every public name resolves."""
+import subprocess
+import sys
+
+import DiffTractographyLib
+
+
+def test_import_pulls_in_neither_torch_nor_vtk():
+    code = "import sys, DiffTractographyLib; print('torch' in sys.modules, 'vtk' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_public_names_resolve():
+    for name in DiffTractographyLib.__all__:
+        assert getattr(DiffTractographyLib, name) is not None
