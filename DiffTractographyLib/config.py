@@ -47,6 +47,9 @@ class TrackingParams:
         a few converge the peak to machine precision, which float64 gradient checks need.
     precision: ``float32`` (MRtrix3's arithmetic) or ``float64`` (DIPY's; the default for detmax).
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+    compile: fuse the per-step kernels (interpolation, sdstream's peak iteration) with
+        ``torch.compile``: 1.5-2.5x faster on a CPU after a one-off compilation of 10-40 s (cached on
+        disk); results differ from the eager arithmetic by a few float32 ulps.
     chunk_size: streamlines tracked together; ``None`` picks by device. A CUDA out-of-memory error
         halves it and retries.
     rng_seed: seed of the random directions (seeds without a direction, ``prob``).
@@ -64,6 +67,7 @@ class TrackingParams:
     peak_polish: int = 0
     precision: str | None = None
     device: str = "auto"
+    compile: bool = False
     chunk_size: int | None = None
     rng_seed: int = 0
 

@@ -56,6 +56,72 @@ def _terms(lmax: int) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in t.items()}
 
 
+def _blend_table(el: torch.Tensor, row_pairs: torch.Tensor, inc: float) -> torch.Tensor:
+    """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended with the next. At the last row
+    (el = pi) the blend with fraction 1 on the pair (n - 2, n - 1) gives the same value."""
+    x = el / inc
+    i = x.to(torch.int64).clamp(0, row_pairs.shape[0] - 1)
+    frac = (x - i.to(x.dtype)).clamp(max=1.0)
+    weights = torch.stack([1.0 - frac, frac], -1)
+    return (weights[:, :, None, None] * row_pairs[i]).sum(1)
+
+
+def _sh_derivatives(vp, vm, az, sel, q, m, m2, trig_scale):
+    """``SH::derivatives`` from prepared coefficients and the combined Legendre rows ``q``:
+    f, df/del, (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2."""
+    atpole = sel < 1e-4
+    maz = az[:, None] * m
+    # sqrt2 * cos(m az) is formed in double and stored in the working precision (MRtrix3)
+    caz = (torch.cos(maz).double() * trig_scale).to(vp.dtype)
+    saz = (torch.sin(maz).double() * trig_scale).to(vp.dtype)
+    x = vp * caz + vm * saz
+    y = vm * caz - vp * saz
+    amp, d_el, d2_el = (x[:, None, :] * q).sum(-1).unbind(-1)
+    d_az, d2_elaz = ((m * y)[:, None, :] * q[:, :2]).sum(-1).unbind(-1)
+    d2_az = -(m2 * x * q[:, 0]).sum(-1)
+    safe = torch.where(atpole, torch.ones_like(sel), sel)
+    zero = torch.zeros_like(sel)
+    d_az = torch.where(atpole, (y * q[:, 1]).sum(-1), d_az / safe)
+    d2_elaz = torch.where(atpole, zero, d2_elaz / safe)
+    d2_az = torch.where(atpole, zero, d2_az / (safe * safe))
+    return amp, d_el, d_az, d2_el, d2_elaz, d2_az
+
+
+def _newton_iteration(vp, vm, u, legendre_at, m, m2, trig_scale):
+    """One iteration of ``get_peak``: (moved u, amplitude before the move, step dt).
+    ``legendre_at(el)`` gives the combined Legendre rows."""
+    az = torch.atan2(u[:, 1], u[:, 0])
+    el = torch.acos(u[:, 2])
+    ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
+    amp, d_el, d_az, h_el, h_elaz, h_az = _sh_derivatives(vp, vm, az, se, legendre_at(el), m, m2, trig_scale)
+    norm = torch.sqrt(d_el * d_el + d_az * d_az)
+    nz = norm != 0
+    safe = torch.where(nz, norm, torch.ones_like(norm))
+    a_az = torch.where(nz, d_az / safe, torch.zeros_like(norm))
+    a_el = torch.where(nz, d_el / safe, torch.zeros_like(norm))
+    slope = a_az * d_az + a_el * d_el
+    curv = a_az * a_az * h_az + 2.0 * a_az * a_el * h_elaz + a_el * a_el * h_el
+    dt = torch.where(curv != 0, -slope / torch.where(curv != 0, curv, torch.ones_like(curv)), torch.zeros_like(curv))
+    dt = torch.abs(dt).clamp(max=MAX_DIR_CHANGE)  # NaN stays NaN, as in C++
+    a_el, a_az = a_el * dt, a_az * dt
+    moved = torch.stack([u[:, 0] + (a_el * ca * ce - a_az * sa),
+                         u[:, 1] + (a_el * sa * ce + a_az * ca),
+                         u[:, 2] - a_el * se], -1)
+    moved = moved / torch.sqrt((moved * moved).sum(-1, keepdim=True))
+    return moved, amp, dt
+
+
+def _table_iteration(vp, vm, u, row_pairs, inc: float, m, m2, trig_scale):
+    """``_newton_iteration`` on the precomputed table: a pure tensor function, so ``torch.compile``
+    can fuse it."""
+    return _newton_iteration(vp, vm, u, lambda el: _blend_table(el, row_pairs, inc), m, m2, trig_scale)
+
+
+@lru_cache(maxsize=None)
+def _compiled_table_iteration():
+    return torch.compile(_table_iteration, dynamic=True)
+
+
 @lru_cache(maxsize=None)
 def _legendre_combination(lmax: int) -> np.ndarray:
     """(3 (L0 + K), n_mpos) matrix taking P_l^m (``sh.legendre`` slots) to the three rows of
@@ -85,11 +151,13 @@ class PeakFinder:
     tolerance: stop when the angular step is below this (radians; MRtrix3: 1e-4).
     polish: exact Newton iterations on the sphere after the search (0 = MRtrix3); with > 0 the peak
         is converged to machine precision, as float64 gradient checks need.
+    compile: run the table iteration through ``torch.compile`` (fused kernels; a few ulps from the
+        eager arithmetic; the first call compiles for several seconds).
     """
 
     def __init__(self, lmax: int, precomputed: bool = True, tolerance: float = ANGLE_TOLERANCE,
-                 polish: int = 0, device=None, dtype=torch.float32):
-        self.lmax, self.tolerance, self.polish = lmax, tolerance, polish
+                 polish: int = 0, device=None, dtype=torch.float32, compile: bool = False):
+        self.lmax, self.tolerance, self.polish, self.compile = lmax, tolerance, polish, compile
         self.dtype = dtype
         t = _terms(lmax)
         n0, k = len(t["c0"]), len(t["ip"])
@@ -107,6 +175,7 @@ class PeakFinder:
             self.table = sh.LegendreTable(lmax, device=device)
             rows = (self.table.rows.to(dtype) @ self._combine.T).reshape(self.table.n, 3, n0 + k)
             self._row_pairs = torch.stack([rows[:-1], rows[1:]], 1)  # (n - 1, 2, 3, L0 + K): rows i, i + 1
+            self._inc = float(self.table.inc)
 
     def combined_legendre(self, elevation: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """(N, 3, L0 + K) Legendre terms of ``SH::derivatives`` at ``elevation``: rows are P_l^m,
@@ -115,13 +184,7 @@ class PeakFinder:
         if exact or self.table is None:
             al = sh.legendre(self.lmax, torch.cos(elevation))
             return (al @ self._combine.T).reshape(len(elevation), 3, -1)
-        # PrecomputedAL::set: row int(el / inc) blended with the next; at the last row (el = pi) the
-        # blend with fraction 1 on the row pair (n - 2, n - 1) gives the same value
-        x = elevation / torch.as_tensor(self.table.inc, dtype=elevation.dtype, device=elevation.device)
-        i = x.to(torch.int64).clamp(0, self.table.n - 2)
-        frac = (x - i.to(x.dtype)).clamp(max=1.0)
-        weights = torch.stack([1.0 - frac, frac], -1)
-        return (weights[:, :, None, None] * self._row_pairs[i]).sum(1)
+        return _blend_table(elevation, self._row_pairs, self._inc)
 
     def prepare(self, c: torch.Tensor):
         """The coefficients a search reuses at every iteration, one column per (l, m) term:
@@ -129,51 +192,21 @@ class PeakFinder:
         c = torch.cat([c, c.new_zeros(len(c), 1)], 1)
         return c[:, self._cos_slot], c[:, self._sin_slot]
 
-    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor, exact: bool = False, sel=None):
+    def derivatives(self, coeffs, el: torch.Tensor, az: torch.Tensor, exact: bool = False):
         """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` for prepared
         coefficients: f, df/del, (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz,
         (1/sin2 el) d2f/daz2."""
         vp, vm = coeffs
-        sel = torch.sin(el) if sel is None else sel
-        atpole = sel < 1e-4
-        q = self.combined_legendre(el, exact)
-        maz = az[:, None] * self._m
-        # sqrt2 * cos(m az) is formed in double and stored in the working precision (MRtrix3)
-        caz = (torch.cos(maz).double() * self._trig_scale).to(vp.dtype)
-        saz = (torch.sin(maz).double() * self._trig_scale).to(vp.dtype)
-        x = vp * caz + vm * saz
-        y = vm * caz - vp * saz
-        amp, d_el, d2_el = (x[:, None, :] * q).sum(-1).unbind(-1)
-        d_az, d2_elaz = ((self._m * y)[:, None, :] * q[:, :2]).sum(-1).unbind(-1)
-        d2_az = -(self._m2 * x * q[:, 0]).sum(-1)
-        safe = torch.where(atpole, torch.ones_like(sel), sel)
-        zero = torch.zeros_like(sel)
-        d_az = torch.where(atpole, (y * q[:, 1]).sum(-1), d_az / safe)
-        d2_elaz = torch.where(atpole, zero, d2_elaz / safe)
-        d2_az = torch.where(atpole, zero, d2_az / (safe * safe))
-        return amp, d_el, d_az, d2_el, d2_elaz, d2_az
+        return _sh_derivatives(vp, vm, az, torch.sin(el), self.combined_legendre(el, exact), self._m, self._m2,
+                               self._trig_scale)
 
     def _iterate(self, coeffs, u: torch.Tensor):
         """One iteration of ``get_peak``: (moved u, amplitude before the move, step dt)."""
-        az = torch.atan2(u[:, 1], u[:, 0])
-        el = torch.acos(u[:, 2])
-        ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
-        amp, d_el, d_az, h_el, h_elaz, h_az = self.derivatives(coeffs, el, az, sel=se)
-        norm = torch.sqrt(d_el * d_el + d_az * d_az)
-        nz = norm != 0
-        safe = torch.where(nz, norm, torch.ones_like(norm))
-        a_az = torch.where(nz, d_az / safe, torch.zeros_like(norm))
-        a_el = torch.where(nz, d_el / safe, torch.zeros_like(norm))
-        slope = a_az * d_az + a_el * d_el
-        curv = a_az * a_az * h_az + 2.0 * a_az * a_el * h_elaz + a_el * a_el * h_el
-        dt = torch.where(curv != 0, -slope / torch.where(curv != 0, curv, torch.ones_like(curv)), torch.zeros_like(curv))
-        dt = torch.abs(dt).clamp(max=MAX_DIR_CHANGE)  # NaN stays NaN, as in C++
-        a_el, a_az = a_el * dt, a_az * dt
-        moved = torch.stack([u[:, 0] + (a_el * ca * ce - a_az * sa),
-                             u[:, 1] + (a_el * sa * ce + a_az * ca),
-                             u[:, 2] - a_el * se], -1)
-        moved = moved / torch.sqrt((moved * moved).sum(-1, keepdim=True))
-        return moved, amp, dt
+        vp, vm = coeffs
+        if self.table is None:
+            return _newton_iteration(vp, vm, u, self.combined_legendre, self._m, self._m2, self._trig_scale)
+        iteration = _compiled_table_iteration() if self.compile else _table_iteration
+        return iteration(vp, vm, u, self._row_pairs, self._inc, self._m, self._m2, self._trig_scale)
 
     @torch.no_grad()
     def search(self, c: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

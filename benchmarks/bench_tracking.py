@@ -52,23 +52,25 @@ def run_mrtrix(data: Path, n_seeds: int, threads: int) -> dict | None:
         return dict(seconds=seconds, streamlines=len(tracks.streamlines), points=int(tracks.streamlines.total_nb_rows))
 
 
-def run_ours(data: Path, n_seeds: int, device: str) -> dict:
+def run_ours(data: Path, n_seeds: int, device: str, compile: bool = False) -> dict:
     fod, affine = load_nifti(data / "fod_mrtrix.nii.gz")
     mask, _ = load_nifti(data / "mask.nii.gz")
     per_voxel = max(1, int(np.ceil(n_seeds / int((mask > 0).sum()))))
     seeds = seeds_from_mask(mask, affine, per_voxel, rng_seed=1)
     seeds = seeds[np.random.default_rng(1).permutation(len(seeds))[:n_seeds]]
     field = SHField(torch.from_numpy(fod), affine)
-    track(field, seeds[:200], mask=mask, device=device, **PARAMS)  # warm-up (allocations, CUDA context)
+    start = time.perf_counter()
+    track(field, seeds[:200], mask=mask, device=device, compile=compile, **PARAMS)  # warm-up: allocations,
+    warm_up = time.perf_counter() - start                                            # CUDA context, compilation
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    t = track(field, seeds, mask=mask, device=device, **PARAMS)
+    t = track(field, seeds, mask=mask, device=device, compile=compile, **PARAMS)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    out = dict(seconds=seconds, streamlines=len(t), points=len(t.points))
+    out = dict(seconds=seconds, streamlines=len(t), points=len(t.points), warm_up_seconds=warm_up)
     if device.startswith("cuda"):
         out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -111,10 +113,12 @@ def main() -> None:
     data = Path(args.data)
     mrtrix = run_mrtrix(data, args.seeds, args.threads)
     ours = run_ours(data, args.seeds, args.device)
+    fused = run_ours(data, args.seeds, args.device, compile=True)
     dipy = run_dipy(data, min(args.dipy_seeds, args.seeds))
     rate = lambda r, n: n / r["seconds"]  # noqa: E731
     print(f"{'tool':38s} {'seeds/s':>10s} {'streamlines/s':>14s} {'points/s':>12s} {'seconds':>8s}")
-    rows = [("DiffTractography sdstream " + args.device, ours, args.seeds)]
+    rows = [("DiffTractography sdstream " + args.device, ours, args.seeds),
+            ("DiffTractography sdstream, compile=True", fused, args.seeds)]
     if mrtrix:
         rows.append((f"MRtrix3 tckgen SD_Stream -nthreads {args.threads}", mrtrix, args.seeds))
     if dipy:
@@ -123,13 +127,16 @@ def main() -> None:
         print(f"{name:38s} {rate(r, n):10.0f} {rate(r, r['streamlines']):14.0f} {rate(r, r['points']):12.0f} {r['seconds']:8.2f}")
     record = dict(commit=subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                         text=True).stdout.strip(), device=args.device, torch=torch.__version__,
-                  threads=args.threads, params=PARAMS, seeds=args.seeds, ours=ours, mrtrix=mrtrix, dipy=dipy)
-    if mrtrix:
-        record["ours_over_mrtrix_seeds_per_s"] = rate(ours, args.seeds) / rate(mrtrix, args.seeds)
-        print(f"ratio seeds/s ours / MRtrix3: {record['ours_over_mrtrix_seeds_per_s']:.2f}")
-    if dipy:
-        record["ours_over_dipy_seeds_per_s"] = rate(ours, args.seeds) / rate(dipy, dipy["seeds"])
-        print(f"ratio seeds/s ours / DIPY:    {record['ours_over_dipy_seeds_per_s']:.1f}")
+                  threads=args.threads, params=PARAMS, seeds=args.seeds, ours=ours, ours_compiled=fused, mrtrix=mrtrix,
+                  dipy=dipy)
+    for name, r in (("eager", ours), ("compiled", fused)):
+        if mrtrix:
+            record[f"{name}_over_mrtrix_seeds_per_s"] = rate(r, args.seeds) / rate(mrtrix, args.seeds)
+            print(f"ratio seeds/s ours ({name}) / MRtrix3: {record[f'{name}_over_mrtrix_seeds_per_s']:.2f}")
+        if dipy:
+            record[f"{name}_over_dipy_seeds_per_s"] = rate(r, args.seeds) / rate(dipy, dipy["seeds"])
+            print(f"ratio seeds/s ours ({name}) / DIPY:    {record[f'{name}_over_dipy_seeds_per_s']:.1f}")
+    print(f"compiled warm-up (first call, includes compilation): {fused['warm_up_seconds']:.1f} s")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     (results / f"tracking_{record['commit']}_{args.device}.json").write_text(json.dumps(record, indent=1))

@@ -71,10 +71,11 @@ class PmfMethod(Method):
     forward_after_seed = True
 
     def __init__(self, field: SHField, cutoff: float, max_angle: float, sphere=None,
-                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float64):
+                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float64,
+                 compile: bool = False):
         self.sphere = default_sphere() if sphere is None else sphere
         device = field.coeffs.device
-        self.volume = VolumeField(field.coeffs.to(dtype), field.affine, rule="dipy")
+        self.volume = VolumeField(field.coeffs.to(dtype), field.affine, rule="dipy", compile=compile)
         v = np.asarray(self.sphere.vertices, dtype=np.float64)
         self.basis = sh.basis_matrix(torch.as_tensor(v), field.lmax, field.basis).T.to(device, dtype).contiguous()
         self.rotation = field.to_world().to(device=device, dtype=dtype)

@@ -18,9 +18,9 @@ class Probabilistic(PmfMethod):
     Gumbel-softmax at ``temperature`` (see ``pmf``)."""
 
     def __init__(self, field, cutoff, max_angle, rng_seed: int = 0, sphere=None,
-                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float32):
+                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float32, compile: bool = False):
         super().__init__(field, cutoff, max_angle, sphere=sphere, temperature=temperature, relaxed=relaxed,
-                         dtype=dtype)
+                         dtype=dtype, compile=compile)
         self.rng_seed = rng_seed
 
     def outside_cone(self, abs_cos):

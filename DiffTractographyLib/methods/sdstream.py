@@ -17,13 +17,14 @@ class SDStream(Method):
     the amplitude is below ``cutoff``; HIGH_CURVATURE if the turn exceeds ``max_angle`` (degrees)."""
 
     def __init__(self, field: SHField, cutoff: float, max_angle: float, precomputed: bool = True,
-                 polish: int = 0, dtype=torch.float32):
+                 polish: int = 0, dtype=torch.float32, compile: bool = False):
         self.field = field
-        self.volume = SHField(field.coeffs.to(dtype), field.affine, field.basis, field.frame).volume(rule="mrtrix")
+        self.volume = SHField(field.coeffs.to(dtype), field.affine, field.basis, field.frame).volume("mrtrix", compile=compile)
         self.cutoff = cutoff
         self.cos_max = mrtrix_cos_threshold(max_angle) if dtype == torch.float32 else math.cos(math.radians(max_angle))
         device = field.coeffs.device
-        self.finder = PeakFinder(field.lmax, precomputed=precomputed, polish=polish, device=device, dtype=dtype)
+        self.finder = PeakFinder(field.lmax, precomputed=precomputed, polish=polish, device=device, dtype=dtype,
+                                 compile=compile)
         rot = field.to_world().to(dtype)
         self.rotation = None if field.frame == "world" else rot
 

@@ -36,12 +36,12 @@ class TensorDet(Method):
     direction when one is given). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
     |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
 
-    def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32):
+    def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32, compile: bool = False):
         bmat = -design_matrix(field.bvals, field.bvecs).numpy()  # MRtrix3's grad2bmatrix: -log S = bmat @ D
         if not ((field.bvals <= 50).any() and (field.bvals > 50).any()):
             raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
         self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)
-        self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix")
+        self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix", compile=compile)
         self.cutoff = cutoff
         self.cos_max = mrtrix_cos_threshold(max_angle)
 
