@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from .errors import InputError
 
 ALGORITHMS = ("sdstream", "tensordet", "detmax", "prob")
+#: SH bases (see ``sh``): MRtrix3's, DIPY's default (legacy=True) and DIPY's legacy=False
+BASES = ("tournier07", "descoteaux07", "descoteaux07-nonlegacy")
+#: frames of SH and vector directions: RAS (MRtrix3) or along the voxel axes (DIPY)
+FRAMES = ("world", "voxel")
 
 #: What ``cutoff`` means for each algorithm.
 CUTOFF_MEANING = {

@@ -63,6 +63,11 @@ class DWI:
         self.data = _finite_signal(data)
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """The grid's voxel counts (X, Y, Z)."""
+        return tuple(self.data.shape[:3])
+
+    @property
     def bvecs_voxel(self) -> np.ndarray:
         """Gradient directions along the voxel axes (the frame DIPY fits in)."""
         return self.bvecs @ axes_rotation(self.affine)

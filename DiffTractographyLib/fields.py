@@ -150,6 +150,11 @@ class SHField:
             raise InputError(f"frame must be 'world' or 'voxel', got {self.frame!r}")
         self.affine = as_affine(self.affine)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The grid's voxel counts (X, Y, Z)."""
+        return tuple(self.coeffs.shape[:3])
+
     def to_world(self) -> torch.Tensor:
         """(3, 3) rotation taking SH-frame directions to RAS."""
         r = axes_rotation(self.affine) if self.frame == "voxel" else np.eye(3)
@@ -180,6 +185,11 @@ class DWIField:
         if len(self.bvals) != g or len(self.bvecs) != g:
             raise InputError(f"the DWI has {g} volumes but the gradient table has {len(self.bvals)} b-values "
                              f"and {len(self.bvecs)} directions")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The grid's voxel counts (X, Y, Z)."""
+        return tuple(self.data.shape[:3])
 
     @classmethod
     def from_dwi(cls, dwi, device=None, dtype=torch.float32) -> "DWIField":

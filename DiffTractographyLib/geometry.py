@@ -48,9 +48,3 @@ def apply_affine(affine, points: np.ndarray) -> np.ndarray:
     p = np.asarray(points, dtype=np.float64)
     return p @ a[:3, :3].T + a[:3, 3]
 
-
-def lps_to_ras(points: np.ndarray) -> np.ndarray:
-    """Flip x and y: LPS <-> RAS (the transform is its own inverse)."""
-    out = np.array(points, dtype=np.float64, copy=True)
-    out[..., :2] *= -1
-    return out

@@ -37,7 +37,7 @@ def save_nifti(array, affine, path, description: str = "") -> None:
     (truncated to NIfTI's 80 characters)."""
     import nibabel as nib
 
-    from .io import atomic_path
+    from .files import atomic_path
 
     image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), as_affine(affine))
     image.header.set_sform(image.affine, code=1)

@@ -6,45 +6,15 @@ writes. Writes are atomic: a failed write never leaves a partial file behind.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import InputError
-from .streamlines import Tractogram
-
-FORMATS = (".tck", ".trk", ".trx", ".vtk", ".vtp")
-
-
-def tractogram_format(path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError(f"{path}: unknown tractogram format {suffix!r}; use one of {', '.join(FORMATS)}")
-    return suffix
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path`` (same suffix); move it into place only on success."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
+from .files import atomic_path, tractogram_format
+from .streamlines import Tractogram, _lengths_to_offsets
 
 def _reference_header(tractogram: Tractogram):
     import nibabel as nib
@@ -59,7 +29,7 @@ def _reference_header(tractogram: Tractogram):
 def _nib_tractogram(t: Tractogram):
     import nibabel as nib
 
-    dps = {k: v.detach().cpu().numpy().reshape(len(t), -1).astype(np.float32) for k, v in t.data_per_streamline.items()}
+    dps = {k: v.detach().cpu().numpy().reshape(len(t), -1) for k, v in t.data_per_streamline.items()}
     dpp = {k: v.detach().cpu().numpy().reshape(len(t.points), -1).astype(np.float32) for k, v in t.data_per_point.items()}
     seq = nib.streamlines.ArraySequence()
     seq._data = t.points.detach().cpu().numpy().astype(np.float32)
@@ -94,6 +64,7 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
             else:
                 from nibabel.orientations import aff2axcodes
 
+                nt.data_per_streamline = {k: v.astype(np.float32) for k, v in nt.data_per_streamline.items()}
                 header = {
                     nib.streamlines.Field.VOXEL_TO_RASMM: tractogram.affine.astype(np.float32),
                     nib.streamlines.Field.DIMENSIONS: np.array(tractogram.dimensions, dtype=np.int16),
@@ -126,20 +97,40 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
 
 def load_tractogram(path, reference=None) -> Tractogram:
     """Read a tractogram in RAS mm. ``reference`` (a NIfTI path or image) supplies the grid of
-    formats that carry none (.tck, .vtk/.vtp)."""
+    formats that carry none (.tck, .vtk/.vtp). An unreadable file is an InputError naming it."""
     fmt = tractogram_format(path)
     if not Path(path).exists():
         raise InputError(f"{path}: no such file")
     affine, dims = np.eye(4), (1, 1, 1)
     if reference is not None:
-        import nibabel as nib
+        if isinstance(reference, (str, os.PathLike)):
+            from .images import load_nifti
 
-        img = nib.load(reference) if isinstance(reference, (str, os.PathLike)) else reference
-        affine, dims = img.affine, img.shape[:3]
+            data, affine = load_nifti(reference, ndim=(3, 4), what="reference image")
+            dims = data.shape[:3]
+        else:
+            affine, dims = reference.affine, reference.shape[:3]
+    try:
+        tractogram = _read(str(path), fmt)
+    except InputError:
+        raise
+    except Exception as exc:  # each format library raises its own types for a damaged file
+        raise InputError(f"{path}: cannot read the {fmt} tractogram ({type(exc).__name__}: {exc})") from exc
+    if fmt not in (".trk", ".trx"):
+        tractogram.affine, tractogram.dimensions = np.asarray(affine, dtype=np.float64), tuple(dims)
+    return tractogram
+
+
+def _read(path: str, fmt: str) -> Tractogram:
+    affine, dims = np.eye(4), (1, 1, 1)
+    if fmt in (".vtk", ".vtp"):
+        from .polydata import read_polydata_file
+
+        return read_polydata_file(path)
     if fmt in (".tck", ".trk"):
         import nibabel as nib
 
-        obj = nib.streamlines.load(str(path))
+        obj = nib.streamlines.load(path)
         if fmt == ".trk":
             affine = obj.header[nib.streamlines.Field.VOXEL_TO_RASMM]
             dims = tuple(int(d) for d in obj.header[nib.streamlines.Field.DIMENSIONS])
@@ -148,10 +139,10 @@ def load_tractogram(path, reference=None) -> Tractogram:
                for k, v in obj.tractogram.data_per_streamline.items()}
         dpp = {k: torch.as_tensor(np.asarray(v.get_data())).squeeze(-1) for k, v in obj.tractogram.data_per_point.items()}
         data, lengths = np.asarray(streamlines.get_data(), dtype=np.float32), np.asarray(streamlines._lengths)
-    elif fmt == ".trx":
+    else:
         import trx.trx_file_memmap as tmm
 
-        trx = tmm.load(str(path))
+        trx = tmm.load(path)
         try:
             affine = np.asarray(trx.header["VOXEL_TO_RASMM"], dtype=np.float64)
             dims = tuple(int(d) for d in trx.header["DIMENSIONS"])
@@ -161,15 +152,7 @@ def load_tractogram(path, reference=None) -> Tractogram:
             dpp = {k: torch.as_tensor(np.array(v.get_data())).squeeze(-1) for k, v in trx.data_per_vertex.items()}
         finally:
             trx.close()
-    else:
-        from .polydata import read_polydata_file
-
-        t = read_polydata_file(path)
-        t.affine, t.dimensions = np.asarray(affine, dtype=np.float64), tuple(dims)
-        return t
     if "seed_index" in dps:
         dps["seed_index"] = dps["seed_index"].round().to(torch.int64)
-    from .streamlines import _lengths_to_offsets
-
     return Tractogram(torch.from_numpy(data.reshape(-1, 3)), _lengths_to_offsets(torch.from_numpy(lengths)),
                       affine, dims, dps, dpp)

@@ -19,6 +19,7 @@ from .config import TrackingParams, reference_rule
 from .dwi import DWI
 from .errors import InputError
 from .geometry import as_affine, axes_rotation
+from .polydata import vtk_modules as _vtk
 
 FIBER_BUNDLE = "vtkMRMLFiberBundleNode"
 DWI_NODE = "vtkMRMLDiffusionWeightedVolumeNode"
@@ -29,13 +30,6 @@ DTI_NODE = "vtkMRMLDiffusionTensorVolumeNode"
 #: Tensor_Det's least-squares fit returns the node's tensors exactly at voxel centres.
 TENSOR_BVALUE = 1000.0
 _TENSOR_DIRECTIONS = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]]) / np.sqrt(2)
-
-def _vtk():
-    import vtk
-    from vtk.util import numpy_support
-
-    return vtk, numpy_support
-
 
 def _array(matrix) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])

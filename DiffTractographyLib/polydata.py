@@ -17,7 +17,8 @@ from .streamlines import Tractogram, _lengths_to_offsets
 SPACE_TAG = "SPACE=RAS"
 
 
-def _vtk():
+def vtk_modules():
+    """``vtk`` and ``vtk.util.numpy_support``, or an InputError saying how to get them."""
     try:
         import vtk
         from vtk.util import numpy_support
@@ -29,7 +30,7 @@ def _vtk():
 def tractogram_to_polydata(tractogram: Tractogram):
     """A vtkPolyData with one polyline per streamline; per-point data become point arrays, per-streamline
     data cell arrays (9-component point arrays are what SlicerDMRI treats as tensors)."""
-    vtk, ns = _vtk()
+    vtk, ns = vtk_modules()
     points = np.ascontiguousarray(tractogram.points.detach().cpu().numpy(), dtype=np.float32)
     pd = vtk.vtkPolyData()
     vpoints = vtk.vtkPoints()
@@ -53,7 +54,7 @@ def tractogram_to_polydata(tractogram: Tractogram):
 
 def polydata_to_tractogram(pd) -> Tractogram:
     """The polyline cells of ``pd`` as a Tractogram (points as stored, assumed RAS mm)."""
-    vtk, ns = _vtk()
+    vtk, ns = vtk_modules()
     n_points = pd.GetNumberOfPoints()
     points = ns.vtk_to_numpy(pd.GetPoints().GetData()).astype(np.float32) if n_points else np.zeros((0, 3), np.float32)
     lines = pd.GetLines()
@@ -77,7 +78,7 @@ def polydata_to_tractogram(pd) -> Tractogram:
 
 
 def write_polydata_file(tractogram: Tractogram, path) -> None:
-    vtk, _ = _vtk()
+    vtk, _ = vtk_modules()
     pd = tractogram_to_polydata(tractogram)
     if Path(path).suffix.lower() == ".vtp":
         tag = vtk.vtkStringArray()
@@ -97,20 +98,23 @@ def write_polydata_file(tractogram: Tractogram, path) -> None:
 
 
 def read_polydata_file(path) -> Tractogram:
-    """Read a .vtk/.vtp tractography file into RAS mm (an explicit ``SPACE=LPS`` tag is honoured)."""
-    vtk, _ = _vtk()
-    if Path(path).suffix.lower() == ".vtp":
-        reader = vtk.vtkXMLPolyDataReader()
-        reader.SetFileName(str(path))
-        reader.Update()
-        pd = reader.GetOutput()
+    """Read a .vtk/.vtp tractography file into RAS mm (an explicit ``SPACE=LPS`` tag is honoured);
+    a file vtk cannot read is an InputError."""
+    vtk, _ = vtk_modules()
+    xml = Path(path).suffix.lower() == ".vtp"
+    reader = vtk.vtkXMLPolyDataReader() if xml else vtk.vtkPolyDataReader()
+    errors = []
+    reader.AddObserver(vtk.vtkCommand.ErrorEvent, lambda *_: errors.append(True))
+    reader.GetExecutive().AddObserver(vtk.vtkCommand.ErrorEvent, lambda *_: errors.append(True))
+    reader.SetFileName(str(path))
+    reader.Update()
+    if errors or (not xml and not reader.IsFilePolyData()):
+        raise InputError(f"{path}: vtk cannot read it as polydata")
+    pd = reader.GetOutput()
+    if xml:
         tag = pd.GetFieldData().GetAbstractArray("SPACE")
         space = tag.GetValue(0) if tag is not None and tag.GetNumberOfValues() else "RAS"
     else:
-        reader = vtk.vtkPolyDataReader()
-        reader.SetFileName(str(path))
-        reader.Update()
-        pd = reader.GetOutput()
         space = "LPS" if "SPACE=LPS" in (reader.GetHeader() or "") else "RAS"
     t = polydata_to_tractogram(pd)
     if "LPS" in space:

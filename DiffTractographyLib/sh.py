@@ -20,9 +20,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .config import BASES
 from .errors import InputError
 
-BASES = ("tournier07", "descoteaux07", "descoteaux07-nonlegacy")
 Y00 = 0.282094791773878  # 1 / sqrt(4 pi), MRtrix3's literal
 
 

@@ -189,7 +189,7 @@ def track(field, seeds, params: TrackingParams | None = None, *, seed_directions
         start = end
         if progress is not None:
             progress(end, n)
-    affine, dims = np.asarray(field.affine), tuple(field.coeffs.shape[:3] if isinstance(field, SHField) else field.data.shape[:3])
+    affine, dims = np.asarray(field.affine), field.shape
     if not parts:
         return Tractogram(seeds.new_zeros((0, 3)), torch.zeros(1, dtype=torch.int64), affine, dims,
                           {"seed_index": torch.zeros(0, dtype=torch.int64)}, meta=dict(stats))

@@ -11,24 +11,35 @@ import sys
 
 from ..errors import InputError
 
-COMMANDS = ("track", "fit", "cluster", "select")
+COMMANDS = {
+    "track": "track streamlines from seeds",
+    "fit": "fit DTI or CSD to a DWI and write NIfTI maps",
+    "cluster": "cluster streamlines with QuickBundles",
+    "select": "select streamlines with regions of interest (tckedit) and lesion distances",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full options of ``command`` only: the other commands' modules (and
+    torch) are not imported, so ``difftract --help`` answers at once."""
     parser = argparse.ArgumentParser(
         prog="difftract",
         description="Differentiable, GPU-batched diffusion MRI tractography. Coordinates are RAS mm "
                     "(the world space of the NIfTI affine) throughout.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f".{name}", __name__).add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f".{name}", __name__).add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except InputError as exc:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import FORMATS, atomic_path, tractogram_format
+from . import COMMANDS
+from ..files import FORMATS, atomic_path, check_output, tractogram_format
 
 EPILOG = """\
 Units: --threshold in mm (DIPY's examples use 10; there is no default), coordinates RAS mm.
@@ -34,7 +35,7 @@ Example: difftract cluster tracks.tck --threshold 10 --min-size 20 --out bundles
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("cluster", help="cluster streamlines with QuickBundles", description=__doc__,
+    p = sub.add_parser("cluster", help=COMMANDS["cluster"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help=f"tractogram ({', '.join(FORMATS)})")
     p.add_argument("--threshold", type=float, nargs="+", required=True, metavar="MM",
@@ -62,13 +63,11 @@ def run(args) -> int:
 
     if args.min_size < 1:
         raise InputError(f"--min-size must be at least 1, got {args.min_size}")
-    out = Path(args.out)
+    out = check_output(args.out)
     to_folder = out.suffix.lower() != ".trx"
-    if not out.parent.exists():
-        raise InputError(f"{out}: the output folder {out.parent} does not exist")
     for path in (args.labels_out, args.centroids_out):
-        if path is not None and not Path(path).parent.exists():
-            raise InputError(f"{path}: the output folder {Path(path).parent} does not exist")
+        if path is not None:
+            check_output(path)
     if args.centroids_out is not None:
         tractogram_format(args.centroids_out)
     tractogram = load_tractogram(args.input, reference=args.reference).to(resolve_device(args.device))

@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, sh
+from .. import __version__
+from ..config import BASES, FRAMES
 from ..devices import resolve_device
 from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
+from . import COMMANDS
+from ..files import atomic_path
 from ..images import save_nifti
-from ..io import atomic_path
 from ..models import csd, dti
-from ..models.volumes import FRAMES
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("fit", help="fit DTI or CSD to a DWI and write NIfTI maps",
+    parser = subparsers.add_parser("fit", help=COMMANDS["fit"],
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     models = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
     common = argparse.ArgumentParser(add_help=False)
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> None:
 
     fod = models.add_parser("csd", parents=[common], help="constrained spherical deconvolution (DIPY's CSD)")
     fod.add_argument("--lmax", type=int, default=8, help="maximum SH degree, even (default 8; 12 with enough directions)")
-    fod.add_argument("--sh-basis", choices=sh.BASES, default="tournier07", help="SH basis written (default tournier07)")
+    fod.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis written (default tournier07)")
     fod.add_argument("--shell", type=float, metavar="B", help="shell to fit, s/mm^2 (default: the largest)")
     fod.add_argument("--response", metavar="FILE",
                      help="response 'l1 l2 l3 S0' (mm^2/s, signal; a PREFIX_response.txt) instead of estimating it")

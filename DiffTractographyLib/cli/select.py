@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import FORMATS, atomic_path, tractogram_format
+from . import COMMANDS
+from ..files import FORMATS, atomic_path, check_output, tractogram_format
 from ..selection import REGION_HELP
 
 EPILOG = f"""\
@@ -36,7 +37,7 @@ Example: difftract select tracks.trx --include sphere:-20,-15,10,6 --exclude roi
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("select", help="select streamlines with regions of interest (tckedit) and lesion distances",
+    p = sub.add_parser("select", help=COMMANDS["select"],
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help=f"tractogram ({', '.join(FORMATS)})")
     p.add_argument("--include", action="append", default=[], metavar="REGION",
@@ -52,6 +53,7 @@ def add_parser(sub) -> None:
                    help="cluster of every input streamline (difftract cluster --labels-out): per-cluster distances")
     p.add_argument("--out", required=True, metavar="FILE", help=f"kept streamlines ({', '.join(FORMATS)})")
     p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no summary")
     p.set_defaults(run=run)
 
@@ -60,7 +62,9 @@ def run(args) -> int:
     from ..io import load_tractogram, save_tractogram
     from ..selection import cluster_distances, lesion_distances, parse_region, select_streamlines
 
-    tractogram_format(args.out)
+    tractogram_format(check_output(args.out, force=args.force))
+    if args.distance_out is not None:
+        check_output(args.distance_out)
     for flag, value in (("--min-length", args.min_length), ("--max-length", args.max_length)):
         if value is not None and not value >= 0:
             raise InputError(f"{flag} must be a length in mm >= 0, got {value}")
@@ -122,7 +126,10 @@ def _lesion(spec: str):
 def _cluster_labels(path: str, n: int) -> torch.Tensor:
     if not Path(path).exists():
         raise InputError(f"{path}: no such labels file")
-    table = np.loadtxt(path, ndmin=2, dtype=np.int64)
+    try:
+        table = np.loadtxt(path, ndmin=2, dtype=np.int64)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a table of integer cluster labels ({exc})") from exc
     if len(table) != n:
         raise InputError(f"{path}: {len(table)} labels for {n} streamlines")
     return torch.from_numpy(table[:, -1])

@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ..config import ALGORITHMS, CUTOFF_MEANING, TrackingParams
+from ..config import ALGORITHMS, BASES, CUTOFF_MEANING, TrackingParams
 from ..errors import InputError
-from ..io import FORMATS, tractogram_format
-from ..sh import BASES
+from . import COMMANDS
+from ..files import FORMATS, check_output, tractogram_format
 
 EPILOG = """\
 Coordinates: seed files and outputs are RAS millimetres, the world space of
@@ -27,7 +26,7 @@ Example: difftract track --fod fod.nii.gz --seed-image mask.nii.gz --seeds-per-v
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("track", help="track streamlines from seeds", description=__doc__,
+    p = sub.add_parser("track", help=COMMANDS["track"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     inp = p.add_argument_group("input field")
     inp.add_argument("--fod", metavar="FILE", help="4-D NIfTI of FOD SH coefficients (sdstream, detmax, prob)")
@@ -86,10 +85,11 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run_track)
 
 
-def _load_field(args):
+def _read_input(args):
+    """The FOD (an SHField) or the DWI named on the command line."""
     import torch
 
-    from ..fields import DWIField, SHField
+    from ..fields import SHField
     from ..images import load_nifti
 
     if (args.fod is None) == (args.dwi is None):
@@ -100,19 +100,27 @@ def _load_field(args):
             return SHField(torch.from_numpy(data), affine, args.sh_basis, args.sh_frame)
         except InputError as exc:
             raise InputError(f"{args.fod}: {exc}") from exc
-    from ..dwi_io import load_dwi, load_mask
+    from ..dwi_io import load_dwi
 
-    dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad)
+    return load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad)
+
+
+def _field(args, source, mask):
+    """What to track: an FOD as read; a DWI as is for tensordet, else its CSD fit (``mask`` (data,
+    affine), on the DWI's grid, limits the fit)."""
+    from ..fields import DWIField, SHField
+
+    if isinstance(source, SHField):
+        return source
     if args.algorithm == "tensordet":
-        return DWIField.from_dwi(dwi)
+        return DWIField.from_dwi(source)
     from ..devices import resolve_device
     from ..models.csd import fit_fod
 
     if not args.quiet:
         print(f"fitting CSD (lmax {args.lmax}) to {args.dwi}", file=sys.stderr)
-    fod = fit_fod(dwi, load_mask(args.mask, dwi) if args.mask else None, lmax=args.lmax,
-                  device=resolve_device(args.device))
-    return SHField(fod.coeffs.float(), dwi.affine, fod.basis, fod.frame)
+    fod = fit_fod(source, None if mask is None else mask[0], lmax=args.lmax, device=resolve_device(args.device))
+    return SHField(fod.coeffs.float(), source.affine, fod.basis, fod.frame)
 
 
 def _seeds(args, field_affine, field_shape):
@@ -135,26 +143,29 @@ def _seeds(args, field_affine, field_shape):
 
 
 def run_track(args) -> int:
+    from ..dwi import DWI
     from ..images import load_nifti
     from ..io import save_tractogram
     from ..tracking import track
 
-    out = Path(args.out)
+    out = check_output(args.out, force=args.force)
     tractogram_format(out)
-    if out.exists() and not args.force:
-        raise InputError(f"{out} exists; use --force to overwrite it")
-    if not out.parent.exists():
-        raise InputError(f"{out}: the output folder {out.parent} does not exist")
-    field = _load_field(args)
     params = TrackingParams(algorithm=args.algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
                             min_length=args.min_length, max_length=args.max_length, rk4=args.rk4,
                             unidirectional=args.unidirectional, sh_precomputed=not args.noprecomputed,
                             precision=args.precision, device=args.device, compile=args.compile,
-                            chunk_size=args.chunk_size,
-                            rng_seed=args.rng_seed).validate()
-    mask = None if args.mask is None else load_nifti(args.mask, ndim=3, what="mask")
-    grid_shape = (field.coeffs if hasattr(field, "coeffs") else field.data).shape
-    points, directions = _seeds(args, field.affine, grid_shape)
+                            chunk_size=args.chunk_size, rng_seed=args.rng_seed).validate()
+    source = _read_input(args)
+    points, directions = _seeds(args, source.affine, source.shape)
+    mask = None
+    if args.mask is not None:
+        if isinstance(source, DWI) and args.algorithm != "tensordet":
+            from ..dwi_io import load_mask
+
+            mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs it on the DWI's grid
+        else:
+            mask = load_nifti(args.mask, ndim=3, what="mask")
+    field = _field(args, source, mask)
     start = time.perf_counter()
     bar = None
     if not args.quiet:

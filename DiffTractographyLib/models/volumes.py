@@ -6,10 +6,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..config import FRAMES
 from ..dwi import DWI
 from ..errors import InputError
 
-FRAMES = ("world", "voxel")
 
 
 def check_frame(frame: str) -> str:

@@ -9,8 +9,7 @@ from DiffTractographyLib.clustering import cluster_colors, hierarchical_quickbun
 
 
 @pytest.fixture
-def difftract(monkeypatch):
-    monkeypatch.setattr(cli, "COMMANDS", ("cluster",))
+def difftract():
     return cli.main
 
 

@@ -11,8 +11,7 @@ from DiffTractographyLib.stopping import BinaryMask
 
 
 @pytest.fixture
-def difftract(monkeypatch):
-    monkeypatch.setattr(cli, "COMMANDS", ("select",))
+def difftract():
     return cli.main
 
 

@@ -61,3 +61,18 @@ def test_subset_and_padded_keep_order_and_data():
     assert torch.isnan(padded[0, 2:]).all()
     back = Tractogram.from_padded(padded, lengths)
     torch.testing.assert_close(back.points, t.points)
+
+
+@pytest.mark.parametrize("ext", [".tck", ".trk", ".trx", ".vtk"])
+def test_damaged_files_are_one_line_errors(tmp_path, ext):
+    path = tmp_path / f"bad{ext}"
+    path.write_bytes(b"not a tractogram")
+    with pytest.raises(InputError, match=str(path.name)):
+        load_tractogram(path)
+
+
+def test_large_seed_indices_survive_trx(tmp_path):
+    t = make_tractogram()
+    t.data_per_streamline["seed_index"] = torch.tensor([16777217, 20000001, 3])
+    save_tractogram(t, tmp_path / "big.trx")
+    assert load_tractogram(tmp_path / "big.trx").seed_index.tolist() == [16777217, 20000001, 3]
