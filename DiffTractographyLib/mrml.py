@@ -479,13 +479,15 @@ class InteractiveSeeding:
                  seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
                  sh_frame: str | None = None, name: str = "DiffTractography", **parameters):
         from .devices import resolve_device
+        from .tracking import Tracker
 
         _require(fiducialNode, "vtkMRMLMarkupsFiducialNode", "interactive seeding")
-        self.params = tracking_params(inputNode, parameters)
-        device = resolve_device(self.params.device)
-        self.field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
-        algorithm = self.params.algorithm
-        self.mask = region_from_node(mask, algorithm, device=device) if mask is not None else None
+        params = tracking_params(inputNode, parameters)
+        device = resolve_device(params.device)
+        field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
+        algorithm = params.algorithm
+        stop = region_from_node(mask, algorithm, device=device) if mask is not None else None
+        self.tracker = Tracker(field, params, mask=stop)
         self.include, self.exclude = regions(include, algorithm, device), regions(exclude, algorithm, device)
         self.scene, self.fiducials, self.outputNode, self.name = scene, fiducialNode, outputNode, name
         self.seeds_per_point, self.seed_radius = seeds_per_point, seed_radius
@@ -494,19 +496,24 @@ class InteractiveSeeding:
 
     def update(self) -> int:
         """Re-track the control points that changed; returns how many were re-tracked."""
+        import torch
+
         from . import seeding
         from .streamlines import Tractogram
-        from .tracking import track
 
         points = control_points(self.fiducials)
         changed = [m for m in range(len(points)) if m >= len(self._positions)
                    or not np.array_equal(points[m], self._positions[m])]
         parts = self._parts[:len(points)] + [None] * max(0, len(points) - len(self._parts))
-        for m in changed:
-            seeds = seeding.seeds_in_spheres(points[m:m + 1], self.seed_radius, self.seeds_per_point,
-                                             self.params.rng_seed, indices=[m])
-            parts[m] = select(track(self.field, seeds, self.params, mask=self.mask), self.include, self.exclude)
-            parts[m].data_per_streamline["seed_index"] += m * self.seeds_per_point
+        if changed:  # all moved balls in one tracking call
+            seeds = seeding.seeds_in_spheres(points[changed], self.seed_radius, self.seeds_per_point,
+                                             self.tracker.params.rng_seed, indices=changed)
+            tracked = select(self.tracker(seeds), self.include, self.exclude)
+            local = tracked.data_per_streamline["seed_index"]
+            point = torch.as_tensor(changed, device=local.device)[local // self.seeds_per_point]
+            tracked.data_per_streamline["seed_index"] = point * self.seeds_per_point + local % self.seeds_per_point
+            for m in changed:
+                parts[m] = tracked.subset(point == m)
         self._positions, self._parts = points, parts
         result = Tractogram.concatenate(parts) if parts else Tractogram.from_list([])
         self.outputNode = bundle_node(self.scene, result, self.outputNode, self.name)

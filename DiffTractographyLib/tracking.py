@@ -11,6 +11,7 @@ import torch
 from . import rng
 from .config import TrackingParams
 from .devices import resolve_device
+from .geometry import mean_voxel_size
 from .errors import InputError
 from .fields import DWIField, SHField
 from .methods import make_method
@@ -118,7 +119,8 @@ def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: tor
         n2 = torch.where(over, cap, n2)
         second.status = torch.where(over, torch.full_like(second.status, Status.MAX_LENGTH), second.status)
     for half in (first,) if params.unidirectional else (first, second):
-        stats.update(Status(int(s)).name for s in half.status.tolist())
+        counts = torch.bincount(half.status, minlength=len(Status)).tolist()
+        stats.update({Status(code).name: c for code, c in enumerate(counts) if c})
     if params.unidirectional or method.forward_after_seed:
         points, lengths = _join(second, n2, pos, first, n1)
     else:
@@ -130,69 +132,89 @@ def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: tor
     return points[keep], lengths[keep], ids[keep]
 
 
+class Tracker:
+    """A field with its method, stopping region and point budgets, prepared once (the volume is
+    padded and moved to the device here); call it with seeds as many times as needed, e.g. at every
+    move of an interactive seed. ``track`` is ``Tracker(field, params, mask=mask)(seeds, ...)``.
+
+    field: an ``SHField`` or a ``DWIField``. params / overrides: ``TrackingParams`` fields
+    (``step_size`` mm, ``max_angle`` degrees, ...). mask: stopping region: a
+    ``BinaryMask``/``ThresholdMap``, a (3-D array, affine) pair on its own grid, or a 3-D array on
+    the field's grid (nearest-voxel test with the algorithm's rounding). Seeds outside it are
+    rejected; a step that leaves it ends the streamline (the point is dropped).
+    """
+
+    def __init__(self, field, params: TrackingParams | None = None, *, mask=None, **overrides):
+        params = (params or TrackingParams()).replace(**overrides)
+        self.params = params.resolved(mean_voxel_size(field.affine))
+        self.device = resolve_device(self.params.device)
+        self.dtype = torch.float64 if self.params.precision == "float64" else torch.float32
+        self.field = _field_to(field, self.device, self.dtype)
+        self.method = make_method(self.field, self.params, self.dtype)
+        self.region = mask
+        if mask is not None and not hasattr(mask, "contains"):
+            data, mask_affine = mask if isinstance(mask, tuple) else (mask, self.field.affine)
+            self.region = BinaryMask(data, mask_affine, rule=self.method.rule, device=self.device)
+        self.limits = point_limits(self.params, self.method.shared_budget)
+
+    def __call__(self, seeds, *, seed_directions=None,
+                 progress: Callable[[int, int], None] | None = None) -> Tractogram:
+        """Track from ``seeds`` (N, 3) RAS mm; ``seed_directions`` (N, 3) RAS start directions, NaN
+        rows for none (MRtrix3 then draws a random direction that the method refines; the draw
+        depends only on ``rng_seed`` and the seed row); ``progress`` is called with (seeds done,
+        seeds total) after each chunk. See ``track`` for the result."""
+        device, dtype, params = self.device, self.dtype, self.params
+        seeds = torch.as_tensor(seeds, dtype=dtype).to(device)
+        if seeds.ndim != 2 or seeds.shape[1] != 3:
+            raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {tuple(seeds.shape)}")
+        n = len(seeds)
+        if n == 0:
+            raise InputError("there are no seeds to track from")
+        if seed_directions is None:
+            directions = torch.full((n, 3), float("nan"), dtype=dtype, device=device)
+        else:
+            directions = torch.as_tensor(seed_directions, dtype=dtype).to(device)
+            if directions.shape != seeds.shape:
+                raise InputError(f"{len(directions)} seed directions for {n} seeds")
+        chunk = params.chunk_size or DEFAULT_CHUNK[device.type]
+        stats: Counter = Counter()
+        parts, start = [], 0
+        while start < n:
+            end = min(start + chunk, n)
+            ids = torch.arange(start, end, device=device)
+            try:
+                out = _track_chunk(self.method, seeds[start:end], directions[start:end], ids, params, self.region,
+                                   self.limits, stats)
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                chunk = max(1, chunk // 2)
+                torch.cuda.empty_cache()
+                log.warning("CUDA ran out of memory; retrying with chunks of %d seeds", chunk)
+                continue
+            if out is not None:
+                parts.append(out)
+            start = end
+            if progress is not None:
+                progress(end, n)
+        affine, dims = np.asarray(self.field.affine), self.field.shape
+        if not parts:
+            return Tractogram(seeds.new_zeros((0, 3)), torch.zeros(1, dtype=torch.int64), affine, dims,
+                              {"seed_index": torch.zeros(0, dtype=torch.int64)}, meta=dict(stats))
+        result = Tractogram.concatenate([Tractogram.from_padded(p, l, affine, dims, {"seed_index": i})
+                                         for p, l, i in parts])
+        result.meta = dict(stats)
+        return result
+
+
 def track(field, seeds, params: TrackingParams | None = None, *, seed_directions=None, mask=None,
           progress: Callable[[int, int], None] | None = None, **overrides) -> Tractogram:
     """Track from ``seeds`` (N, 3) RAS mm through ``field`` (an ``SHField`` or a ``DWIField``).
 
-    seed_directions: (N, 3) start directions (RAS), NaN rows for none (then MRtrix3 draws a random
-        direction and the method refines it; the draw depends only on ``rng_seed`` and the seed row).
-    mask: stopping region: a ``BinaryMask``/``ThresholdMap``, a (3-D array, affine) pair on its own
-        grid, or a 3-D array on the field's grid (nearest-voxel test with the algorithm's rounding).
-        Seeds outside it are rejected; a step that leaves it ends the streamline (point dropped).
-    params / overrides: ``TrackingParams`` fields (``step_size`` mm, ``max_angle`` degrees, ...).
-    progress: called with (seeds done, seeds total) after each chunk.
+    params / overrides, mask: as ``Tracker``. seed_directions, progress: as ``Tracker.__call__``.
 
     Returns the accepted streamlines in seed order, points in RAS mm, with ``seed_index`` per
     streamline and termination counts in ``meta``. Points keep autograd history to the field's
     tensor and to ``seeds`` when those require grad.
     """
-    params = (params or TrackingParams()).replace(**overrides)
-    params = params.resolved(float(np.cbrt(abs(np.linalg.det(np.asarray(field.affine)[:3, :3])))))
-    device = resolve_device(params.device)
-    dtype = torch.float64 if params.precision == "float64" else torch.float32
-    field = _field_to(field, device, dtype)
-    method = make_method(field, params, dtype)
-    seeds = torch.as_tensor(seeds, dtype=dtype).to(device)
-    if seeds.ndim != 2 or seeds.shape[1] != 3:
-        raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {tuple(seeds.shape)}")
-    n = len(seeds)
-    if n == 0:
-        raise InputError("there are no seeds to track from")
-    if seed_directions is None:
-        directions = torch.full((n, 3), float("nan"), dtype=dtype, device=device)
-    else:
-        directions = torch.as_tensor(seed_directions, dtype=dtype).to(device)
-        if directions.shape != seeds.shape:
-            raise InputError(f"{len(directions)} seed directions for {n} seeds")
-    region = mask
-    if mask is not None and not hasattr(mask, "contains"):
-        data, mask_affine = mask if isinstance(mask, tuple) else (mask, field.affine)
-        region = BinaryMask(data, mask_affine, rule=method.rule, device=device)
-    limits = point_limits(params, method.shared_budget)
-    chunk = params.chunk_size or DEFAULT_CHUNK[device.type]
-    stats: Counter = Counter()
-    parts, start = [], 0
-    while start < n:
-        end = min(start + chunk, n)
-        ids = torch.arange(start, end, device=device)
-        try:
-            out = _track_chunk(method, seeds[start:end], directions[start:end], ids, params, region, limits, stats)
-        except torch.cuda.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)
-            torch.cuda.empty_cache()
-            log.warning("CUDA ran out of memory; retrying with chunks of %d seeds", chunk)
-            continue
-        if out is not None:
-            parts.append(out)
-        start = end
-        if progress is not None:
-            progress(end, n)
-    affine, dims = np.asarray(field.affine), field.shape
-    if not parts:
-        return Tractogram(seeds.new_zeros((0, 3)), torch.zeros(1, dtype=torch.int64), affine, dims,
-                          {"seed_index": torch.zeros(0, dtype=torch.int64)}, meta=dict(stats))
-    result = Tractogram.concatenate([Tractogram.from_padded(p, l, affine, dims, {"seed_index": i}) for p, l, i in parts])
-    result.meta = dict(stats)
-    return result
+    return Tracker(field, params, mask=mask, **overrides)(seeds, seed_directions=seed_directions, progress=progress)

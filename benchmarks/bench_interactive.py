@@ -77,7 +77,6 @@ def bench(args, algorithm: str, params: dict) -> dict:
 
     from DiffTractographyLib import mrml, seeding
     from DiffTractographyLib.images import load_nifti
-    from DiffTractographyLib.tracking import track
 
     scene = vtkMRMLScene()
     mask, mask_affine = load_nifti(args.data / "mask.nii.gz", ndim=3, what="mask")
@@ -113,7 +112,7 @@ def bench(args, algorithm: str, params: dict) -> dict:
         started = time.perf_counter()
         seeds = seeding.seeds_in_spheres(mrml.control_points(points), args.radius, args.seeds, indices=[0])
         seeded = time.perf_counter()
-        engine = track(session.field, seeds, session.params, mask=session.mask)
+        engine = session.tracker(seeds)
         tracked = time.perf_counter()
         mrml.bundle_node(scene, engine, session.outputNode)
         engine_runs.append(tracked - seeded)
