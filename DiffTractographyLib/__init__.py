@@ -16,6 +16,8 @@ _LAZY = {
     "save_tractogram": "io",
     "TrackingParams": "config",
     "track": "tracking",
+    "Tracker": "tracking",
+    "ThresholdMap": "stopping",
     "SHField": "fields",
     "DWIField": "fields",
     "seeds_from_mask": "seeding",

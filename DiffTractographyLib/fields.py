@@ -195,10 +195,3 @@ class DWIField:
     def from_dwi(cls, dwi, device=None, dtype=torch.float32) -> "DWIField":
         return cls(torch.as_tensor(np.asarray(dwi.data), dtype=dtype, device=device), dwi.affine, dwi.bvals, dwi.bvecs)
 
-
-def scalar_volume(data, affine, device=None, dtype=torch.float32) -> VolumeField:
-    """A 3-D map (mask, FA, ...) as a one-channel VolumeField under DIPY's rule."""
-    t = torch.as_tensor(np.asarray(data), dtype=dtype, device=device)
-    if t.ndim != 3:
-        raise InputError(f"expected a 3-D image, got shape {tuple(t.shape)}")
-    return VolumeField(t[..., None], affine, rule="dipy")

@@ -77,7 +77,9 @@ class BinaryMask:
 
 
 class ThresholdMap:
-    """Continue while the trilinearly interpolated map is above ``threshold`` (e.g. FA > 0.2)."""
+    """A scalar map (X, Y, Z) on its own grid (``affine``: voxel -> RAS mm): ``contains`` is true
+    where its trilinearly interpolated value is above ``threshold`` (in the map's units, e.g. FA >
+    0.2), DIPY's ``ThresholdStoppingCriterion`` (float64, DIPY's interpolation rule)."""
 
     def __init__(self, values, affine, threshold: float, device=None):
         t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)

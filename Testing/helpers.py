@@ -64,7 +64,8 @@ def lobes_sh(directions, weights=None, lmax: int = 8, basis: str = "descoteaux07
 def dipy_tracking(getter: str, coeffs: np.ndarray, affine, mask: np.ndarray, seeds: np.ndarray, max_angle: float,
                   step_size: float, voxel_directions: np.ndarray | None = None, **local_tracking) -> list:
     """DIPY's LocalTracking with ``getter`` (a dipy.direction class name) built by ``from_shcoeff`` on
-    descoteaux07 (legacy) ``coeffs`` with default_sphere, and a BinaryStoppingCriterion(``mask``):
+    descoteaux07 (legacy) ``coeffs`` with default_sphere, stopping at ``mask`` (a 3-D array for a
+    BinaryStoppingCriterion, or any DIPY stopping criterion):
     streamlines (RAS mm) from ``seeds`` (RAS mm), starting along ``voxel_directions`` (SH frame) or
     along DIPY's peaks at the seeds."""
     import dipy.direction
@@ -74,5 +75,6 @@ def dipy_tracking(getter: str, coeffs: np.ndarray, affine, mask: np.ndarray, see
 
     dg = getattr(dipy.direction, getter).from_shcoeff(coeffs, max_angle=max_angle, sphere=default_sphere)
     start = None if voxel_directions is None else np.asarray(voxel_directions, dtype=np.float64)[:, None, :]
-    return list(LocalTracking(dg, BinaryStoppingCriterion(mask), np.asarray(seeds, dtype=np.float64), affine,
+    criterion = BinaryStoppingCriterion(mask) if isinstance(mask, np.ndarray) else mask
+    return list(LocalTracking(dg, criterion, np.asarray(seeds, dtype=np.float64), affine,
                               step_size=step_size, initial_directions=start, **local_tracking))

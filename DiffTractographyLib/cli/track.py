@@ -59,6 +59,11 @@ def add_parser(sub) -> None:
                           "detmax (DIPY deterministic maximum), prob (probabilistic)")
     trk.add_argument("--mask", metavar="FILE", help="stopping mask: seeds outside are rejected, streamlines "
                                                     "stop where they would leave it")
+    trk.add_argument("--stop-map", metavar="FILE",
+                     help="scalar stopping map (e.g. FA), instead of --mask: streamlines continue while its "
+                          "trilinearly interpolated value is above --stop-threshold (DIPY's "
+                          "ThresholdStoppingCriterion); seeds at or below it are rejected")
+    trk.add_argument("--stop-threshold", type=float, metavar="X", help="threshold of --stop-map (its units)")
     trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
     trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
     trk.add_argument("--cutoff", type=float, metavar="X",
@@ -142,6 +147,19 @@ def _seeds(args, field_affine, field_shape):
                            args.seed_label), None
 
 
+def _stop_map(args):
+    from ..devices import resolve_device
+    from ..images import load_nifti
+    from ..stopping import ThresholdMap
+
+    if args.mask is not None:
+        raise InputError("give --mask or --stop-map, not both")
+    if args.stop_threshold is None:
+        raise InputError("--stop-map needs --stop-threshold")
+    values, affine = load_nifti(args.stop_map, ndim=3, what="stopping map")
+    return ThresholdMap(values, affine, args.stop_threshold, device=resolve_device(args.device))
+
+
 def run_track(args) -> int:
     from ..dwi import DWI
     from ..images import load_nifti
@@ -157,15 +175,17 @@ def run_track(args) -> int:
                             chunk_size=args.chunk_size, rng_seed=args.rng_seed).validate()
     source = _read_input(args)
     points, directions = _seeds(args, source.affine, source.shape)
-    mask = None
-    if args.mask is not None:
+    mask = fit_mask = None
+    if args.stop_map is not None:
+        mask = _stop_map(args)
+    elif args.mask is not None:
         if isinstance(source, DWI) and args.algorithm != "tensordet":
             from ..dwi_io import load_mask
 
-            mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs it on the DWI's grid
+            mask = fit_mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs the DWI's grid
         else:
             mask = load_nifti(args.mask, ndim=3, what="mask")
-    field = _field(args, source, mask)
+    field = _field(args, source, fit_mask)
     start = time.perf_counter()
     bar = None
     if not args.quiet:

@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 from DiffTractographyLib.fields import SHField
 from DiffTractographyLib.geometry import apply_affine, axes_rotation
 from DiffTractographyLib.io import load_tractogram
+from DiffTractographyLib.stopping import ThresholdMap
 from DiffTractographyLib.tracking import track
 
 DATA = Path(__file__).resolve().parents[1] / "Data" / "phantom_cross"
@@ -60,6 +61,35 @@ def test_starts_from_dipys_peaks_when_seeds_have_no_direction(phantom):
     assert len(streamlines) > len(seeds)  # some seeds sit in the crossing: one streamline per peak
     assert np.all(np.diff(seed_index) >= 0)
     assert max_vertex_distance(reference, streamlines) < 1e-9
+
+
+def test_threshold_map_stops_where_dipys_threshold_criterion_does(phantom):
+    """A scalar map (here the FOD's l=0 term, high in the bundles) thresholded at its 60th
+    percentile inside the mask: DIPY's ThresholdStoppingCriterion interpolates it trilinearly and
+    continues while it is above the threshold. Seeds below it are rejected (DIPY would return them
+    as one-point streamlines), so the comparison uses the seeds above it."""
+    from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
+    from scipy.ndimage import map_coordinates
+
+    coeffs, affine, mask = phantom
+    scalar = np.where(mask, coeffs[..., 0], 0.0)
+    threshold = float(np.percentile(scalar[mask], 60))
+    rng = np.random.default_rng(11)
+    above = np.argwhere(scalar > threshold)
+    voxels = above[rng.choice(len(above), 60, replace=False)] + rng.uniform(-0.3, 0.3, (60, 3))
+    starts_above = map_coordinates(scalar, voxels.T, order=1, mode="nearest") > threshold
+    seeds = apply_affine(affine, voxels)
+    region = ThresholdMap(scalar, affine, threshold)
+    out = track(SHField(torch.as_tensor(coeffs), affine, basis="descoteaux07"), seeds, algorithm="detmax",
+                mask=region, max_angle=45.0, step_size=0.5, device="cpu")
+    assert out.meta["SEED_REJECTED"] == int((~starts_above).sum()) > 0
+    reference = dipy_tracking("DeterministicMaximumDirectionGetter", coeffs, affine,
+                              ThresholdStoppingCriterion(scalar, threshold), seeds[starts_above], 45.0, 0.5)
+    streamlines, _ = ours(coeffs, affine, region, seeds[starts_above], 45.0, 0.5)
+    assert max_vertex_distance(reference, streamlines) < 1e-9
+    binary, _ = ours(coeffs, affine, mask, seeds[starts_above], 45.0, 0.5)
+    # the threshold ends streamlines well before the mask does
+    assert sum(map(len, streamlines)) < 0.8 * sum(map(len, binary))
 
 
 def test_anisotropic_oblique_voxels_and_dipys_second_half_start():

@@ -48,6 +48,22 @@ def test_seed_image_and_summary(files, tmp_path, capsys):
     assert len(load_tractogram(out)) > 100
 
 
+def test_stop_map_ends_streamlines_where_the_map_falls_to_the_threshold(files, tmp_path):
+    """A map that falls linearly with the distance along u from the centre (20 - |d| mm) and a
+    threshold of 12: the streamline along u stops within 8 mm of the centre, the one along v does not."""
+    _, mask, affine, centre, u, v = crossing_phantom()
+    voxels = np.stack(np.meshgrid(*[np.arange(n) for n in mask.shape], indexing="ij"), -1)
+    along_u = (voxels @ affine[:3, :3].T + affine[:3, 3] - centre) @ u
+    nib.save(nib.Nifti1Image((20.0 - np.abs(along_u)).astype(np.float32), affine), tmp_path / "map.nii.gz")
+    out = tmp_path / "t.tck"
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--stop-map",
+               tmp_path / "map.nii.gz", "--stop-threshold", 12, "--step", 0.5, "--quiet", "--out", out) == 0
+    first, second = load_tractogram(out).numpy_streamlines()
+    reach_u = np.abs((first - centre) @ u).max()
+    assert 7.5 < reach_u < 8.0
+    assert np.abs((second - centre) @ v).max() > 15.0
+
+
 def test_help_states_units():
     out = subprocess.run([sys.executable, "-m", "DiffTractographyLib.cli", "track", "--help"],
                          capture_output=True, text=True, check=True).stdout
@@ -62,6 +78,8 @@ def test_help_states_units():
     (["--fod", "{fod}", "--seed-image", "{empty}"], "no non-zero voxel"),
     (["--fod", "{fod}", "--dwi", "{fod}"], "exactly one of --fod"),
     (["--fod", "{fod}", "--step", "-1"], "step_size must be a positive"),
+    (["--fod", "{fod}", "--stop-map", "{mask}"], "needs --stop-threshold"),
+    (["--fod", "{fod}", "--stop-map", "{mask}", "--stop-threshold", "0.5", "--mask", "{mask}"], "not both"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_file(files, tmp_path, capsys, args, message):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "empty.nii.gz")
