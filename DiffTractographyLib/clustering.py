@@ -807,7 +807,7 @@ def hierarchical_quickbundles(tractogram: Tractogram, thresholds, nb_points: int
     if any(b >= a for a, b in zip(thresholds, thresholds[1:])):
         raise InputError(f"hierarchy thresholds must decrease from coarse to fine, got {thresholds}")
     x, xf, order = _features(tractogram, nb_points)
-    levels, groups, parent_of_group = [], None, None
+    levels, groups = [], None
     for threshold in thresholds:
         qb = _QuickBundles(x, xf, threshold, groups=groups, batch_size=batch_size)
         labels = qb.run(order)

@@ -21,7 +21,7 @@ import torch
 
 from . import sh
 from .errors import InputError
-from .geometry import as_affine, axes_rotation, mean_voxel_size
+from .geometry import as_affine, axes_rotation
 
 RULES = ("mrtrix", "dipy")
 
@@ -39,7 +39,6 @@ class Grid:
         self.affine = as_affine(affine)
         inv = np.linalg.inv(self.affine)
         self.ras_to_voxel = torch.as_tensor(inv[:3], dtype=torch.float64, device=device)
-        self.voxel_size = mean_voxel_size(self.affine)
         self.device = device
 
     def to_voxel(self, points: torch.Tensor) -> torch.Tensor:
@@ -75,10 +74,6 @@ class VolumeField:
             with torch.no_grad():
                 support = ((data != 0) | torch.isnan(data)).any(-1)
                 self._support = torch.nn.functional.pad(support[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0].bool().reshape(-1)
-
-    @property
-    def n_channels(self) -> int:
-        return self.data.shape[-1]
 
     def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Values (N, C) at (N, 3) RAS-mm ``points`` and a (N,) bool ``inside``; rows outside are 0."""

@@ -14,17 +14,13 @@ backward pass so that memory does not grow with the number of steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from .methods.base import Method
-from .stopping import Status
-
-
-class Region(Protocol):
-    def contains(self, points: torch.Tensor) -> torch.Tensor: ...
+from .stopping import Region, Status
 
 
 @dataclass
@@ -96,7 +92,7 @@ def _steps(method: Method, pos: torch.Tensor, direction: torch.Tensor, rows: tor
 
 def propagate(method: Method, pos: torch.Tensor, direction: torch.Tensor, step_size: float, max_points: int,
               region: Region | None = None, rk4_cos_max: float | None = None,
-              checkpoint_every: int = 32, progress: Callable[[int], None] | None = None,
+              checkpoint_every: int = 32,
               keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> HalfStreamlines:
     """Track half-streamlines from (M, 3) RAS ``pos`` along unit ``direction`` for at most
     ``max_points`` new points each. ``rk4_cos_max`` switches to RK4 integration. ``keys`` =
@@ -127,8 +123,6 @@ def propagate(method: Method, pos: torch.Tensor, direction: torch.Tensor, step_s
         first_rows += f_rows
         first_dirs += f_dirs
         k += n
-        if progress is not None:
-            progress(k)
     status = torch.full((m,), int(Status.MAX_LENGTH), dtype=torch.int64, device=device)
     if end_rows:
         status[torch.cat(end_rows)] = torch.cat(end_status)

@@ -35,8 +35,12 @@ def uniform(rng_seed: int, index: torch.Tensor, stream: int | torch.Tensor, n: i
 
 def unit_vectors(rng_seed: int, index: torch.Tensor, stream: int, dtype=torch.float32) -> torch.Tensor:
     """(len(index), 3) directions uniform on the sphere."""
-    u = uniform(rng_seed, index, stream, 2)
+    return on_sphere(uniform(rng_seed, index, stream, 2)).to(dtype)
+
+
+def on_sphere(u: torch.Tensor) -> torch.Tensor:
+    """(N, 2) uniforms in (0, 1) -> (N, 3) unit vectors uniform on the sphere (z and azimuth)."""
     z = 2.0 * u[:, 0] - 1.0
     phi = 2.0 * math.pi * u[:, 1]
     r = torch.sqrt((1.0 - z * z).clamp(min=0.0))
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1).to(dtype)
+    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)

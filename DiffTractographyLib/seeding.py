@@ -90,11 +90,8 @@ def seeds_in_spheres(centres, radius: float, count: int, rng_seed: int = 0, indi
         raise InputError(f"seeds per point must be at least 1, got {count}")
     ids = np.arange(len(c)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
     keys = torch.from_numpy((ids[:, None] * count + np.arange(count)).reshape(-1))
-    u = rng.uniform(rng_seed, keys, stream=2, n=3).numpy()
-    z = 2.0 * u[:, 1] - 1.0
-    phi = 2.0 * np.pi * u[:, 2]
-    ring = np.sqrt(1.0 - z * z)
-    offsets = (radius * np.cbrt(u[:, 0]))[:, None] * np.stack([ring * np.cos(phi), ring * np.sin(phi), z], -1)
+    u = rng.uniform(rng_seed, keys, stream=2, n=3)
+    offsets = (radius * np.cbrt(u[:, 0].numpy()))[:, None] * rng.on_sphere(u[:, 1:]).numpy()
     return np.repeat(c, count, axis=0) + offsets
 
 

@@ -12,20 +12,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .errors import InputError
-from .geometry import apply_affine, as_affine
-from .stopping import BinaryMask
+from .stopping import BinaryMask, Region
 from .streamlines import Tractogram
-
-
-class Region(Protocol):
-    def contains(self, points: torch.Tensor) -> torch.Tensor:
-        """(P, 3) RAS mm -> (P,) bool."""
 
 
 @dataclass(frozen=True)

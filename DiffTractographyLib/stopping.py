@@ -7,6 +7,7 @@ the trilinearly interpolated value is above ``threshold`` (DIPY ``ThresholdStopp
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,12 @@ class StreamlineStatus(IntEnum):
     ACCEPTED = 0
     SEED_REJECTED = 1   # outside the mask, no data or no usable direction at the seed
     TOO_SHORT = 2       # fewer points than min_length requires
+
+
+class Region(Protocol):
+    """Anything with ``contains``: (P, 3) RAS mm points -> (P,) bool."""
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor: ...
 
 
 class BinaryMask:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..dwi import b0_mask
 from ..errors import InputError
 from ..fields import DWIField, VolumeField
 from ..models.dti import design_matrix
@@ -38,7 +39,8 @@ class TensorDet(Method):
 
     def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32, compile: bool = False):
         bmat = -design_matrix(field.bvals, field.bvecs).numpy()  # MRtrix3's grad2bmatrix: -log S = bmat @ D
-        if not ((field.bvals <= 50).any() and (field.bvals > 50).any()):
+        b0 = b0_mask(np.asarray(field.bvals))
+        if not (b0.any() and (~b0).any()):
             raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
         self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)
         self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix", compile=compile)

@@ -1,7 +1,6 @@
 """Gradients flow from streamline points to the FOD/DWI, the seeds and the step size, and agree
 with finite differences (float64, exact SH, converged peaks)."""
 import numpy as np
-import pytest
 import torch
 
 from DiffTractographyLib import SHField, sh, track

@@ -1,5 +1,4 @@
 """The peak search finds the lobe nearest the start direction, as MRtrix3's get_peak does."""
-import numpy as np
 import pytest
 import torch
 
