@@ -56,18 +56,23 @@ def fibre_fractions(shape, affine, bundles: list[Bundle]):
             np.stack(dirs, -2).reshape(*shape, len(bundles), 3))
 
 
+def fibre_lobes(directions, lmax: int = 8, sharpness: float = 0.03) -> torch.Tensor:
+    """(..., C) float64 tournier07 coefficients of axially symmetric lobes along unit RAS
+    ``directions`` (..., 3), with kernel exp(-sharpness l (l + 1))."""
+    ls, _ = sh.degrees_orders(lmax)
+    kernel = torch.as_tensor(np.exp(-sharpness * ls * (ls + 1)))
+    return sh.basis_matrix(torch.as_tensor(directions, dtype=torch.float64), lmax) * kernel
+
+
 def fod_phantom(shape, affine, bundles: list[Bundle], lmax: int = 8, sharpness: float = 0.03,
                 seed: int = 0, noise: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
     """FOD coefficients (X, Y, Z, C) float32 in tournier07, world frame, and the (X, Y, Z) bool mask
-    of the bundles. Each fibre is an axially symmetric lobe with kernel exp(-sharpness l (l + 1));
+    of the bundles. Each fibre is a ``fibre_lobes`` lobe;
     ``noise`` adds Gaussian noise to the coefficients of the mask voxels."""
     members, dirs = fibre_fractions(shape, affine, bundles)
-    ls, _ = sh.degrees_orders(lmax)
-    kernel = torch.as_tensor(np.exp(-sharpness * ls * (ls + 1)))
     coeffs = torch.zeros((*shape, sh.n_coeffs(lmax)), dtype=torch.float64)
     for b in range(len(bundles)):
-        y = sh.basis_matrix(torch.as_tensor(dirs[..., b, :]), lmax)
-        coeffs += torch.as_tensor(members[..., b])[..., None] * y * kernel
+        coeffs += torch.as_tensor(members[..., b])[..., None] * fibre_lobes(dirs[..., b, :], lmax, sharpness)
     mask = members.any(-1)
     if noise:
         g = torch.Generator().manual_seed(seed)
@@ -92,3 +97,33 @@ def dwi_phantom(shape, affine, bundles: list[Bundle], bvals, bvecs, s0: float = 
     iso = np.exp(-b * background_md)
     signal = np.where(count[..., None] > 0, signal / np.maximum(count, 1)[..., None], iso)
     return (s0 * signal).astype(np.float32)
+
+
+def brain_phantom(shape=(128, 128, 90), voxel_size: float = 1.5, lmax: int = 8,
+                  sharpness: float = 0.03) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """A whole-brain-sized FOD for speed tests, defined in closed form (no per-bundle distance
+    search, so 128 x 128 x 90 takes seconds): an ellipsoid filling 90% of the grid holding
+    circumferential fibres around the S-I axis (away from it), S-I fibres in a central cylinder and
+    L-R fibres in a central slab, so two- and three-way crossings occur. Returns coeffs (X, Y, Z, C)
+    float32 tournier07 world frame, the bool mask and the affine (``voxel_size`` mm, centred)."""
+    size = np.asarray(shape, dtype=np.float64)
+    affine = np.diag([voxel_size] * 3 + [1.0])
+    affine[:3, 3] = -voxel_size * (size - 1) / 2
+    semi = 0.45 * voxel_size * size  # ellipsoid semi-axes, mm
+    coeffs = torch.zeros((*shape, sh.n_coeffs(lmax)), dtype=torch.float32)
+    mask = np.zeros(shape, dtype=bool)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for k in range(shape[2]):  # a slice at a time: bounded memory
+        ras = apply_affine(affine, np.stack([i, j, np.full_like(i, k)], -1).reshape(-1, 3))
+        inside = ((ras / semi) ** 2).sum(-1) <= 1.0
+        r = np.hypot(ras[:, 0], ras[:, 1])
+        around = np.stack([-ras[:, 1], ras[:, 0], np.zeros_like(r)], -1) / np.maximum(r, 1e-9)[:, None]
+        families = [(inside & (r > 0.15 * semi[0]), around),
+                    (inside & (r < 0.3 * semi[0]), np.tile([0.0, 0.0, 1.0], (len(r), 1))),
+                    (inside & (np.abs(ras[:, 2]) < 0.15 * semi[2]), np.tile([1.0, 0.0, 0.0], (len(r), 1)))]
+        total = torch.zeros((len(r), sh.n_coeffs(lmax)), dtype=torch.float64)
+        for member, direction in families:
+            total += torch.as_tensor(member)[:, None] * fibre_lobes(direction, lmax, sharpness)
+        coeffs[:, :, k] = total.reshape(shape[0], shape[1], -1).float()
+        mask[:, :, k] = inside.reshape(shape[:2])
+    return coeffs, mask, affine
