@@ -6,7 +6,7 @@ Every reader returns a ``DWI`` whose b-vectors are in the RAS (world) frame:
   voxel axes in RAS (``geometry.axes_rotation``), as MRtrix3's ``-fslgrad`` reads them.
 - MRtrix ``.b`` tables (rows ``x y z b``) are already in the scanner (RAS) frame.
 - NRRD ``DWMRI_gradient_NNNN`` vectors are in the measurement frame: space = MF @ g, then the NRRD
-  space (LPS, RAS or LAS) is turned to RAS; b = ``DWMRI_b-value`` x |g|^2 (Slicer's encoding).
+  space (LPS, RAS or LAS) is turned to RAS; b = ``DWMRI_b-value`` x (|g| / max |g|)^2 (Slicer's reader).
 """
 from __future__ import annotations
 
@@ -133,8 +133,9 @@ def load_nrrd_dwi(path, *, b0_threshold: float = B0_THRESHOLD) -> DWI:
     affine[:3, :3] = to_ras @ directions[[i for i in range(4) if i != axis]].T
     affine[:3, 3] = to_ras @ np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     frame = np.asarray(header.get("measurement frame", np.eye(3)), dtype=np.float64).T  # columns: its axes in space
-    values = nominal * (vectors ** 2).sum(1)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    longest = float(norms.max())
+    values = nominal * (norms[:, 0] / longest) ** 2 if longest > 0 else np.zeros(len(vectors))
     unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
     ras = unit @ frame.T @ to_ras
     signal = np.moveaxis(data, axis, -1).astype(np.float32)

@@ -95,13 +95,14 @@ def test_nifti_sidecars_and_mrtrix_tables_give_the_same_dwi(tmp_path):
     np.testing.assert_allclose(dwi.bvecs_voxel[1:], bvecs[1:] * [-1, 1, 1], atol=1e-6)  # det > 0: FSL x flip
 
 
-def write_nrrd(path, dwi, frame, space="left-posterior-superior", list_first=True, nominal=None):
+def write_nrrd(path, dwi, frame, space="left-posterior-superior", list_first=True, nominal=None, scale=1.0):
     """Write ``dwi`` as a Slicer DWI NRRD: gradients in the measurement ``frame`` (columns: its axes in
-    NRRD space), b-values encoded as |g|^2 x the nominal b-value."""
+    NRRD space), b-values encoded as (|g| / max |g|)^2 x the nominal b-value; the longest gradient
+    has length ``scale``."""
     nrrd = pytest.importorskip("nrrd")
     to_space = np.diag({"left-posterior-superior": [-1.0, -1, 1], "right-anterior-superior": [1.0, 1, 1]}[space])
     nominal = nominal or dwi.bvals.max()
-    gradients = (dwi.bvecs @ to_space @ frame) * np.sqrt(dwi.bvals / nominal)[:, None]
+    gradients = (dwi.bvecs @ to_space @ frame) * (scale * np.sqrt(dwi.bvals / nominal))[:, None]
     directions = (to_space @ dwi.affine[:3, :3]).T
     none = np.full((1, 3), np.nan)
     header = {"space": space, "kinds": ["list", "space", "space", "space"] if list_first else ["space"] * 3 + ["list"],
@@ -130,20 +131,22 @@ def test_nrrd_shells_are_encoded_by_the_gradient_norm(tmp_path, data_dir):
     dwi = load_dwi(data_dir / "invivo_small" / "dwi.nii.gz")
     dwi.bvals[2::2] = np.where(dwi.b0_mask[2::2], 0.0, 1500.0)
     path = tmp_path / "two_shells.nhdr"
-    write_nrrd(path, dwi, np.eye(3), nominal=3000.0)
+    write_nrrd(path, dwi, np.eye(3))
     back = load_nrrd_dwi(path)
     np.testing.assert_allclose(back.shell_bvalues(), [1500, dwi.bvals[dwi.bvals > 2000].mean()], rtol=1e-9)
 
 
 @pytest.mark.mrml
-def test_nrrd_gradients_match_slicers_reader(tmp_path, data_dir):
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_nrrd_gradients_match_slicers_reader(tmp_path, data_dir, scale):
+    """Slicer's reader scales b-values by (|g| / max |g|)^2: gradients need not be unit at the top shell."""
     slicer = pytest.importorskip("slicer")
     vtk = pytest.importorskip("vtk")
     from vtk.util.numpy_support import vtk_to_numpy
 
     dwi = load_dwi(data_dir / "invivo_small" / "dwi.nii.gz")
     path = tmp_path / "dwi.nhdr"
-    write_nrrd(path, dwi, Rotation.from_euler("xyz", [25, 5, -40], degrees=True).as_matrix())
+    write_nrrd(path, dwi, Rotation.from_euler("xyz", [25, 5, -40], degrees=True).as_matrix(), scale=scale)
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode")
     storage = scene.AddNewNodeByClass("vtkMRMLNRRDStorageNode")
@@ -160,6 +163,7 @@ def test_nrrd_gradients_match_slicers_reader(tmp_path, data_dir):
     np.testing.assert_allclose(ours.bvecs, np.divide(slicer_bvecs, norms, out=np.zeros_like(norms * slicer_bvecs),
                                                      where=norms > 0), atol=1e-9)
     np.testing.assert_allclose(ours.bvals, vtk_to_numpy(node.GetBValues()), rtol=1e-9)
+    np.testing.assert_allclose(ours.bvals, dwi.bvals, rtol=1e-9)
 
 
 def test_maps_are_written_atomically_with_a_description(tmp_path):
