@@ -43,6 +43,8 @@ def parse_args():
     p.add_argument("--moves", type=int, default=5, help="timed moves of the fiducial (default 5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="fused kernels (TrackingParams.compile); the one-off "
+                                                          "compilation falls in setup and the first update")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/interactive_<commit>_<device>.json")
     return p.parse_args()
 
@@ -95,7 +97,8 @@ def bench(args, algorithm: str, params: dict) -> dict:
 
     started = time.perf_counter()
     session = mrml.InteractiveSeeding(scene, input_node, points, mask=mask_node, seeds_per_point=args.seeds,
-                                      seed_radius=args.radius, device=args.device, algorithm=algorithm, **params)
+                                      seed_radius=args.radius, device=args.device, algorithm=algorithm,
+                                      compile=args.compile, **params)
     setup = time.perf_counter() - started
     started = time.perf_counter()
     session.update()
@@ -145,14 +148,15 @@ def main() -> None:
               "min_length": p.get("minlength", 2.0), "max_length": p.get("maxlength", 250.0)}
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    record = {"benchmark": "interactive", "commit": commit, "device": args.device, "torch": torch.__version__,
+    record = {"benchmark": "interactive", "commit": commit, "device": args.device, "compile": args.compile,
+              "torch": torch.__version__,
               "threads": torch.get_num_threads(), "data": str(args.data), "params": params,
               "results": [bench(args, a, params) for a in args.algorithm]}
     print(json.dumps(record, indent=1))
     if args.save:
         results = ROOT / "benchmarks" / "results"
         results.mkdir(exist_ok=True)
-        (results / f"interactive_{commit}_{args.device}.json").write_text(json.dumps(record, indent=1))
+        (results / f"interactive_{commit}_{args.device}{'_compiled' if args.compile else ''}.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
