@@ -56,16 +56,6 @@ def _terms(lmax: int) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in t.items()}
 
 
-def _blend_table(el: torch.Tensor, row_pairs: torch.Tensor, inc: float) -> torch.Tensor:
-    """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended with the next. At the last row
-    (el = pi) the blend with fraction 1 on the pair (n - 2, n - 1) gives the same value."""
-    x = el / inc
-    i = x.to(torch.int64).clamp(0, row_pairs.shape[0] - 1)
-    frac = (x - i.to(x.dtype)).clamp(max=1.0)
-    weights = torch.stack([1.0 - frac, frac], -1)
-    return (weights[:, :, None, None] * row_pairs[i]).sum(1)
-
-
 def _sh_derivatives(vp, vm, az, sel, q, m, m2, trig_scale):
     """``SH::derivatives`` from prepared coefficients and the combined Legendre rows ``q``:
     f, df/del, (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2."""
@@ -114,7 +104,7 @@ def _newton_iteration(vp, vm, u, legendre_at, m, m2, trig_scale):
 def _table_iteration(vp, vm, u, row_pairs, inc: float, m, m2, trig_scale):
     """``_newton_iteration`` on the precomputed table: a pure tensor function, so ``torch.compile``
     can fuse it."""
-    return _newton_iteration(vp, vm, u, lambda el: _blend_table(el, row_pairs, inc), m, m2, trig_scale)
+    return _newton_iteration(vp, vm, u, lambda el: sh.blend_rows(el, row_pairs, inc), m, m2, trig_scale)
 
 
 @lru_cache(maxsize=None)
@@ -174,7 +164,7 @@ class PeakFinder:
         if precomputed:
             self.table = sh.LegendreTable(lmax, device=device)
             rows = (self.table.rows.to(dtype) @ self._combine.T).reshape(self.table.n, 3, n0 + k)
-            self._row_pairs = torch.stack([rows[:-1], rows[1:]], 1)  # (n - 1, 2, 3, L0 + K): rows i, i + 1
+            self._row_pairs = self.table.pairs(rows)  # (n - 1, 2, 3, L0 + K)
             self._inc = float(self.table.inc)
 
     def combined_legendre(self, elevation: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -184,7 +174,7 @@ class PeakFinder:
         if exact or self.table is None:
             al = sh.legendre(self.lmax, torch.cos(elevation))
             return (al @ self._combine.T).reshape(len(elevation), 3, -1)
-        return _blend_table(elevation, self._row_pairs, self._inc)
+        return sh.blend_rows(elevation, self._row_pairs, self._inc)
 
     def prepare(self, c: torch.Tensor):
         """The coefficients a search reuses at every iteration, one column per (l, m) term:

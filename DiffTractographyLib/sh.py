@@ -190,21 +190,23 @@ class LegendreTable:
         self.rows = self.rows.to(device)
         return self
 
-    def position(self, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row index and blend fraction of ``elevation`` (radians), as ``PrecomputedAL::set``."""
-        x = elevation / torch.as_tensor(self.inc, dtype=elevation.dtype, device=elevation.device)
-        i = x.to(torch.int64)  # C's int(): truncation
-        frac = x - i.to(x.dtype)
-        low = i < 0
-        high = i >= self.n - 1
-        frac = torch.where(low | high, torch.zeros_like(frac), frac)
-        i = torch.where(low, torch.zeros_like(i), torch.where(high, torch.full_like(i, self.n - 1), i))
-        return i, frac
+    def pairs(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(n - 1, 2, ...) pairs of consecutive rows (i, i + 1) of ``rows`` (default: the table's own,
+        or any per-row transform of them) for ``blend_rows``."""
+        rows = self.rows if rows is None else rows
+        return torch.stack([rows[:-1], rows[1:]], 1)
 
     def __call__(self, elevation: torch.Tensor) -> torch.Tensor:
-        """(..., n_mpos) blended rows at ``elevation`` (radians, float32)."""
-        i, frac = self.position(elevation)
-        rows = self.rows.to(elevation.dtype)
-        p1 = rows[i]
-        p2 = rows[(i + 1).clamp(max=self.n - 1)]
-        return (1.0 - frac)[..., None] * p1 + frac[..., None] * p2
+        """(N, n_mpos) blended rows at (N,) ``elevation`` (radians, float32)."""
+        return blend_rows(elevation, self.pairs().to(elevation.dtype), float(self.inc))
+
+
+def blend_rows(el: torch.Tensor, row_pairs: torch.Tensor, inc: float) -> torch.Tensor:
+    """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended linearly with the next, for (N,)
+    elevations in [0, pi] radians; ``row_pairs`` from ``LegendreTable.pairs``. At el = pi the blend
+    with fraction 1 on the last pair gives the last row."""
+    x = el / inc
+    i = x.to(torch.int64).clamp(0, row_pairs.shape[0] - 1)  # C's int(): truncation
+    frac = (x - i.to(x.dtype)).clamp(max=1.0)
+    weights = torch.stack([1.0 - frac, frac], -1)
+    return (weights[(...,) + (None,) * (row_pairs.dim() - 2)] * row_pairs[i]).sum(1)

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..fields import DWIField, VolumeField
 from ..models.dti import design_matrix
 from ..stopping import Status
-from .base import Method, mrtrix_cos_threshold
+from .base import Method, curvature_status, mrtrix_cos_threshold
 
 
 def tensor_fa(dt: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,6 @@ class TensorDet(Method):
         dot = (direction * u).sum(-1)
         status = torch.where(inside, torch.where(tensor_fa(dt) < self.cutoff, Status.LOW_SIGNAL, Status.CONTINUE),
                              Status.OUTSIDE_IMAGE).to(torch.int64)
-        if check_curvature:
-            curved = (status == Status.CONTINUE) & (dot.abs() < self.cos_max)
-            status = torch.where(curved, torch.full_like(status, Status.HIGH_CURVATURE), status)
+        if check_curvature:  # the eigenvector's sign is free: the turn is to the nearer of +-u
+            status = curvature_status(status, dot.abs(), self.cos_max)
         return torch.where((dot < 0)[:, None], -u, u), status
