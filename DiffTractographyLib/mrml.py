@@ -456,10 +456,8 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
 
 def _clusters(tractogram, threshold: float):
     """QuickBundles labels (N,) and colours (K, 3) in 0..1; a colour depends only on the cluster's index."""
-    try:
-        from .clustering import quickbundles
-    except ImportError as exc:
-        raise InputError("clustering is not available in this version of DiffTractography") from exc
+    from .clustering import quickbundles
+
     clusters = quickbundles(tractogram, threshold)
     return clusters.labels.cpu().numpy(), clusters.colors().cpu().numpy() / 255.0
 

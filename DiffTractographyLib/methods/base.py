@@ -6,14 +6,19 @@ another frame (DIPY's voxel-axis SH) rotates them itself.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..stopping import Status
 
 
-def mrtrix_cos_threshold(max_angle: float) -> float:
-    """cos(max_angle) as MRtrix3 forms it: degrees to float radians (product in double), float cosine."""
+def mrtrix_cos_threshold(max_angle: float, dtype=torch.float32) -> float:
+    """cos(max_angle degrees) as MRtrix3 forms it in float32 (degrees to float radians, product in
+    double, float cosine); the exact double value for float64 tracking."""
+    if dtype != torch.float32:
+        return math.cos(math.radians(max_angle))
     radians = np.float32(np.float64(np.float32(max_angle)) * (np.pi / 180.0))
     return float(np.cos(radians))
 

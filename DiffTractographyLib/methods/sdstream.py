@@ -1,7 +1,6 @@
 """MRtrix3 SD_Stream: follow the FOD peak nearest the previous direction."""
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -18,10 +17,9 @@ class SDStream(Method):
 
     def __init__(self, field: SHField, cutoff: float, max_angle: float, precomputed: bool = True,
                  polish: int = 0, dtype=torch.float32, compile: bool = False):
-        self.field = field
         self.volume = SHField(field.coeffs.to(dtype), field.affine, field.basis, field.frame).volume("mrtrix", compile=compile)
         self.cutoff = cutoff
-        self.cos_max = mrtrix_cos_threshold(max_angle) if dtype == torch.float32 else math.cos(math.radians(max_angle))
+        self.cos_max = mrtrix_cos_threshold(max_angle, dtype)
         device = field.coeffs.device
         self.finder = PeakFinder(field.lmax, precomputed=precomputed, polish=polish, device=device, dtype=dtype,
                                  compile=compile)

@@ -45,7 +45,7 @@ class TensorDet(Method):
         self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)
         self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix", compile=compile)
         self.cutoff = cutoff
-        self.cos_max = mrtrix_cos_threshold(max_angle)
+        self.cos_max = mrtrix_cos_threshold(max_angle, dtype)
 
     def _tensor(self, pos):
         s, inside = self.volume.sample(pos)
