@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("the demo tracked no streamline")
     save_tractogram(tractogram, out / "tracks.trx")
     save_tractogram(tractogram, out / "tracks.tck")
+    written = ["tracks.trx", "tracks.tck"]
+    slicer_hint = "use the DiffTractography module (no tracks.vtk: the vtk package is not installed)"
+    try:
+        save_tractogram(tractogram, out / "tracks.vtk")
+        written.append("tracks.vtk")
+        slicer_hint = "drop tracks.vtk in as a fiber bundle, or use the DiffTractography module"
+    except InputError:
+        pass
     try:
         render_png(tractogram, out / "tracks.png", f"{len(tractogram)} streamlines, sdstream")
         png = "tracks.png (colour = direction: red L-R, green A-P, blue I-S)"
@@ -100,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             cutoff {params['cutoff']}, length {params['min_length']}-{params['max_length']} mm   [{tracked - made:.1f} s]
   result    {len(tractogram)} streamlines, {len(tractogram.points)} points, length {lengths.mean():.1f} mm mean
             ({lengths.min():.1f}-{lengths.max():.1f}); seeds rejected {meta.get('SEED_REJECTED', 0)}, too short {meta.get('TOO_SHORT', 0)}
-  written   {out}/fod.nii.gz, mask.nii.gz, tracks.trx, tracks.tck,
+  written   {out}/fod.nii.gz, mask.nii.gz, {", ".join(written)},
             {png}
   next      difftract track --help;  mrview {out}/fod.nii.gz -tractography.load {out}/tracks.tck
-            3D Slicer: load tracks.trx with SlicerDMRI, or use the DiffTractography module""")
+            3D Slicer (SlicerDMRI): {slicer_hint}""")
     return 0
 
 
