@@ -154,8 +154,7 @@ def run_cuslines(data: dict, seed_sets: list[np.ndarray], args) -> list[dict] | 
     try:
         tracker = GPUTracker(ProbDirectionGetter(), odf, mask.astype(np.float64), 0.5, sphere.vertices,
                              sphere.edges, max_angle=math.radians(p["max_angle"]), step_size=p["step_size"] / voxel,
-                             min_pts=int(p["min_length"] / p["step_size"]), max_pts=int(p["max_length"] / p["step_size"]),
-                             relative_peak_thresh=p["cutoff"], rng_seed=0)
+                             relative_peak_thresh=p["cutoff"], rng_seed=0)  # its own point limits (501 per half)
         reference = nib.Nifti1Image(mask.astype(np.float32), affine)
         with tracker as gpu:
             gpu.generate_sft(apply_affine(inverse, seed_sets[0][:1000]), reference)  # warm-up
