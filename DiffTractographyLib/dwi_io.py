@@ -133,6 +133,8 @@ def load_nrrd_dwi(path, *, b0_threshold: float = B0_THRESHOLD) -> DWI:
     affine[:3, :3] = to_ras @ directions[[i for i in range(4) if i != axis]].T
     affine[:3, 3] = to_ras @ np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     frame = np.asarray(header.get("measurement frame", np.eye(3)), dtype=np.float64).T  # columns: its axes in space
+    if not np.isfinite(vectors).all():
+        raise InputError(f"{path}: the DWMRI_gradient vectors hold NaN or Inf")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     longest = float(norms.max())
     values = nominal * (norms[:, 0] / longest) ** 2 if longest > 0 else np.zeros(len(vectors))

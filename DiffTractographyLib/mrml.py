@@ -494,7 +494,6 @@ class InteractiveSeeding:
 
     def update(self) -> int:
         """Re-track the control points that changed; returns how many were re-tracked."""
-        import torch
 
         from . import seeding
         from .streamlines import Tractogram
@@ -506,10 +505,10 @@ class InteractiveSeeding:
         if changed:  # all moved balls in one tracking call
             seeds = seeding.seeds_in_spheres(points[changed], self.seed_radius, self.seeds_per_point,
                                              self.tracker.params.rng_seed, indices=changed)
-            tracked = select(self.tracker(seeds), self.include, self.exclude)
-            local = tracked.data_per_streamline["seed_index"]
-            point = torch.as_tensor(changed, device=local.device)[local // self.seeds_per_point]
-            tracked.data_per_streamline["seed_index"] = point * self.seeds_per_point + local % self.seeds_per_point
+            count = self.seeds_per_point
+            ids = (np.asarray(changed)[:, None] * count + np.arange(count)).reshape(-1)  # as ``run`` numbers them
+            tracked = select(self.tracker(seeds, seed_ids=ids), self.include, self.exclude)
+            point = tracked.data_per_streamline["seed_index"] // count
             for m in changed:
                 parts[m] = tracked.subset(point == m)
         self._positions, self._parts = points, parts

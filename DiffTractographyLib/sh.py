@@ -197,16 +197,16 @@ class LegendreTable:
         return torch.stack([rows[:-1], rows[1:]], 1)
 
     def __call__(self, elevation: torch.Tensor) -> torch.Tensor:
-        """(N, n_mpos) blended rows at (N,) ``elevation`` (radians, float32)."""
+        """(..., n_mpos) blended rows at ``elevation`` (..., radians, float32)."""
         return blend_rows(elevation, self.pairs().to(elevation.dtype), float(self.inc))
 
 
 def blend_rows(el: torch.Tensor, row_pairs: torch.Tensor, inc: float) -> torch.Tensor:
-    """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended linearly with the next, for (N,)
-    elevations in [0, pi] radians; ``row_pairs`` from ``LegendreTable.pairs``. At el = pi the blend
+    """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended linearly with the next, for
+    elevations (any shape) in [0, pi] radians; ``row_pairs`` from ``LegendreTable.pairs``. At el = pi the blend
     with fraction 1 on the last pair gives the last row."""
     x = el / inc
     i = x.to(torch.int64).clamp(0, row_pairs.shape[0] - 1)  # C's int(): truncation
     frac = (x - i.to(x.dtype)).clamp(max=1.0)
     weights = torch.stack([1.0 - frac, frac], -1)
-    return (weights[(...,) + (None,) * (row_pairs.dim() - 2)] * row_pairs[i]).sum(1)
+    return (weights[(...,) + (None,) * (row_pairs.dim() - 2)] * row_pairs[i]).sum(el.dim())

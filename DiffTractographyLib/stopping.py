@@ -3,6 +3,7 @@
 ``BinaryMask`` is a nearest-voxel test (MRtrix3 ``-mask``: float32 voxel coordinate rounded halves away
 from zero; DIPY ``BinaryStoppingCriterion``: float64, halves to even). ``ThresholdMap`` continues while
 the trilinearly interpolated value is above ``threshold`` (DIPY ``ThresholdStoppingCriterion``).
+``AllOf`` intersects regions.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class StreamlineStatus(IntEnum):
 
 
 class Region(Protocol):
-    """Anything with ``contains``: (P, 3) RAS mm points -> (P,) bool."""
+    """Anything with ``contains``: (P, 3) RAS mm points -> (P,) bool. The regions below also have
+    ``to(device)``, which ``Tracker`` calls so that a region may be built on any device."""
 
     def contains(self, points: torch.Tensor) -> torch.Tensor: ...
 
@@ -65,6 +67,11 @@ class BinaryMask:
         cropped[:3, 3] = apply_affine(self.grid.affine, bottom)
         self._crop_to_voxel = torch.from_numpy(np.linalg.inv(cropped)[:3].astype(np.float32)).to(device)
         self._crop_origin = torch.from_numpy(bottom).to(device)
+
+    def to(self, device) -> "BinaryMask":
+        device = torch.device(device)
+        return self if self.mask.device == device else BinaryMask(self.mask.cpu().numpy(), self.grid.affine, self.rule,
+                                                                  device)
 
     def voxel_centres(self) -> np.ndarray:
         """(V, 3) RAS mm centres of the mask's voxels."""
@@ -95,6 +102,27 @@ class ThresholdMap:
         self.field = VolumeField(t[..., None], affine, rule="dipy")
         self.threshold = float(threshold)
 
+    def to(self, device) -> "ThresholdMap":
+        device = torch.device(device)
+        return self if self.field.data.device == device else ThresholdMap(
+            self.field.data[..., 0].cpu().numpy(), self.field.grid.affine, self.threshold, device)
+
     def contains(self, points: torch.Tensor) -> torch.Tensor:
         values, inside = self.field.sample(points.detach())
         return inside & (values[:, 0] > self.threshold)
+
+
+class AllOf:
+    """The intersection of regions, e.g. a brain mask and an FA threshold."""
+
+    def __init__(self, *regions):
+        self.regions = regions
+
+    def to(self, device) -> "AllOf":
+        return AllOf(*(r.to(device) if hasattr(r, "to") else r for r in self.regions))
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        inside = self.regions[0].contains(points)
+        for region in self.regions[1:]:
+            inside = inside & region.contains(points)
+        return inside

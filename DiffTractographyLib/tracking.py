@@ -149,20 +149,30 @@ class Tracker:
         self.params = params.resolved(mean_voxel_size(field.affine))
         self.device = resolve_device(self.params.device)
         self.dtype = torch.float64 if self.params.precision == "float64" else torch.float32
-        self.field = _field_to(field, self.device, self.dtype)
-        self.method = make_method(self.field, self.params, self.dtype)
-        self.region = mask
+        self._source, self._used = field, False
+        self._prepare()
+        self.region = mask.to(self.device) if hasattr(mask, "to") and hasattr(mask, "contains") else mask
         if mask is not None and not hasattr(mask, "contains"):
             data, mask_affine = mask if isinstance(mask, tuple) else (mask, self.field.affine)
             self.region = BinaryMask(data, mask_affine, rule=self.method.rule, device=self.device)
         self.limits = point_limits(self.params, self.method.shared_budget)
 
-    def __call__(self, seeds, *, seed_directions=None,
+    def _prepare(self) -> None:
+        self.field = _field_to(self._source, self.device, self.dtype)
+        self.method = make_method(self.field, self.params, self.dtype)
+
+    def __call__(self, seeds, *, seed_directions=None, seed_ids=None,
                  progress: Callable[[int, int], None] | None = None) -> Tractogram:
         """Track from ``seeds`` (N, 3) RAS mm; ``seed_directions`` (N, 3) RAS start directions, NaN
-        rows for none (MRtrix3 then draws a random direction that the method refines; the draw
-        depends only on ``rng_seed`` and the seed row); ``progress`` is called with (seeds done,
-        seeds total) after each chunk. See ``track`` for the result."""
+        rows for none (MRtrix3 then draws a random direction that the method refines); ``seed_ids``
+        (N,) integers naming the seeds (default 0..N-1): they key every random draw of a seed and
+        become ``seed_index``, so a seed's streamline does not depend on the other seeds of the
+        call. ``progress`` is called with (seeds done, seeds total) after each chunk. See ``track``
+        for the result. A field that requires grad is prepared again at every call, so each call
+        has its own graph and sees the field's current values."""
+        if self._used and torch.is_grad_enabled() and self.method.requires_grad:
+            self._prepare()
+        self._used = True
         device, dtype, params = self.device, self.dtype, self.params
         seeds = torch.as_tensor(seeds, dtype=dtype).to(device)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
@@ -170,6 +180,10 @@ class Tracker:
         n = len(seeds)
         if n == 0:
             raise InputError("there are no seeds to track from")
+        all_ids = (torch.arange(n, device=device) if seed_ids is None
+                   else torch.as_tensor(seed_ids, dtype=torch.int64).to(device).reshape(-1))
+        if len(all_ids) != n:
+            raise InputError(f"{len(all_ids)} seed ids for {n} seeds")
         if seed_directions is None:
             directions = torch.full((n, 3), float("nan"), dtype=dtype, device=device)
         else:
@@ -181,7 +195,7 @@ class Tracker:
         parts, start = [], 0
         while start < n:
             end = min(start + chunk, n)
-            ids = torch.arange(start, end, device=device)
+            ids = all_ids[start:end]
             try:
                 out = _track_chunk(self.method, seeds[start:end], directions[start:end], ids, params, self.region,
                                    self.limits, stats)

@@ -15,8 +15,10 @@ dataset and algorithm is excluded from the timings (CUDA context, caching alloca
 Common parameters: step 0.5 voxel, 45 degrees, cutoff 0.1, min length 10 mm, max length 200 mm,
 binary mask, seeds uniform in the mask (the same RAS points for every tool). cuslines runs its
 ProbDirectionGetter (the match for ``prob``) on the FOD sampled on DIPY's repulsion724 sphere
-(clipped at 0), stop map = the mask (threshold 0.5), seeds in voxel coordinates. cuslines has no
-deterministic getter: sdstream and detmax are compared with DIPY's CPU trackers only.
+(clipped at 0), stop map = the mask (threshold 0.5), seeds in voxel coordinates, start peaks as
+DIPY's (relative threshold 0.5, 25 degrees apart); its time includes copying the streamlines to
+the host (ours stay on the device), and both seeds/s and streamlines/s ratios are printed. cuslines
+has no deterministic getter: sdstream and detmax are compared with DIPY's CPU trackers only.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from DiffTractographyLib import SHField, Tracker  # noqa: E402
 from DiffTractographyLib import sh  # noqa: E402
 from DiffTractographyLib.geometry import apply_affine, axes_rotation, mean_voxel_size  # noqa: E402
 from DiffTractographyLib.images import load_nifti  # noqa: E402
+from DiffTractographyLib.methods.pmf import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD  # noqa: E402
 from DiffTractographyLib.phantoms import brain_phantom  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
 
@@ -154,7 +157,9 @@ def run_cuslines(data: dict, seed_sets: list[np.ndarray], args) -> list[dict] | 
     try:
         tracker = GPUTracker(ProbDirectionGetter(), odf, mask.astype(np.float64), 0.5, sphere.vertices,
                              sphere.edges, max_angle=math.radians(p["max_angle"]), step_size=p["step_size"] / voxel,
-                             relative_peak_thresh=p["cutoff"], rng_seed=0)  # its own point limits (501 per half)
+                             relative_peak_thresh=RELATIVE_PEAK_THRESHOLD,  # start peaks as ours and DIPY's
+                             min_separation_angle=math.radians(MIN_SEPARATION_ANGLE),
+                             rng_seed=0)  # its own point limits (501 per half) and pmf threshold
         reference = nib.Nifti1Image(mask.astype(np.float32), affine)
         with tracker as gpu:
             gpu.generate_sft(apply_affine(inverse, seed_sets[0][:1000]), reference)  # warm-up
@@ -196,6 +201,15 @@ def run_dipy(data: dict, algorithm: str, seeds: np.ndarray) -> dict | None:
                 points=int(sum(len(s) for s in streamlines)))
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def row(name: str, r: dict) -> str:
     memory = "" if r.get("peak_memory_mb") is None else f"{r['peak_memory_mb']:9.0f}"
     first = "" if r.get("first_seconds") is None else f"{r['first_seconds']:8.3f}"
@@ -224,12 +238,16 @@ def main() -> None:
     header = f"  {'run':44s} {'seeds':>8s} {'seeds/s':>10s} {'streamlines/s':>12s} {'seconds':>8s} {'first s':>8s} {'peak MiB':>9s}"
     record = dict(date=str(datetime.date.today()), device=args.device, gpu=gpu_name, torch=torch.__version__,
                   commit=subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip(), args=vars(args), runs=[])
+                                        text=True).stdout.strip(), args=vars(args), cuslines=_version("cuslines"),
+                  dipy=_version("dipy"), runs=[])
     for name, data in datasets(args):
-        print(f"\n{name}: {int(data['mask'].sum())} mask voxels\n{header}")
+        print(f"\n{name}: {int(data['mask'].sum())} mask voxels, {params_for(data['affine'])}\n{header}")
+        record.setdefault("params", {})[name] = params_for(data["affine"])
         seed_sets = [random_seeds(data["mask"], data["affine"], n) for n in args.seeds]
         for algorithm in args.algorithms:
-            run_ours(data, algorithm, seed_sets[0][:1000], args, backward=False)  # warm-up
+            run_ours(data, algorithm, seed_sets[0][:1000], args, backward=False)  # warm-ups
+            if args.backward_seeds:
+                run_ours(data, algorithm, seed_sets[0][:100], args, backward=True)
             forward = {}
             for seeds in seed_sets:
                 r = run_ours(data, algorithm, seeds, args, backward=False)
@@ -265,8 +283,11 @@ def main() -> None:
             ours = next(x for x in record["runs"] if x["dataset"] == name and x.get("algorithm") == "prob"
                         and x.get("mode") == "forward" and x["seeds"] == r["seeds"] and x["tool"] == "ours")
             r["ours_over_cuslines"] = (ours["seeds"] / ours["seconds"]) / (r["seeds"] / r["seconds"])
+            r["ours_over_cuslines_streamlines"] = (ours["streamlines"] / ours["seconds"]) / (
+                r["streamlines"] / r["seconds"])
             record["runs"].append(dict(dataset=name, tool="cuslines", algorithm="prob", mode="forward", **r))
-            print(row("cuslines ProbDirectionGetter", r) + f"   ours {r['ours_over_cuslines']:.2f}x")
+            print(row("cuslines ProbDirectionGetter", r) + f"   ours {r['ours_over_cuslines']:.2f}x seeds/s, "
+                  f"{r['ours_over_cuslines_streamlines']:.2f}x streamlines/s")
     path = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_{record['commit']}_{device.type}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))

@@ -60,9 +60,9 @@ def add_parser(sub) -> None:
     trk.add_argument("--mask", metavar="FILE", help="stopping mask: seeds outside are rejected, streamlines "
                                                     "stop where they would leave it")
     trk.add_argument("--stop-map", metavar="FILE",
-                     help="scalar stopping map (e.g. FA), instead of --mask: streamlines continue while its "
-                          "trilinearly interpolated value is above --stop-threshold (DIPY's "
-                          "ThresholdStoppingCriterion); seeds at or below it are rejected")
+                     help="scalar stopping map (e.g. FA): streamlines continue while its trilinearly "
+                          "interpolated value is above --stop-threshold (DIPY's ThresholdStoppingCriterion) and, "
+                          "with --mask, inside the mask; seeds at or below it are rejected")
     trk.add_argument("--stop-threshold", type=float, metavar="X", help="threshold of --stop-map (its units)")
     trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
     trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
@@ -147,17 +147,23 @@ def _seeds(args, field_affine, field_shape):
                            args.seed_label), None
 
 
-def _stop_map(args):
+def _with_stop_map(args, mask):
+    """The stopping region: ``mask`` ((data, affine) or None), and the --stop-map threshold when given."""
+    from ..config import reference_rule
     from ..devices import resolve_device
     from ..images import load_nifti
-    from ..stopping import ThresholdMap
+    from ..stopping import AllOf, BinaryMask, ThresholdMap
 
-    if args.mask is not None:
-        raise InputError("give --mask or --stop-map, not both")
-    if args.stop_threshold is None:
-        raise InputError("--stop-map needs --stop-threshold")
+    if (args.stop_map is None) != (args.stop_threshold is None):
+        raise InputError("--stop-map and --stop-threshold go together")
+    if args.stop_map is None:
+        return mask
+    device = resolve_device(args.device)
     values, affine = load_nifti(args.stop_map, ndim=3, what="stopping map")
-    return ThresholdMap(values, affine, args.stop_threshold, device=resolve_device(args.device))
+    stop = ThresholdMap(values, affine, args.stop_threshold, device=device)
+    if mask is None:
+        return stop
+    return AllOf(BinaryMask(*mask, rule=reference_rule(args.algorithm), device=device), stop)
 
 
 def run_track(args) -> int:
@@ -176,15 +182,14 @@ def run_track(args) -> int:
     source = _read_input(args)
     points, directions = _seeds(args, source.affine, source.shape)
     mask = fit_mask = None
-    if args.stop_map is not None:
-        mask = _stop_map(args)
-    elif args.mask is not None:
+    if args.mask is not None:
         if isinstance(source, DWI) and args.algorithm != "tensordet":
             from ..dwi_io import load_mask
 
             mask = fit_mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs the DWI's grid
         else:
             mask = load_nifti(args.mask, ndim=3, what="mask")
+    mask = _with_stop_map(args, mask)
     field = _field(args, source, fit_mask)
     start = time.perf_counter()
     bar = None

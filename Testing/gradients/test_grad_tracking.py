@@ -3,7 +3,7 @@ with finite differences (float64, exact SH, converged peaks)."""
 import numpy as np
 import torch
 
-from DiffTractographyLib import SHField, sh, track
+from DiffTractographyLib import SHField, Tracker, sh, track
 from DiffTractographyLib.fields import DWIField
 from DiffTractographyLib.peaks import PeakFinder
 from DiffTractographyLib.phantoms import Bundle, dwi_phantom, fod_phantom
@@ -72,3 +72,26 @@ def test_backprop_memory_is_bounded_by_checkpointing():
     assert sum(saved) < 0.1 * steps * per_step
     t.points.sum().backward()
     assert torch.isfinite(coeffs.grad).all() and coeffs.grad.abs().sum() > 0
+
+
+def test_a_tracker_reused_across_optimiser_steps_tracks_the_current_field():
+    """One Tracker, called at every step of an optimisation: each call has its own graph (a second
+    backward works) and sees the values the optimiser wrote in place."""
+    coeffs, mask = fod_phantom((10, 10, 10), AFFINE, [ARC], lmax=8)
+    coeffs = coeffs.requires_grad_(True)
+    a = np.radians(np.linspace(50, 130, 6))
+    seeds = np.stack([9 * np.cos(a), 0.2 + 0 * a, -8 + 9 * np.sin(a)], -1)  # on the arc, along it
+    along = np.stack([-np.sin(a), 0 * a, np.cos(a)], -1)
+    tracker = Tracker(SHField(coeffs, AFFINE), mask=mask, step_size=0.5, min_length=0)
+    first = tracker(seeds, seed_directions=along)
+    first.points.square().sum().backward()
+    grad = coeffs.grad.clone()
+    with torch.no_grad():
+        coeffs[..., 1:] = 0.0  # isotropic FOD: no peak anywhere
+    second = tracker(seeds, seed_directions=along)
+    assert len(first) == 6 and len(second) == 0
+    with torch.no_grad():
+        coeffs.copy_(fod_phantom((10, 10, 10), AFFINE, [ARC], lmax=8)[0])
+    coeffs.grad = None
+    tracker(seeds, seed_directions=along).points.square().sum().backward()
+    torch.testing.assert_close(coeffs.grad, grad)

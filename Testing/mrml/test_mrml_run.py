@@ -130,6 +130,13 @@ def test_moving_a_fiducial_retracks_only_its_seeds_and_updates_the_node_in_place
     assert len(moved) == 12
     for line, seed in zip(moved.numpy_streamlines(), seeds):
         assert np.linalg.norm(line - seed, axis=1).min() < 1e-5  # every streamline passes through its seed
+    # a seed's random draws are keyed by its number in ``run``: the session shows what ``run`` tracks,
+    # whichever points moved together
+    full = polydata_to_tractogram(mrml.run(scene, dwi, points, seeds_per_point=12, seed_radius=1.5, step_size=0.5,
+                                           device="cpu").GetPolyData())
+    np.testing.assert_array_equal(after.seed_index.numpy(), full.seed_index.numpy())
+    np.testing.assert_array_equal(after.lengths.numpy(), full.lengths.numpy())
+    np.testing.assert_allclose(after.points.numpy(), full.points.numpy(), atol=1e-5)  # batch size: a few ulps
 
 
 def test_clustering_makes_one_coloured_node_per_cluster_in_a_folder(scene, dwi_inputs):

@@ -62,6 +62,16 @@ def test_stop_map_ends_streamlines_where_the_map_falls_to_the_threshold(files, t
     reach_u = np.abs((first - centre) @ u).max()
     assert 7.5 < reach_u < 8.0
     assert np.abs((second - centre) @ v).max() > 15.0
+    # with --mask too, both must hold: the map still ends the first, the mask the second
+    common = ["--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--mask", files / "mask.nii.gz",
+              "--step", 0.5, "--quiet"]
+    assert run("track", *common, "--out", tmp_path / "mask.tck") == 0
+    assert run("track", *common, "--stop-map", tmp_path / "map.nii.gz", "--stop-threshold", 12,
+               "--out", tmp_path / "both.tck") == 0
+    masked = load_tractogram(tmp_path / "mask.tck").numpy_streamlines()
+    both = load_tractogram(tmp_path / "both.tck").numpy_streamlines()
+    np.testing.assert_array_equal(both[0], first)  # the map ends it inside the mask
+    np.testing.assert_array_equal(both[1], masked[1])
 
 
 def test_help_states_units():
@@ -78,8 +88,8 @@ def test_help_states_units():
     (["--fod", "{fod}", "--seed-image", "{empty}"], "no non-zero voxel"),
     (["--fod", "{fod}", "--dwi", "{fod}"], "exactly one of --fod"),
     (["--fod", "{fod}", "--step", "-1"], "step_size must be a positive"),
-    (["--fod", "{fod}", "--stop-map", "{mask}"], "needs --stop-threshold"),
-    (["--fod", "{fod}", "--stop-map", "{mask}", "--stop-threshold", "0.5", "--mask", "{mask}"], "not both"),
+    (["--fod", "{fod}", "--stop-map", "{mask}"], "go together"),
+    (["--fod", "{fod}", "--stop-threshold", "0.5"], "go together"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_file(files, tmp_path, capsys, args, message):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "empty.nii.gz")

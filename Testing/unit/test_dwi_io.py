@@ -233,3 +233,14 @@ def test_nrrd_nex_repeats_a_gradient_over_the_next_volumes(tmp_path):
     dwi = load_dwi(path)
     assert dwi.bvals.tolist() == [0, 0, 0, 1000, 1000] and dwi.b0_mask.sum() == 3
     np.testing.assert_allclose(dwi.bvecs[3:], [[0, 0, 1], [0, 0.6, 0.8]])
+
+
+def test_an_nrrd_gradient_with_nan_is_refused(tmp_path):
+    nrrd = pytest.importorskip("nrrd")
+    path = tmp_path / "nan.nrrd"
+    header = {"space": "right-anterior-superior", "kinds": ["space", "space", "space", "list"],
+              "space directions": np.vstack([np.eye(3) * 2, np.full((1, 3), np.nan)]), "DWMRI_b-value": "1000",
+              "DWMRI_gradient_0000": "0 0 0", "DWMRI_gradient_0001": "nan 0 1"}
+    nrrd.write(str(path), np.ones((2, 2, 2, 2), np.float32), header)
+    with pytest.raises(InputError, match="nan.nrrd: the DWMRI_gradient vectors hold NaN or Inf"):
+        load_dwi(path)

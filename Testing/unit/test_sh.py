@@ -56,3 +56,10 @@ def test_legendre_table_blends_rows_like_mrtrix():
     torch.testing.assert_close(out[2], table.rows[511])
     exact = sh.legendre(8, torch.cos(el.double()))
     assert (out.double() - exact).abs().max() < 2e-3
+
+
+def test_legendre_table_blends_elevations_of_any_shape():
+    table = sh.LegendreTable(8)
+    el = torch.rand(4, 3) * np.pi
+    np.testing.assert_array_equal(table(el).numpy(), table(el.reshape(-1)).reshape(4, 3, -1).numpy())
+    assert table(torch.tensor(0.5)).shape == (25,)
