@@ -138,8 +138,9 @@ class Tracker:
     move of an interactive seed. ``track`` is ``Tracker(field, params, mask=mask)(seeds, ...)``.
 
     field: an ``SHField`` or a ``DWIField``. params / overrides: ``TrackingParams`` fields
-    (``step_size`` mm, ``max_angle`` degrees, ...). mask: stopping region: a
-    ``BinaryMask``/``ThresholdMap``, a (3-D array, affine) pair on its own grid, or a 3-D array on
+    (``step_size`` mm, ``max_angle`` degrees, ...). mask: stopping region: a region of
+    ``stopping`` (``BinaryMask``, ``ThresholdMap``, ``AllOf``; moved to the tracking device), a
+    (3-D array, affine) pair on its own grid, or a 3-D array on
     the field's grid (nearest-voxel test with the algorithm's rounding). Seeds outside it are
     rejected; a step that leaves it ends the streamline (the point is dropped).
     """
@@ -151,8 +152,9 @@ class Tracker:
         self.dtype = torch.float64 if self.params.precision == "float64" else torch.float32
         self._source, self._used = field, False
         self._prepare()
-        self.region = mask.to(self.device) if hasattr(mask, "to") and hasattr(mask, "contains") else mask
-        if mask is not None and not hasattr(mask, "contains"):
+        if mask is None or hasattr(mask, "contains"):  # a region object, built on any device
+            self.region = mask.to(self.device) if hasattr(mask, "to") else mask
+        else:
             data, mask_affine = mask if isinstance(mask, tuple) else (mask, self.field.affine)
             self.region = BinaryMask(data, mask_affine, rule=self.method.rule, device=self.device)
         self.limits = point_limits(self.params, self.method.shared_budget)
