@@ -78,3 +78,10 @@ def dipy_tracking(getter: str, coeffs: np.ndarray, affine, mask: np.ndarray, see
     criterion = BinaryStoppingCriterion(mask) if isinstance(mask, np.ndarray) else mask
     return list(LocalTracking(dg, criterion, np.asarray(seeds, dtype=np.float64), affine,
                               step_size=step_size, initial_directions=start, **local_tracking))
+
+
+def single_shell(n: int, bvalue: float = 1000.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One b=0 volume, then ``n`` random unit directions at ``bvalue`` s/mm^2: bvals (n + 1,), bvecs (n + 1, 3)."""
+    g = np.random.default_rng(seed).normal(size=(n, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    return np.r_[0.0, np.full(n, bvalue)], np.vstack([[0, 0, 0], g])

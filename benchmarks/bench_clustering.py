@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from DiffTractographyLib import load_tractogram  # noqa: E402
 from DiffTractographyLib.bundle_scores import assign_bundles  # noqa: E402
 from DiffTractographyLib.clustering import hierarchical_quickbundles, quickbundles  # noqa: E402
 from synthetic_tractograms import bundle_tractogram  # noqa: E402
+from records import commit, save  # noqa: E402
 
 
 def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,13 +164,10 @@ def main() -> None:
                 record["rows"].append(compare(name, tractogram, threshold, device, 1, args.skip_dipy))
         if args.truth:
             record["truth"] = truth_section(args.reference_data / "phantom_cross")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    record["commit"] = commit
+    record["commit"] = commit()
     print(json.dumps(record))
     if args.save:
-        out = ROOT / "benchmarks" / "results" / f"clustering_{commit}_{device.type}.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        save(record, f"clustering_{record['commit']}_{device.type}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from DiffTractographyLib.fields import SHField
 from DiffTractographyLib.geometry import axes_rotation
 from DiffTractographyLib.tracking import track
+from records import commit
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(step_size=0.5, max_angle=45.0, cutoff=0.1)
@@ -86,9 +86,7 @@ def main() -> None:
     print(f"{'DIPY':10s}{dipy_t:10.2f}{n / dipy_t:10.0f}{dipy_points:10d}")
     print(f"{'detmax':10s}{ours_t:10.2f}{n / ours_t:10.0f}{our_points:10d}")
     print(f"speed-up {dipy_t / ours_t:.1f}x")
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    print(json.dumps(dict(benchmark="detmax", commit=commit, device=a.device, threads=torch.get_num_threads(),
+    print(json.dumps(dict(benchmark="detmax", commit=commit(), device=a.device, threads=torch.get_num_threads(),
                           torch=torch.__version__, cpu=platform.processor() or platform.machine(), n_seeds=n,
                           repeats=a.repeats, dipy_s=dipy_s, ours_s=ours_s, dipy_seeds_per_s=n / dipy_t,
                           ours_seeds_per_s=n / ours_t, speedup=dipy_t / ours_t, **SETTINGS)))

@@ -40,6 +40,7 @@ from DiffTractographyLib.dwi_io import load_dwi, load_mask, ras_to_fsl  # noqa: 
 from DiffTractographyLib.images import save_nifti  # noqa: E402
 from DiffTractographyLib.models.csd import estimate_response, fit_fod, response_rh  # noqa: E402
 from DiffTractographyLib.models.dti import fit_dti  # noqa: E402
+from records import commit, save  # noqa: E402
 
 
 def synthetic_dwi(shape: tuple[int, int, int, int], seed: int = 0) -> tuple[DWI, np.ndarray]:
@@ -157,21 +158,18 @@ def main() -> None:
                    command_time(["dwi2fod", "csd", str(tmp / "dwi.mif"), str(tmp / "response.txt"), str(tmp / "fod.mif"),
                                  "-lmax", "8"] + common), ours_csd)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{args.threads} threads"
     print(f"{source}: {int(mask.sum())} voxels, {len(dwi.bvals)} volumes; ours on {device_name}, {args.precision}")
     print(f"ours: DTI {ours_dti:.3f} s, CSD {ours_csd:.3f} s ({mask.sum() / ours_csd:.0f} voxels/s)")
     print(f"{'task':12} {'reference':44} {'ref s':>8} {'ours s':>8} {'ratio':>7}")
     for row in rows:
         print(f"{row['task']:12} {row['reference']:44} {row['reference_s']:8.3f} {row['ours_s']:8.3f} {row['ratio']:7.2f}")
-    result = {"commit": commit, "device": device_name, "torch": torch.__version__, "precision": args.precision,
+    result = {"commit": commit(), "device": device_name, "torch": torch.__version__, "precision": args.precision,
               "threads": args.threads, "source": source, "voxels": int(mask.sum()), "volumes": len(dwi.bvals),
               "sh_lmax": 8, "n_coeffs": sh.n_coeffs(8), "ours_dti_s": ours_dti, "ours_csd_s": ours_csd, "rows": rows}
     print(json.dumps(result))
     if args.save:
-        out = ROOT / "benchmarks" / "results" / f"{commit}_{device.type}.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        save(result, f"{result['commit']}_{device.type}")
 
 
 if __name__ == "__main__":

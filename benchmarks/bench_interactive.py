@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from records import commit, save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,17 +147,13 @@ def main() -> None:
     p = json.loads(refs.read_text())["params"] if refs.exists() else {}
     params = {"step_size": p.get("step", 0.5), "max_angle": p.get("angle", 45.0), "cutoff": p.get("cutoff", 0.1),
               "min_length": p.get("minlength", 2.0), "max_length": p.get("maxlength", 250.0)}
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    record = {"benchmark": "interactive", "commit": commit, "device": args.device, "compile": args.compile,
+    record = {"benchmark": "interactive", "commit": commit(), "device": args.device, "compile": args.compile,
               "torch": torch.__version__,
               "threads": torch.get_num_threads(), "data": str(args.data), "params": params,
               "results": [bench(args, a, params) for a in args.algorithm]}
     print(json.dumps(record, indent=1))
     if args.save:
-        results = ROOT / "benchmarks" / "results"
-        results.mkdir(exist_ok=True)
-        (results / f"interactive_{commit}_{args.device}{'_compiled' if args.compile else ''}.json").write_text(json.dumps(record, indent=1))
+        save(record, f"interactive_{record['commit']}_{args.device}{'_compiled' if args.compile else ''}")
 
 
 if __name__ == "__main__":

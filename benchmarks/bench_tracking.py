@@ -13,7 +13,6 @@ a subset of the seeds (it is single-threaded and slow); its rate is per seed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from DiffTractographyLib import SHField, track  # noqa: E402
 from DiffTractographyLib.images import load_nifti  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
+from records import commit, save  # noqa: E402
 
 PARAMS = dict(step_size=0.5, max_angle=45.0, cutoff=0.1, min_length=2.0, max_length=250.0)
 
@@ -125,8 +125,7 @@ def main() -> None:
         rows.append(("DIPY LocalTracking ClosestPeak (1 thread)", dipy, dipy["seeds"]))
     for name, r, n in rows:
         print(f"{name:38s} {rate(r, n):10.0f} {rate(r, r['streamlines']):14.0f} {rate(r, r['points']):12.0f} {r['seconds']:8.2f}")
-    record = dict(commit=subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip(), device=args.device, torch=torch.__version__,
+    record = dict(commit=commit(), device=args.device, torch=torch.__version__,
                   threads=args.threads, params=PARAMS, seeds=args.seeds, ours=ours, ours_compiled=fused, mrtrix=mrtrix,
                   dipy=dipy)
     for name, r in (("eager", ours), ("compiled", fused)):
@@ -137,9 +136,7 @@ def main() -> None:
             record[f"{name}_over_dipy_seeds_per_s"] = rate(r, args.seeds) / rate(dipy, dipy["seeds"])
             print(f"ratio seeds/s ours ({name}) / DIPY:    {record[f'{name}_over_dipy_seeds_per_s']:.1f}")
     print(f"compiled warm-up (first call, includes compilation): {fused['warm_up_seconds']:.1f} s")
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"tracking_{record['commit']}_{args.device}.json").write_text(json.dumps(record, indent=1))
+    save(record, f"tracking_{record['commit']}_{args.device}")
 
 
 if __name__ == "__main__":

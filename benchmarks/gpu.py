@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +42,7 @@ from DiffTractographyLib.images import load_nifti  # noqa: E402
 from DiffTractographyLib.methods.pmf import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD  # noqa: E402
 from DiffTractographyLib.phantoms import brain_phantom  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
+from records import commit, save  # noqa: E402
 
 CUSLINES_PUBLISHED = "README of GPUStreamlines: 1,000 seeds -> 2,512 streamlines in 0.212 s on one GPU (bootstrap OPDT)"
 
@@ -237,8 +236,7 @@ def main() -> None:
     print(f"device {args.device}: {gpu_name}; torch {torch.__version__}; {datetime.date.today()}")
     header = f"  {'run':44s} {'seeds':>8s} {'seeds/s':>10s} {'streamlines/s':>12s} {'seconds':>8s} {'first s':>8s} {'peak MiB':>9s}"
     record = dict(date=str(datetime.date.today()), device=args.device, gpu=gpu_name, torch=torch.__version__,
-                  commit=subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip(), args=vars(args), cuslines=_version("cuslines"),
+                  commit=commit(), args=vars(args), cuslines=_version("cuslines"),
                   dipy=_version("dipy"), runs=[])
     for name, data in datasets(args):
         print(f"\n{name}: {int(data['mask'].sum())} mask voxels, {params_for(data['affine'])}\n{header}")
@@ -288,9 +286,7 @@ def main() -> None:
             record["runs"].append(dict(dataset=name, tool="cuslines", algorithm="prob", mode="forward", **r))
             print(row("cuslines ProbDirectionGetter", r) + f"   ours {r['ours_over_cuslines']:.2f}x seeds/s, "
                   f"{r['ours_over_cuslines_streamlines']:.2f}x streamlines/s")
-    path = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_{record['commit']}_{device.type}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    path = save(record, f"gpu_{record['commit']}_{device.type}", args.out)
     print(f"\nwritten {path}")
 
 

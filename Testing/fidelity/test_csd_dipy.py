@@ -106,14 +106,20 @@ def test_invivo_coefficients_match_dipy(data_dir):
     np.testing.assert_allclose(fod.coeffs.numpy()[mask], reference[mask], atol=1e-6)
 
 
-@pytest.mark.slow
-def test_peaks_match_dipy_on_the_full_phantom():
-    if not SHARED.exists():
-        pytest.skip("needs ../shared/data")
+@pytest.fixture(scope="module")
+def full_phantom():
+    """phantom_cross of ../shared/data: folder, DWI, mask and its single-fibre voxels (truth)."""
     folder = SHARED / "phantom_cross"
+    if not folder.exists():
+        pytest.skip("needs ../shared/data")
     dwi = load_dwi(folder / "dwi.nii.gz")
     mask = nib.load(folder / "mask.nii.gz").get_fdata() > 0
-    single = (np.load(folder / "truth.npz")["labels"].sum(0) == 1) & mask
+    return folder, dwi, mask, (np.load(folder / "truth.npz")["labels"].sum(0) == 1) & mask
+
+
+@pytest.mark.slow
+def test_peaks_match_dipy_on_the_full_phantom(full_phantom):
+    _, dwi, mask, single = full_phantom
     response, reference = dipy_fit(dwi, mask)
     for frame in ("voxel", "world"):
         same, close = peak_agreement(fit_fod(dwi, mask, 8, response=response, frame=frame), reference, mask, single,
@@ -122,17 +128,12 @@ def test_peaks_match_dipy_on_the_full_phantom():
 
 
 @pytest.mark.slow
-def test_world_frame_tournier07_reads_like_mrtrix3s_fod():
+def test_world_frame_tournier07_reads_like_mrtrix3s_fod(full_phantom):
     """Our default export (world frame, tournier07) peaks where MRtrix3's own CSD of the phantom does."""
-    if not SHARED.exists():
-        pytest.skip("needs ../shared/data")
-    folder = SHARED / "phantom_cross"
-    dwi = load_dwi(folder / "dwi.nii.gz")
-    mask = nib.load(folder / "mask.nii.gz").get_fdata() > 0
+    folder, dwi, mask, single = full_phantom
     ours = fit_fod(dwi, mask).coeffs.numpy()
     mrtrix = nib.load(folder / "fod_mrtrix.nii.gz").get_fdata()
     on_sphere = sh.basis_matrix(torch.as_tensor(default_sphere.vertices), 8, "tournier07").numpy()
-    single = (np.load(folder / "truth.npz")["labels"].sum(0) == 1) & mask
     same, angles = [], []
     for ijk in map(tuple, np.argwhere(mask)):
         a, b = peaks(ours[ijk], on_sphere), peaks(mrtrix[ijk], on_sphere)

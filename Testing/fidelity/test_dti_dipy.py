@@ -10,6 +10,7 @@ import torch
 from DiffTractographyLib.dwi_io import load_dwi
 from DiffTractographyLib.geometry import axes_rotation
 from DiffTractographyLib.models.dti import fit_dti, fit_tensor
+from helpers import single_shell
 
 dti = pytest.importorskip("dipy.reconst.dti")
 from dipy.core.gradients import gradient_table  # noqa: E402
@@ -58,11 +59,7 @@ def test_dti_matches_dipy_on_the_full_reference_data(folder):
 
 def test_maps_follow_their_definitions():
     # a prolate tensor along x (world frame), diffusivities 1.7e-3 and 0.3e-3 mm^2/s, no noise
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(30, 3))
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    bvals = np.r_[0.0, np.full(30, 1000.0)]
-    bvecs = np.vstack([[0, 0, 0], g])
+    bvals, bvecs = single_shell(30)
     d = np.diag([1.7e-3, 0.3e-3, 0.3e-3])
     signal = torch.tensor(800 * np.exp(-bvals * np.einsum("gi,ij,gj->g", bvecs, d, bvecs)))
     fit = fit_tensor(signal[None], bvals, bvecs)

@@ -7,6 +7,7 @@ from DiffTractographyLib import SHField, Tracker, sh, track
 from DiffTractographyLib.fields import DWIField
 from DiffTractographyLib.peaks import PeakFinder
 from DiffTractographyLib.phantoms import Bundle, dwi_phantom, fod_phantom
+from helpers import single_shell
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 AFFINE[:3, 3] = -5.0
@@ -36,11 +37,7 @@ def test_sdstream_points_wrt_fod_and_seed():
 
 
 def test_tensordet_points_wrt_dwi_signal():
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(12, 3))
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    bvals = np.r_[0.0, np.full(12, 1000.0)]
-    bvecs = np.vstack([[0, 0, 0], g])
+    bvals, bvecs = single_shell(12)
     dwi = torch.as_tensor(dwi_phantom((6, 6, 6), AFFINE, [ARC], bvals, bvecs), dtype=torch.float64).requires_grad_(True)
     seed = torch.tensor([[0.3, 0.2, 0.4]], dtype=torch.float64, requires_grad=True)
 
