@@ -1,5 +1,5 @@
 """Tracking parameters: names, units and defaults in one place (the CLI and the Slicer module read
-them from here)."""
+them from here; each algorithm's own defaults and semantics are declared in ``tracking.algorithms``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,25 +7,22 @@ import math
 from dataclasses import dataclass
 
 from .errors import InputError
+from .tracking.algorithms import ALGORITHMS as _DECLARED
+from .tracking.algorithms import algorithm as _algorithm
 
-ALGORITHMS = ("sdstream", "tensordet", "detmax", "prob")
+ALGORITHMS = tuple(_DECLARED)
 #: SH bases (see ``sh``): MRtrix3's, DIPY's default (legacy=True) and DIPY's legacy=False
 BASES = ("tournier07", "descoteaux07", "descoteaux07-nonlegacy")
 #: frames of SH and vector directions: RAS (MRtrix3) or along the voxel axes (DIPY)
 FRAMES = ("world", "voxel")
 
 #: What ``cutoff`` means for each algorithm.
-CUTOFF_MEANING = {
-    "sdstream": "FOD amplitude at the peak",
-    "tensordet": "fractional anisotropy",
-    "detmax": "pmf threshold, relative to the largest pmf value on the sphere (DIPY)",
-    "prob": "pmf threshold, relative to the largest pmf value on the sphere (DIPY)",
-}
+CUTOFF_MEANING = {name: a.cutoff for name, a in _DECLARED.items()}
 
 
 def reference_rule(algorithm: str) -> str:
     """Interpolation and voxel-rounding rules (``fields.RULES``) of the tool ``algorithm`` reproduces."""
-    return "dipy" if algorithm in ("detmax", "prob") else "mrtrix"
+    return _algorithm(algorithm).rule
 
 
 @dataclass(frozen=True)
@@ -51,11 +48,10 @@ class TrackingParams:
         a few converge the peak to machine precision, which float64 gradient checks need.
     precision: ``float32`` (MRtrix3's arithmetic) or ``float64`` (DIPY's; the default for detmax).
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-    compile: fuse the per-step kernels (interpolation, sdstream's peak iteration) with
-        ``torch.compile``: 1.5-2.5x faster on a CPU after a one-off compilation of 10-40 s (cached on
-        disk); results differ from the eager arithmetic by a few float32 ulps.
-    chunk_size: streamlines tracked together; ``None`` picks by device. A CUDA out-of-memory error
+    chunk_size: seeds per kernel call (progress and cancellation come between calls; the torch
+        path tracks them together); ``None`` picks by device and speed. A CUDA out-of-memory error
         halves it and retries.
+    nthreads: CPU threads of the kernels (``None``: all cores; MRtrix3's ``-nthreads``).
     rng_seed: seed of the random directions (seeds without a direction, ``prob``).
     """
 
@@ -71,16 +67,15 @@ class TrackingParams:
     peak_polish: int = 0
     precision: str | None = None
     device: str = "auto"
-    compile: bool = False
     chunk_size: int | None = None
+    nthreads: int | None = None
     rng_seed: int = 0
 
     def replace(self, **changes) -> "TrackingParams":
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "TrackingParams":
-        if self.algorithm not in ALGORITHMS:
-            raise InputError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        declared = _algorithm(self.algorithm)
         for name in ("step_size", "min_length", "max_length"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v >= 0 and (v > 0 or name == "min_length")):
@@ -89,12 +84,15 @@ class TrackingParams:
             raise InputError(f"max_angle must be in (0, 90] degrees, got {self.max_angle}")
         if self.cutoff is not None and not (math.isfinite(self.cutoff) and self.cutoff >= 0):
             raise InputError(f"cutoff must be a non-negative number, got {self.cutoff}")
-        if self.rk4 and self.algorithm != "sdstream":
-            raise InputError("rk4 integration is available for sdstream only")
+        if self.rk4 and declared.rk4_step_voxels is None:
+            raise InputError(f"rk4 integration is not available for {self.algorithm}; "
+                             f"it is for {', '.join(n for n, a in _DECLARED.items() if a.rk4_step_voxels)}")
         if self.precision not in (None, "float32", "float64"):
             raise InputError(f"precision must be float32 or float64, got {self.precision!r}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise InputError("chunk_size must be at least 1")
+        if self.nthreads is not None and self.nthreads < 1:
+            raise InputError("nthreads must be at least 1")
         if (self.min_length is not None and self.max_length is not None and self.min_length > self.max_length):
             raise InputError(f"min_length {self.min_length} mm exceeds max_length {self.max_length} mm")
         return self
@@ -102,16 +100,18 @@ class TrackingParams:
     def resolved(self, voxel_size: float) -> "TrackingParams":
         """Fill the defaults for a field with geometric-mean voxel size ``voxel_size`` (mm)."""
         self.validate()
-        mrtrix = self.algorithm in ("sdstream", "tensordet")
+        a = _algorithm(self.algorithm)
         step = self.step_size
         if step is None:
-            step = voxel_size * ((0.25 if self.rk4 else 0.1) if mrtrix else 0.25)
+            step = voxel_size * (a.rk4_step_voxels if self.rk4 else a.step_voxels)
+        max_length = self.max_length
+        if max_length is None:
+            max_length = a.max_length_voxels * voxel_size if a.max_length_voxels else a.max_length_steps * step
         return self.replace(
             step_size=float(step),
-            max_angle=float(self.max_angle if self.max_angle is not None else (60.0 if mrtrix else 45.0)),
+            max_angle=float(self.max_angle if self.max_angle is not None else a.max_angle),
             cutoff=float(self.cutoff if self.cutoff is not None else 0.1),
-            min_length=float(self.min_length if self.min_length is not None else (5.0 * voxel_size if mrtrix else 0.0)),
-            max_length=float(self.max_length if self.max_length is not None
-                             else (100.0 * voxel_size if mrtrix else 500.0 * step)),
-            precision=self.precision or ("float64" if self.algorithm == "detmax" else "float32"),
+            min_length=float(self.min_length if self.min_length is not None else a.min_length_voxels * voxel_size),
+            max_length=float(max_length),
+            precision=self.precision or a.precision,
         )

@@ -138,6 +138,24 @@ def b0_mask(bvals: np.ndarray, b0_threshold: float = B0_THRESHOLD) -> np.ndarray
     return np.asarray(bvals) <= b0_threshold
 
 
+def design_matrix(bvals, bvecs, dtype=np.float64) -> np.ndarray:
+    """(G, 7) matrix X with log S = X @ [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, log S0]; b in s/mm^2, ``bvecs``
+    (G, 3) unit, computed in ``dtype``."""
+    b = np.asarray(bvals, dtype=dtype)
+    x, y, z = np.asarray(bvecs, dtype=dtype).T
+    columns = [x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z]
+    return np.stack([-b * c for c in columns] + [np.ones_like(b)], axis=-1)
+
+
+def tensor_solver(bvals, bvecs) -> np.ndarray:
+    """(7, G) float64 pseudo-inverse of MRtrix3's b-matrix (``grad2bmatrix``: -log S = B @ D), the
+    OLS tensor fit of Tensor_Det; InputError without both b=0 and diffusion-weighted volumes."""
+    b0 = b0_mask(np.asarray(bvals))
+    if not (b0.any() and (~b0).any()):
+        raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
+    return np.linalg.pinv(-design_matrix(bvals, bvecs))
+
+
 def shells(bvals: np.ndarray, b0_threshold: float = B0_THRESHOLD, epsilon: float = SHELL_EPSILON
            ) -> list[np.ndarray]:
     """Group the diffusion-weighted volumes into shells: sorted b-values split where consecutive

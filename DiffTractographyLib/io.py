@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import InputError
 from .files import atomic_path, tractogram_format
-from .streamlines import Tractogram, _lengths_to_offsets
+from .streamlines import Tractogram, _lengths_to_offsets, as_numpy
+
 
 def _reference_header(tractogram: Tractogram):
     import nibabel as nib
@@ -29,18 +29,40 @@ def _reference_header(tractogram: Tractogram):
 def _nib_tractogram(t: Tractogram):
     import nibabel as nib
 
-    dps = {k: v.detach().cpu().numpy().reshape(len(t), -1) for k, v in t.data_per_streamline.items()}
-    dpp = {k: v.detach().cpu().numpy().reshape(len(t.points), -1).astype(np.float32) for k, v in t.data_per_point.items()}
+    dps = {k: as_numpy(v).reshape(len(t), -1) for k, v in t.data_per_streamline.items()}
+    dpp = {k: as_numpy(v).reshape(len(t.points), -1).astype(np.float32) for k, v in t.data_per_point.items()}
+    offsets = as_numpy(t.offsets).astype(np.int64)
     seq = nib.streamlines.ArraySequence()
-    seq._data = t.points.detach().cpu().numpy().astype(np.float32)
-    seq._offsets = t.offsets[:-1].cpu().numpy().astype(np.int64)
-    seq._lengths = t.lengths.cpu().numpy().astype(np.int64)
+    seq._data = as_numpy(t.points).astype(np.float32)
+    seq._offsets = offsets[:-1]
+    seq._lengths = np.diff(offsets)
     tractogram = nib.streamlines.Tractogram(seq, affine_to_rasmm=np.eye(4))
     tractogram.data_per_streamline = dps
     if dpp:
-        tractogram.data_per_point = {k: nib.streamlines.ArraySequence(np.split(v, t.offsets[1:-1].cpu().numpy()))
-                                     for k, v in dpp.items()}
+        tractogram.data_per_point = {k: nib.streamlines.ArraySequence(np.split(v, offsets[1:-1])) for k, v in dpp.items()}
     return tractogram
+
+
+def _write_tck(path, points: np.ndarray, offsets: np.ndarray) -> None:
+    """MRtrix3's .tck: a text header, then float32 little-endian xyz triplets, a NaN triplet after
+    each streamline and an Inf triplet at the end, written as one buffer."""
+    from datetime import datetime
+
+    n, p = len(offsets) - 1, len(points)
+    data = np.full((p + n + 1, 3), np.nan, dtype="<f4")
+    data[np.arange(p) + np.repeat(np.arange(n), np.diff(offsets))] = points
+    data[-1] = np.inf
+    lines = ["mrtrix tracks", f"timestamp: {datetime.now().timestamp():.6f}", "datatype: Float32LE",
+             f"count: {n:010d}", f"total_count: {n}"]
+    body = "\n".join(lines) + "\n"
+    base = len(body) + len("file: . \nEND\n")
+    offset = base
+    while offset != base + len(str(offset)):  # the offset counts its own digits
+        offset = base + len(str(offset))
+    header = f"{body}file: . {offset}\nEND\n".encode("latin-1")
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(data.tobytes())
 
 
 def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:
@@ -53,36 +75,32 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
     if groups and fmt != ".trx":
         raise InputError(f"{path}: streamline groups can only be stored in .trx files")
     with atomic_path(path) as tmp:
-        if fmt in (".tck", ".trk"):
+        if fmt == ".tck":
+            _write_tck(tmp, as_numpy(tractogram.points), as_numpy(tractogram.offsets))
+        elif fmt == ".trk":
             import nibabel as nib
+            from nibabel.orientations import aff2axcodes
 
             nt = _nib_tractogram(tractogram)
-            if fmt == ".tck":
-                nt.data_per_streamline = {}
-                nt.data_per_point = {}
-                nib.streamlines.save(nt, tmp)
-            else:
-                from nibabel.orientations import aff2axcodes
-
-                nt.data_per_streamline = {k: v.astype(np.float32) for k, v in nt.data_per_streamline.items()}
-                header = {
-                    nib.streamlines.Field.VOXEL_TO_RASMM: tractogram.affine.astype(np.float32),
-                    nib.streamlines.Field.DIMENSIONS: np.array(tractogram.dimensions, dtype=np.int16),
-                    nib.streamlines.Field.VOXEL_SIZES: np.linalg.norm(tractogram.affine[:3, :3], axis=0).astype(np.float32),
-                    nib.streamlines.Field.VOXEL_ORDER: "".join(aff2axcodes(tractogram.affine)),
-                }
-                nib.streamlines.TrkFile(nt, header=header).save(tmp)
+            nt.data_per_streamline = {k: v.astype(np.float32) for k, v in nt.data_per_streamline.items()}
+            header = {
+                nib.streamlines.Field.VOXEL_TO_RASMM: tractogram.affine.astype(np.float32),
+                nib.streamlines.Field.DIMENSIONS: np.array(tractogram.dimensions, dtype=np.int16),
+                nib.streamlines.Field.VOXEL_SIZES: np.linalg.norm(tractogram.affine[:3, :3], axis=0).astype(np.float32),
+                nib.streamlines.Field.VOXEL_ORDER: "".join(aff2axcodes(tractogram.affine)),
+            }
+            nib.streamlines.TrkFile(nt, header=header).save(tmp)
         elif fmt == ".trx":
             import trx.trx_file_memmap as tmm
 
             nt = _nib_tractogram(tractogram)
             dtypes = {"positions": np.float32, "offsets": np.uint64,
-                      "dps": {k: (np.int64 if not v.is_floating_point() else np.float32)
+                      "dps": {k: (np.float32 if np.issubdtype(as_numpy(v).dtype, np.floating) else np.int64)
                               for k, v in tractogram.data_per_streamline.items()},
                       "dpv": {}}
             trx = tmm.TrxFile.from_tractogram(nt, reference=_reference_header(tractogram), dtype_dict=dtypes)
             for name, (indices, color) in (groups or {}).items():
-                trx.groups[name] = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.uint32)
+                trx.groups[name] = np.asarray(as_numpy(indices) if hasattr(indices, "cpu") else indices, dtype=np.uint32)
                 if color is not None:
                     trx.data_per_group[name] = {"color": np.asarray(color, dtype=np.uint8).reshape(1, 3)}
             try:
@@ -122,6 +140,8 @@ def load_tractogram(path, reference=None) -> Tractogram:
 
 
 def _read(path: str, fmt: str) -> Tractogram:
+    import torch
+
     affine, dims = np.eye(4), (1, 1, 1)
     if fmt in (".vtk", ".vtp"):
         from .polydata import read_polydata_file

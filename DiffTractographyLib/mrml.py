@@ -348,7 +348,7 @@ def with_tensors(tractogram, field):
     tensor at the edge."""
     import torch
 
-    from .fields import VolumeField
+    from .interpolation import VolumeField
     from .models.dti import fit_tensor
 
     volume = VolumeField(field.data, field.affine, rule="mrtrix")

@@ -11,8 +11,6 @@ df*/dc = Y(u*) (envelope theorem); no Newton iterate is stored or differentiated
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
 import numpy as np
 import torch
 
@@ -21,39 +19,6 @@ from . import sh
 MAX_DIR_CHANGE = 0.2
 ANGLE_TOLERANCE = 1e-4
 MAX_ITERATIONS = 50
-
-
-@lru_cache(maxsize=None)
-def _terms(lmax: int) -> dict[str, np.ndarray]:
-    """Index and constant arrays of ``SH::derivatives`` for every (l, m), grouped m = 0 / m > 0."""
-    f32 = lambda v: float(np.sqrt(np.float32(v)))  # noqa: E731  (MRtrix3 takes float square roots)
-    t: dict[str, list] = {k: [] for k in ("c0", "a0", "a1", "a2", "s1", "s2", "ll1",
-                                          "ip", "im", "a", "am1", "ap1", "am2", "ap2",
-                                          "A", "B", "C", "D", "E", "m")}
-    for l in range(0, lmax + 1, 2):
-        t["c0"].append(sh.index(l, 0))
-        t["a0"].append(sh.index_mpos(l, 0))
-        t["a1"].append(sh.index_mpos(l, 1) if l else 0)
-        t["a2"].append(sh.index_mpos(l, 2) if l else 0)
-        t["s1"].append(f32(l * (l + 1)))
-        t["s2"].append(f32(l * (l + 1) * (l - 1) * (l + 2)) if l else 0.0)
-        t["ll1"].append(float(l * (l + 1)))
-        for m in range(1, l + 1):
-            t["ip"].append(sh.index(l, m))
-            t["im"].append(sh.index(l, -m))
-            t["a"].append(sh.index_mpos(l, m))
-            t["am1"].append(sh.index_mpos(l, m - 1))
-            t["ap1"].append(sh.index_mpos(l, m + 1) if l > m else 0)
-            t["am2"].append(sh.index_mpos(l, m - 2) if m > 1 else sh.index_mpos(l, 1))
-            t["ap2"].append(sh.index_mpos(l, m + 2) if l > m + 1 else 0)
-            t["A"].append(f32((l + m) * (l - m + 1)))
-            t["B"].append(f32((l - m) * (l + m + 1)) if l > m else 0.0)
-            t["C"].append(float((l + m) * (l - m + 1) + (l - m) * (l + m + 1)))
-            d = f32((l + m) * (l - m + 1) * (l + m - 1) * (l - m + 2))
-            t["D"].append(-d if m == 1 else d)
-            t["E"].append(f32((l - m) * (l + m + 1) * (l - m - 1) * (l + m + 2)) if l > m + 1 else 0.0)
-            t["m"].append(float(m))
-    return {k: np.array(v) for k, v in t.items()}
 
 
 def _sh_derivatives(vp, vm, az, sel, q, m, m2, trig_scale):
@@ -102,36 +67,8 @@ def _newton_iteration(vp, vm, u, legendre_at, m, m2, trig_scale):
 
 
 def _table_iteration(vp, vm, u, row_pairs, inc: float, m, m2, trig_scale):
-    """``_newton_iteration`` on the precomputed table: a pure tensor function, so ``torch.compile``
-    can fuse it."""
+    """``_newton_iteration`` on the precomputed table."""
     return _newton_iteration(vp, vm, u, lambda el: sh.blend_rows(el, row_pairs, inc), m, m2, trig_scale)
-
-
-@lru_cache(maxsize=None)
-def _compiled_table_iteration():
-    return torch.compile(_table_iteration, dynamic=True)
-
-
-@lru_cache(maxsize=None)
-def _legendre_combination(lmax: int) -> np.ndarray:
-    """(3 (L0 + K), n_mpos) matrix taking P_l^m (``sh.legendre`` slots) to the three rows of
-    ``PeakFinder.combined_legendre`` (the theta-derivative ladder of ``SH::derivatives``)."""
-    t = _terms(lmax)
-    n0, k = len(t["c0"]), len(t["a"])
-    out = np.zeros((3, n0 + k, sh.n_mpos(lmax)))  # columns in the order of PeakFinder's terms
-    for j in range(n0):
-        out[0, j, t["a0"][j]] += 1.0
-        out[1, j, t["a1"][j]] += t["s1"][j]
-        out[2, j, t["a2"][j]] += t["s2"][j] / 2.0
-        out[2, j, t["a0"][j]] -= t["ll1"][j] / 2.0
-    for j in range(k):
-        out[0, n0 + j, t["a"][j]] += 1.0
-        out[1, n0 + j, t["am1"][j]] += t["A"][j] / -2.0
-        out[1, n0 + j, t["ap1"][j]] -= t["B"][j] / -2.0
-        out[2, n0 + j, t["a"][j]] += -t["C"][j] / 4.0
-        out[2, n0 + j, t["am2"][j]] += t["D"][j] / 4.0
-        out[2, n0 + j, t["ap2"][j]] += t["E"][j] / 4.0
-    return out.reshape(3 * (n0 + k), -1)
 
 
 class PeakFinder:
@@ -141,15 +78,13 @@ class PeakFinder:
     tolerance: stop when the angular step is below this (radians; MRtrix3: 1e-4).
     polish: exact Newton iterations on the sphere after the search (0 = MRtrix3); with > 0 the peak
         is converged to machine precision, as float64 gradient checks need.
-    compile: run the table iteration through ``torch.compile`` (fused kernels; a few ulps from the
-        eager arithmetic; the first call compiles for several seconds).
     """
 
     def __init__(self, lmax: int, precomputed: bool = True, tolerance: float = ANGLE_TOLERANCE,
-                 polish: int = 0, device=None, dtype=torch.float32, compile: bool = False):
-        self.lmax, self.tolerance, self.polish, self.compile = lmax, tolerance, polish, compile
+                 polish: int = 0, device=None, dtype=torch.float32):
+        self.lmax, self.tolerance, self.polish = lmax, tolerance, polish
         self.dtype = dtype
-        t = _terms(lmax)
+        t = sh.derivative_terms(lmax)
         n0, k = len(t["c0"]), len(t["ip"])
         zero_slot = sh.n_coeffs(lmax)  # index of a zero column appended to the coefficients
         # every (l, m) term as one column: m = 0 terms first, then m > 0 (cos-type, sin-type slots)
@@ -159,7 +94,7 @@ class PeakFinder:
         self._m = torch.as_tensor(m, dtype=dtype, device=device)
         self._m2 = self._m * self._m
         self._trig_scale = torch.as_tensor(np.where(m > 0, math.sqrt(2.0), 1.0), dtype=torch.float64, device=device)
-        self._combine = torch.as_tensor(_legendre_combination(lmax), dtype=dtype, device=device)
+        self._combine = torch.as_tensor(sh.legendre_combination(lmax), dtype=dtype, device=device)
         self.table = None
         if precomputed:
             self.table = sh.LegendreTable(lmax, device=device)
@@ -195,8 +130,7 @@ class PeakFinder:
         vp, vm = coeffs
         if self.table is None:
             return _newton_iteration(vp, vm, u, self.combined_legendre, self._m, self._m2, self._trig_scale)
-        iteration = _compiled_table_iteration() if self.compile else _table_iteration
-        return iteration(vp, vm, u, self._row_pairs, self._inc, self._m, self._m2, self._trig_scale)
+        return _table_iteration(vp, vm, u, self._row_pairs, self._inc, self._m, self._m2, self._trig_scale)
 
     @torch.no_grad()
     def search(self, c: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import InputError
-from .streamlines import Tractogram, _lengths_to_offsets
+from .streamlines import Tractogram, _lengths_to_offsets, as_numpy
 
 SPACE_TAG = "SPACE=RAS"
 
@@ -31,22 +30,22 @@ def tractogram_to_polydata(tractogram: Tractogram):
     """A vtkPolyData with one polyline per streamline; per-point data become point arrays, per-streamline
     data cell arrays (9-component point arrays are what SlicerDMRI treats as tensors)."""
     vtk, ns = vtk_modules()
-    points = np.ascontiguousarray(tractogram.points.detach().cpu().numpy(), dtype=np.float32)
+    points = np.ascontiguousarray(as_numpy(tractogram.points), dtype=np.float32)
     pd = vtk.vtkPolyData()
     vpoints = vtk.vtkPoints()
     vpoints.SetData(ns.numpy_to_vtk(points, deep=True))
     pd.SetPoints(vpoints)
-    offsets = tractogram.offsets.cpu().numpy().astype(np.int64)
+    offsets = as_numpy(tractogram.offsets).astype(np.int64)
     cells = vtk.vtkCellArray()
     cells.SetData(ns.numpy_to_vtkIdTypeArray(offsets, deep=True),
                   ns.numpy_to_vtkIdTypeArray(np.arange(len(points), dtype=np.int64), deep=True))
     pd.SetLines(cells)
     for name, value in tractogram.data_per_point.items():
-        arr = ns.numpy_to_vtk(np.ascontiguousarray(value.detach().cpu().numpy().reshape(len(points), -1)), deep=True)
+        arr = ns.numpy_to_vtk(np.ascontiguousarray(as_numpy(value).reshape(len(points), -1)), deep=True)
         arr.SetName(name)
         pd.GetPointData().AddArray(arr)
     for name, value in tractogram.data_per_streamline.items():
-        arr = ns.numpy_to_vtk(np.ascontiguousarray(value.detach().cpu().numpy().reshape(len(tractogram), -1)), deep=True)
+        arr = ns.numpy_to_vtk(np.ascontiguousarray(as_numpy(value).reshape(len(tractogram), -1)), deep=True)
         arr.SetName(name)
         pd.GetCellData().AddArray(arr)
     return pd
@@ -54,6 +53,8 @@ def tractogram_to_polydata(tractogram: Tractogram):
 
 def polydata_to_tractogram(pd) -> Tractogram:
     """The polyline cells of ``pd`` as a Tractogram (points as stored, assumed RAS mm)."""
+    import torch
+
     vtk, ns = vtk_modules()
     n_points = pd.GetNumberOfPoints()
     points = ns.vtk_to_numpy(pd.GetPoints().GetData()).astype(np.float32) if n_points else np.zeros((0, 3), np.float32)
@@ -118,5 +119,5 @@ def read_polydata_file(path) -> Tractogram:
         space = "LPS" if "SPACE=LPS" in (reader.GetHeader() or "") else "RAS"
     t = polydata_to_tractogram(pd)
     if "LPS" in space:
-        t.points = t.points * torch.tensor([-1.0, -1.0, 1.0], dtype=t.points.dtype)
+        t.points = t.points * t.points.new_tensor([-1.0, -1.0, 1.0])
     return t

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import rng
 from .errors import InputError
@@ -44,8 +43,8 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
         offsets = np.stack(np.meshgrid(ticks, ticks, ticks, indexing="ij"), -1).reshape(-1, 3)
     else:
         flat = np.ravel_multi_index(voxels.T, m.shape)
-        keys = torch.from_numpy((flat[:, None] * seeds_per_voxel + np.arange(seeds_per_voxel)).reshape(-1))
-        offsets = rng.uniform(rng_seed, keys, stream=1, n=3).numpy() - 0.5
+        keys = (flat[:, None] * seeds_per_voxel + np.arange(seeds_per_voxel)).reshape(-1)
+        offsets = rng.uniform(rng_seed, keys, stream=1, n=3) - 0.5
         offsets = offsets.reshape(len(voxels), seeds_per_voxel, 3)
     ijk = voxels[:, None, :] + offsets
     return apply_affine(as_affine(affine), ijk.reshape(-1, 3))
@@ -89,9 +88,9 @@ def seeds_in_spheres(centres, radius: float, count: int, rng_seed: int = 0, indi
     if count < 1:
         raise InputError(f"seeds per point must be at least 1, got {count}")
     ids = np.arange(len(c)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-    keys = torch.from_numpy((ids[:, None] * count + np.arange(count)).reshape(-1))
+    keys = (ids[:, None] * count + np.arange(count)).reshape(-1)
     u = rng.uniform(rng_seed, keys, stream=2, n=3)
-    offsets = (radius * np.cbrt(u[:, 0].numpy()))[:, None] * rng.on_sphere(u[:, 1:]).numpy()
+    offsets = (radius * np.cbrt(u[:, 0]))[:, None] * rng.on_sphere(u[:, 1:])
     return np.repeat(c, count, axis=0) + offsets
 
 
@@ -100,5 +99,5 @@ def seeds_in_box(box_to_world, size, count: int, rng_seed: int = 0) -> np.ndarra
     coordinates (origin at the centre) to RAS, ``size`` (3,) is the edge lengths in those coordinates."""
     if count < 1:
         raise InputError(f"the box needs at least one seed, got {count}")
-    u = rng.uniform(rng_seed, torch.arange(count), stream=3, n=3).numpy()
+    u = rng.uniform(rng_seed, np.arange(count), stream=3, n=3)
     return apply_affine(as_affine(box_to_world), (u - 0.5) * np.asarray(size, dtype=np.float64).reshape(3))

@@ -10,7 +10,8 @@ holds (P is the orthonormal associated Legendre function with the Condon-Shortle
 - ``descoteaux07-nonlegacy`` (DIPY ``legacy=False``): as ``descoteaux07`` with (-1)^m on the m < 0 slots.
 
 Directions are unit vectors in the frame the coefficients were fitted in; theta is measured from +z,
-phi = atan2(y, x).
+phi = atan2(y, x). Index tables and basis conversion need only numpy (the compiled kernels use them);
+evaluation is in torch (differentiable), imported on use.
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from .config import BASES
 from .errors import InputError
 
 Y00 = 0.282094791773878  # 1 / sqrt(4 pi), MRtrix3's literal
+#: rows of MRtrix3's precomputed Legendre table (``PrecomputedAL``)
+LEGENDRE_TABLE_ROWS = 512
 
 
 def n_coeffs(lmax: int) -> int:
@@ -82,47 +84,62 @@ def _conversion(lmax: int, basis: str) -> tuple[np.ndarray, np.ndarray]:
     return perm, sign
 
 
-def convert_basis(coeffs: torch.Tensor, from_basis: str, to_basis: str) -> torch.Tensor:
-    """Re-express SH coefficients (..., C) of one basis in another (same frame); differentiable."""
+def convert_basis(coeffs, from_basis: str, to_basis: str):
+    """Re-express SH coefficients (..., C) of one basis in another (same frame): a numpy array, or
+    a torch tensor (differentiable)."""
     check_basis(from_basis), check_basis(to_basis)
     if from_basis == to_basis:
         return coeffs
     lmax = lmax_for(coeffs.shape[-1])
     perm, sign = _conversion(lmax, from_basis)
-    # invert from_basis -> tournier07
-    inv = np.empty_like(perm)
+    inv = np.empty_like(perm)  # invert from_basis -> tournier07
     inv[perm] = np.arange(len(perm))
+    to_perm, to_sign = _conversion(lmax, to_basis)
+    if isinstance(coeffs, np.ndarray):
+        t = coeffs[..., inv] * sign[inv].astype(coeffs.dtype)
+        return t[..., to_perm] * to_sign.astype(coeffs.dtype)
+    import torch
+
     t = coeffs[..., torch.as_tensor(inv)] * torch.as_tensor(sign[inv], dtype=coeffs.dtype, device=coeffs.device)
-    perm, sign = _conversion(lmax, to_basis)
-    return t[..., torch.as_tensor(perm)] * torch.as_tensor(sign, dtype=coeffs.dtype, device=coeffs.device)
+    return t[..., torch.as_tensor(to_perm)] * torch.as_tensor(to_sign, dtype=coeffs.dtype, device=coeffs.device)
 
 
-def _sqrt_ratio(dtype: torch.dtype, num: int, den: int = 1) -> float:
-    """sqrt(num / den) rounded as C++ computes it in ``dtype``."""
-    if dtype == torch.float32:
+def _sqrt_ratio(dtype, num: int, den: int = 1) -> float:
+    """sqrt(num / den) rounded as C++ computes it in ``dtype`` (a torch or numpy dtype)."""
+    if str(dtype).endswith("float32"):
         return float(np.sqrt(np.float32(num) / np.float32(den)))
     return math.sqrt(num / den)
 
 
-def legendre(lmax: int, x: torch.Tensor) -> torch.Tensor:
+def _namespace(x):
+    """(array module, cast function) of a numpy array or a torch tensor."""
+    if isinstance(x, np.ndarray):
+        return np, lambda a, dtype: a.astype(dtype)
+    import torch
+
+    return torch, lambda a, dtype: a.to(dtype)
+
+
+def legendre(lmax: int, x):
     """Orthonormal associated Legendre functions with the Condon-Shortley phase,
-    P_l^m(x) for even l <= lmax and 0 <= m <= l, as (..., n_mpos(lmax)), slot ``index_mpos(l, m)``.
+    P_l^m(x) for even l <= lmax and 0 <= m <= l, as (..., n_mpos(lmax)), slot ``index_mpos(l, m)``,
+    for a numpy array or a torch tensor ``x``.
 
     Follows MRtrix3's ``Legendre::Plm_sph`` operation by operation (the P_m^m seed in double, the
     upward recurrence in the dtype of ``x``), so float32 results round as MRtrix3's do."""
-    x = torch.as_tensor(x)
+    xp, cast = _namespace(x)
     x2 = x * x
-    one_minus = 1.0 - x2.double()
-    columns: dict[tuple[int, int], torch.Tensor] = {}
+    one_minus = 1.0 - cast(x2, xp.float64)
+    columns: dict[tuple[int, int], object] = {}
     for m in range(lmax + 1):
         if m:
-            helper = torch.ones_like(one_minus)
+            helper = xp.ones_like(one_minus)
             for k in range(2, 2 * m + 1, 2):
                 helper = one_minus * (k - 1) / k * helper
-            pm = (float(torch.tensor(Y00, dtype=x.dtype)) * torch.sqrt((2 * m + 1) * helper)).to(x.dtype)
-            pm = torch.where(x2 >= 1.0, torch.zeros_like(pm), -pm if m & 1 else pm)
+            pm = cast(float(xp.asarray(Y00, dtype=x.dtype)) * xp.sqrt((2 * m + 1) * helper), x.dtype)
+            pm = xp.where(x2 >= 1.0, xp.zeros_like(pm), -pm if m & 1 else pm)
         else:
-            pm = torch.full_like(x, Y00)
+            pm = xp.full_like(x, Y00)
         values = {m: pm}
         if m < lmax:
             f = _sqrt_ratio(x.dtype, 2 * m + 3)
@@ -134,39 +151,94 @@ def legendre(lmax: int, x: torch.Tensor) -> torch.Tensor:
         for l in range(m + (m & 1), lmax + 1, 2):
             columns[(l, m)] = values[l]
     order = sorted(columns, key=lambda lm: index_mpos(*lm))
-    return torch.stack([columns[lm] for lm in order], dim=-1)
+    return xp.stack([columns[lm] for lm in order], -1)
 
 
-def _cos_sin_multiples(phi: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    m = torch.arange(1, lmax + 1, dtype=phi.dtype, device=phi.device)
-    return torch.cos(phi[..., None] * m), torch.sin(phi[..., None] * m)
+@lru_cache(maxsize=None)
+def derivative_terms(lmax: int) -> dict[str, np.ndarray]:
+    """Index and constant arrays of ``SH::derivatives`` for every (l, m), grouped m = 0 / m > 0."""
+    f32 = lambda v: float(np.sqrt(np.float32(v)))  # noqa: E731  (MRtrix3 takes float square roots)
+    t: dict[str, list] = {k: [] for k in ("c0", "a0", "a1", "a2", "s1", "s2", "ll1",
+                                          "ip", "im", "a", "am1", "ap1", "am2", "ap2",
+                                          "A", "B", "C", "D", "E", "m")}
+    for l in range(0, lmax + 1, 2):
+        t["c0"].append(index(l, 0))
+        t["a0"].append(index_mpos(l, 0))
+        t["a1"].append(index_mpos(l, 1) if l else 0)
+        t["a2"].append(index_mpos(l, 2) if l else 0)
+        t["s1"].append(f32(l * (l + 1)))
+        t["s2"].append(f32(l * (l + 1) * (l - 1) * (l + 2)) if l else 0.0)
+        t["ll1"].append(float(l * (l + 1)))
+        for m in range(1, l + 1):
+            t["ip"].append(index(l, m))
+            t["im"].append(index(l, -m))
+            t["a"].append(index_mpos(l, m))
+            t["am1"].append(index_mpos(l, m - 1))
+            t["ap1"].append(index_mpos(l, m + 1) if l > m else 0)
+            t["am2"].append(index_mpos(l, m - 2) if m > 1 else index_mpos(l, 1))
+            t["ap2"].append(index_mpos(l, m + 2) if l > m + 1 else 0)
+            t["A"].append(f32((l + m) * (l - m + 1)))
+            t["B"].append(f32((l - m) * (l + m + 1)) if l > m else 0.0)
+            t["C"].append(float((l + m) * (l - m + 1) + (l - m) * (l + m + 1)))
+            d = f32((l + m) * (l - m + 1) * (l + m - 1) * (l - m + 2))
+            t["D"].append(-d if m == 1 else d)
+            t["E"].append(f32((l - m) * (l + m + 1) * (l - m - 1) * (l + m + 2)) if l > m + 1 else 0.0)
+            t["m"].append(float(m))
+    return {k: np.array(v) for k, v in t.items()}
+
+
+@lru_cache(maxsize=None)
+def legendre_combination(lmax: int) -> np.ndarray:
+    """(3 (L0 + K), n_mpos) matrix taking P_l^m (``sh.legendre`` slots) to the three rows of
+    ``peaks.PeakFinder.combined_legendre`` (the theta-derivative ladder of ``SH::derivatives``)."""
+    t = derivative_terms(lmax)
+    n0, k = len(t["c0"]), len(t["a"])
+    out = np.zeros((3, n0 + k, n_mpos(lmax)))  # columns in the order of PeakFinder's terms
+    for j in range(n0):
+        out[0, j, t["a0"][j]] += 1.0
+        out[1, j, t["a1"][j]] += t["s1"][j]
+        out[2, j, t["a2"][j]] += t["s2"][j] / 2.0
+        out[2, j, t["a0"][j]] -= t["ll1"][j] / 2.0
+    for j in range(k):
+        out[0, n0 + j, t["a"][j]] += 1.0
+        out[1, n0 + j, t["am1"][j]] += t["A"][j] / -2.0
+        out[1, n0 + j, t["ap1"][j]] -= t["B"][j] / -2.0
+        out[2, n0 + j, t["a"][j]] += -t["C"][j] / 4.0
+        out[2, n0 + j, t["am2"][j]] += t["D"][j] / 4.0
+        out[2, n0 + j, t["ap2"][j]] += t["E"][j] / 4.0
+    return out.reshape(3 * (n0 + k), -1)
 
 
 @lru_cache(maxsize=None)
 def _basis_gather(lmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each tournier07 slot: Legendre slot, trig column (0 = none, m = cos/sin of m phi), kind."""
+    """For each tournier07 slot: Legendre slot, |m|, and the kind (0: m = 0, 1: cos, -1: sin)."""
     ls, ms = degrees_orders(lmax)
     leg = np.array([index_mpos(l, abs(m)) for l, m in zip(ls, ms)])
     return leg, np.abs(ms), np.sign(ms)
 
 
-def basis_matrix(directions: torch.Tensor, lmax: int, basis: str = "tournier07") -> torch.Tensor:
-    """SH basis evaluated at unit ``directions`` (..., 3): (..., n_coeffs(lmax)). Differentiable."""
+def basis_matrix(directions, lmax: int, basis: str = "tournier07"):
+    """SH basis evaluated at unit ``directions`` (..., 3): (..., n_coeffs(lmax)), for a numpy array or
+    a torch tensor (differentiable)."""
     check_basis(basis)
-    d = torch.as_tensor(directions)
-    z = d[..., 2].clamp(-1.0, 1.0)
-    phi = torch.atan2(d[..., 1], d[..., 0])
+    if not isinstance(directions, np.ndarray):
+        import torch
+
+        directions = torch.as_tensor(directions)
+    xp, _ = _namespace(directions)
+    d = directions
+    z = xp.clip(d[..., 2], -1.0, 1.0)
+    phi = xp.arctan2(d[..., 1], d[..., 0])
     p = legendre(lmax, z)
-    cos_m, sin_m = _cos_sin_multiples(phi, lmax)
     leg, mabs, kind = _basis_gather(lmax)
-    ones = torch.ones_like(phi)[..., None]
-    cos_all = torch.cat([ones, cos_m], -1)
-    sin_all = torch.cat([ones, sin_m], -1)
-    trig = torch.where(torch.as_tensor(kind >= 0, device=d.device), cos_all[..., mabs], sin_all[..., mabs])
-    scale = torch.as_tensor(np.where(kind == 0, 1.0, math.sqrt(2.0)), dtype=d.dtype, device=d.device)
+    mphi = phi[..., None] * xp.asarray(np.maximum(mabs, 0), dtype=d.dtype)
+    trig = xp.where(xp.asarray(kind >= 0), xp.cos(mphi), xp.sin(mphi))
+    scale = xp.asarray(np.where(kind == 0, 1.0, math.sqrt(2.0)), dtype=d.dtype)
+    if xp is not np:
+        trig, scale = trig.to(d.device), scale.to(d.device)
     t = p[..., leg] * trig * scale
     perm, sign = _conversion(lmax, basis)
-    return t[..., torch.as_tensor(perm)] * torch.as_tensor(sign, dtype=d.dtype, device=d.device)
+    return t[..., perm] * xp.asarray(sign, dtype=d.dtype).to(d.device) if xp is not np else t[..., perm] * sign
 
 
 def amplitudes(coeffs: torch.Tensor, directions: torch.Tensor, basis: str = "tournier07") -> torch.Tensor:
@@ -179,7 +251,9 @@ class LegendreTable:
     """MRtrix3's ``PrecomputedAL``: P_l^m tabulated in float32 at ``n`` elevations theta_k = k pi / (n - 1),
     read by linear blending of two rows (the default, ``sh_precomputed``, of SD_Stream)."""
 
-    def __init__(self, lmax: int, n: int = 512, device=None):
+    def __init__(self, lmax: int, n: int = LEGENDRE_TABLE_ROWS, device=None):
+        import torch
+
         self.lmax, self.n = lmax, n
         self.inc = np.float32(math.pi / (n - 1))
         elevations = np.arange(n, dtype=np.float32) * self.inc
@@ -193,6 +267,8 @@ class LegendreTable:
     def pairs(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(n - 1, 2, ...) pairs of consecutive rows (i, i + 1) of ``rows`` (default: the table's own,
         or any per-row transform of them) for ``blend_rows``."""
+        import torch
+
         rows = self.rows if rows is None else rows
         return torch.stack([rows[:-1], rows[1:]], 1)
 
@@ -205,6 +281,8 @@ def blend_rows(el: torch.Tensor, row_pairs: torch.Tensor, inc: float) -> torch.T
     """``PrecomputedAL::set`` and ``get``: row int(el / inc) blended linearly with the next, for
     elevations (any shape) in [0, pi] radians; ``row_pairs`` from ``LegendreTable.pairs``. At el = pi the blend
     with fraction 1 on the last pair gives the last row."""
+    import torch
+
     x = el / inc
     i = x.to(torch.int64).clamp(0, row_pairs.shape[0] - 1)  # C's int(): truncation
     frac = (x - i.to(x.dtype)).clamp(max=1.0)

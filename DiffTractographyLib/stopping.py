@@ -4,6 +4,9 @@
 from zero; DIPY ``BinaryStoppingCriterion``: float64, halves to even). ``ThresholdMap`` continues while
 the trilinearly interpolated value is above ``threshold`` (DIPY ``ThresholdStoppingCriterion``).
 ``AllOf`` intersects regions.
+
+Regions hold numpy data (the compiled kernels read it as it is); ``contains`` tests torch points on
+the region's device (the torch tracking path and selection), building its tensors on first use.
 """
 from __future__ import annotations
 
@@ -11,11 +14,9 @@ from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from .errors import InputError
-from .fields import Grid, VolumeField, round_half_away
-from .geometry import apply_affine
+from .geometry import apply_affine, as_affine
 
 
 class Status(IntEnum):
@@ -54,40 +55,59 @@ class BinaryMask:
     """
 
     def __init__(self, mask, affine, rule: str = "mrtrix", device=None):
-        m = torch.as_tensor(np.asarray(mask) != 0, device=device)
+        m = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask) != 0
         if m.ndim != 3:
             raise InputError(f"a mask must be a 3-D image, got shape {tuple(m.shape)}")
-        if not bool(m.any()):
+        if not m.any():
             raise InputError("the mask is empty (no non-zero voxel)")
-        self.mask, self.rule = m, rule
-        self.grid = Grid(m.shape, affine, device=device)
-        self._dims = torch.tensor(m.shape, device=device)
-        bottom = np.maximum(np.argwhere(m.cpu().numpy()).min(0) - 1, 0)
-        cropped = self.grid.affine.copy()
-        cropped[:3, 3] = apply_affine(self.grid.affine, bottom)
-        self._crop_to_voxel = torch.from_numpy(np.linalg.inv(cropped)[:3].astype(np.float32)).to(device)
-        self._crop_origin = torch.from_numpy(bottom).to(device)
+        self.array, self.affine, self.rule, self.device = m, as_affine(affine), rule, device
+        self.crop_origin = np.maximum(np.argwhere(m).min(0) - 1, 0)
+        cropped = self.affine.copy()
+        cropped[:3, 3] = apply_affine(self.affine, self.crop_origin)
+        #: MRtrix3's float32 scanner -> voxel transform of the cropped image, (3, 4)
+        self.crop_to_voxel = np.linalg.inv(cropped)[:3].astype(np.float32)
+        self._tensors = None
 
     def to(self, device) -> "BinaryMask":
-        device = torch.device(device)
-        return self if self.mask.device == device else BinaryMask(self.mask.cpu().numpy(), self.grid.affine, self.rule,
-                                                                  device)
+        return BinaryMask(self.array, self.affine, self.rule, device)
+
+    @property
+    def mask(self):
+        """The mask as a bool tensor on the region's device."""
+        return self._state()[0]
 
     def voxel_centres(self) -> np.ndarray:
         """(V, 3) RAS mm centres of the mask's voxels."""
-        return apply_affine(self.grid.affine, np.argwhere(self.mask.cpu().numpy()))
+        return apply_affine(self.affine, np.argwhere(self.array))
 
-    def contains(self, points: torch.Tensor) -> torch.Tensor:
+    def _state(self):
+        if self._tensors is None:
+            import torch
+
+            from .interpolation import Grid
+
+            d = self.device
+            self._tensors = (torch.as_tensor(self.array, device=d), Grid(self.array.shape, self.affine, device=d),
+                             torch.tensor(self.array.shape, device=d), torch.from_numpy(self.crop_to_voxel).to(d),
+                             torch.from_numpy(self.crop_origin).to(d))
+        return self._tensors
+
+    def contains(self, points):
+        import torch
+
+        from .interpolation import round_half_away
+
+        mask, grid, dims, crop_to_voxel, crop_origin = self._state()
         if self.rule == "mrtrix":
             p = points.detach().to(torch.float32)
-            m = self._crop_to_voxel
+            m = crop_to_voxel
             v = (m[:, 0] * p[:, :1] + m[:, 1] * p[:, 1:2]) + m[:, 2] * p[:, 2:3] + m[:, 3]
-            idx = round_half_away(v.double()).to(torch.int64) + self._crop_origin
+            idx = round_half_away(v.double()).to(torch.int64) + crop_origin
         else:
-            idx = torch.round(self.grid.to_voxel(points.detach())).to(torch.int64)
-        inside = ((idx >= 0) & (idx < self._dims)).all(-1)
+            idx = torch.round(grid.to_voxel(points.detach())).to(torch.int64)
+        inside = ((idx >= 0) & (idx < dims)).all(-1)
         idx = torch.where(inside[:, None], idx, torch.zeros_like(idx))
-        return inside & self.mask[idx[:, 0], idx[:, 1], idx[:, 2]]
+        return inside & mask[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
 class ThresholdMap:
@@ -96,18 +116,28 @@ class ThresholdMap:
     0.2), DIPY's ``ThresholdStoppingCriterion`` (float64, DIPY's interpolation rule)."""
 
     def __init__(self, values, affine, threshold: float, device=None):
-        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
-        if t.ndim != 3:
-            raise InputError(f"a stopping map must be a 3-D image, got shape {tuple(t.shape)}")
-        self.field = VolumeField(t[..., None], affine, rule="dipy")
-        self.threshold = float(threshold)
+        v = np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.float64)
+        if v.ndim != 3:
+            raise InputError(f"a stopping map must be a 3-D image, got shape {tuple(v.shape)}")
+        self.values, self.affine, self.threshold, self.device = v, as_affine(affine), float(threshold), device
+        self._field = None
 
     def to(self, device) -> "ThresholdMap":
-        device = torch.device(device)
-        return self if self.field.data.device == device else ThresholdMap(
-            self.field.data[..., 0].cpu().numpy(), self.field.grid.affine, self.threshold, device)
+        return ThresholdMap(self.values, self.affine, self.threshold, device)
 
-    def contains(self, points: torch.Tensor) -> torch.Tensor:
+    @property
+    def field(self):
+        """The map as a (X, Y, Z, 1) ``interpolation.VolumeField`` on the region's device."""
+        if self._field is None:
+            import torch
+
+            from .interpolation import VolumeField
+
+            self._field = VolumeField(torch.as_tensor(self.values[..., None], device=self.device), self.affine,
+                                      rule="dipy")
+        return self._field
+
+    def contains(self, points):
         values, inside = self.field.sample(points.detach())
         return inside & (values[:, 0] > self.threshold)
 
@@ -121,7 +151,7 @@ class AllOf:
     def to(self, device) -> "AllOf":
         return AllOf(*(r.to(device) if hasattr(r, "to") else r for r in self.regions))
 
-    def contains(self, points: torch.Tensor) -> torch.Tensor:
+    def contains(self, points):
         inside = self.regions[0].contains(points)
         for region in self.regions[1:]:
             inside = inside & region.contains(points)

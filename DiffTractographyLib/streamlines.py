@@ -1,6 +1,8 @@
-"""The in-memory tractogram: one flat (P, 3) tensor of RAS-mm points plus offsets.
+"""The in-memory tractogram: one flat (P, 3) array of RAS-mm points plus offsets.
 
-Points may carry autograd history (a differentiable tracking result); everything else is data.
+The arrays are torch tensors (points may carry autograd history, from differentiable tracking) or,
+from the compiled tracker used without torch, numpy arrays; the writers take either. The methods
+that compute answer with tensors (importing torch on use).
 """
 from __future__ import annotations
 
@@ -8,22 +10,34 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .geometry import as_affine
 
 
-def _lengths_to_offsets(lengths: torch.Tensor) -> torch.Tensor:
+def _lengths_to_offsets(lengths):
+    """(N + 1,) int64 offsets of (N,) vertex counts, numpy or torch like ``lengths``."""
+    if isinstance(lengths, np.ndarray):
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return offsets
+    import torch
+
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=lengths.device)
     offsets[1:] = torch.cumsum(lengths.to(torch.int64), 0)
     return offsets
+
+
+def as_numpy(x) -> np.ndarray:
+    """A numpy view of a numpy array or (detached, on the host) of a torch tensor."""
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
 @dataclass
 class Tractogram:
     """Streamlines in RAS mm.
 
-    points: (P, 3) float, RAS mm. offsets: (N + 1,) int64, streamline i is
+    points: (P, 3) float, RAS mm (a torch tensor or a numpy array; the other arrays alike).
+    offsets: (N + 1,) int64, streamline i is
     ``points[offsets[i]:offsets[i + 1]]``. affine / dimensions describe the reference image grid
     (written into .trk/.trx headers). data_per_streamline: name -> (N, ...) tensors (e.g.
     ``seed_index``, ``status``, ``cluster``); data_per_point: name -> (P, ...) tensors.
@@ -56,9 +70,12 @@ class Tractogram:
 
     # construction -------------------------------------------------------------------------------
     @classmethod
-    def from_list(cls, streamlines: Sequence, affine=None, dimensions=(1, 1, 1), dtype=torch.float32,
+    def from_list(cls, streamlines: Sequence, affine=None, dimensions=(1, 1, 1), dtype=None,
                   data_per_streamline: dict | None = None, data_per_point: dict | None = None) -> "Tractogram":
-        """Build from a list of (n_i, 3) arrays or tensors in RAS mm."""
+        """Build from a list of (n_i, 3) arrays or tensors in RAS mm (tensors of ``dtype``, default float32)."""
+        import torch
+
+        dtype = dtype or torch.float32
         tensors = [torch.as_tensor(np.asarray(s) if not torch.is_tensor(s) else s, dtype=dtype).reshape(-1, 3)
                    for s in streamlines]
         lengths = torch.tensor([len(t) for t in tensors], dtype=torch.int64)
@@ -71,6 +88,8 @@ class Tractogram:
     def from_padded(cls, points: torch.Tensor, lengths: torch.Tensor, affine=None, dimensions=(1, 1, 1),
                     data_per_streamline: dict | None = None) -> "Tractogram":
         """Pack (N, T, 3) padded points with (N,) vertex counts; keeps autograd history."""
+        import torch
+
         lengths = lengths.to(torch.int64)
         t = points.shape[1]
         valid = torch.arange(t, device=points.device)[None, :] < lengths.to(points.device)[:, None]
@@ -97,15 +116,19 @@ class Tractogram:
         return iter(self.streamlines())
 
     def streamlines(self) -> list[torch.Tensor]:
+        import torch
+
         return list(torch.split(self.points, self.lengths.tolist()))
 
     def numpy_streamlines(self) -> list[np.ndarray]:
         """The streamlines as float32 numpy arrays (detached, on the CPU)."""
-        flat = self.points.detach().cpu().numpy().astype(np.float32, copy=False)
-        return np.split(flat, self.offsets[1:-1].cpu().numpy())
+        flat = as_numpy(self.points).astype(np.float32, copy=False)
+        return np.split(flat, as_numpy(self.offsets)[1:-1])
 
     def padded(self, fill: float = float("nan")) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, T, 3) points padded with ``fill`` and the (N,) vertex counts; keeps autograd history."""
+        import torch
+
         n, lengths = len(self), self.lengths
         t = int(lengths.max()) if n else 0
         out = self.points.new_full((n, t, 3), fill)
@@ -115,6 +138,8 @@ class Tractogram:
 
     def arc_lengths(self) -> torch.Tensor:
         """Length of each streamline in mm, (N,)."""
+        import torch
+
         seg = torch.linalg.vector_norm(self.points[1:] - self.points[:-1], dim=1)
         seg = torch.cat([seg.new_zeros(1), seg])
         csum = torch.cumsum(seg.double(), 0)
@@ -125,6 +150,8 @@ class Tractogram:
     # transformation -----------------------------------------------------------------------------
     def subset(self, index) -> "Tractogram":
         """Streamlines ``index`` (bool mask or integer indices), in that order, with their data."""
+        import torch
+
         idx = torch.as_tensor(index)
         if idx.dtype == torch.bool:
             idx = torch.nonzero(idx, as_tuple=False).flatten()
@@ -152,6 +179,8 @@ class Tractogram:
     @staticmethod
     def concatenate(parts: Sequence["Tractogram"]) -> "Tractogram":
         """Join tractograms on the same grid; data keys must agree."""
+        import torch
+
         if not parts:
             raise ValueError("nothing to concatenate")
         first = parts[0]

@@ -13,6 +13,24 @@ def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max()))
 
 
+def matched_distances(ours, reference) -> np.ndarray:
+    """Hausdorff distance (mm) from each streamline of the ``reference`` tractogram to ours from the
+    same seed and start (the k-th of a seed's streamlines in each; inf when ours has none), exact
+    coordinates."""
+    def keyed(t):
+        points = t.points.detach().cpu().numpy() if torch.is_tensor(t.points) else t.points
+        offsets = np.r_[0, np.cumsum(np.asarray(t.lengths))]
+        seen: dict = {}
+        out = {}
+        for i, s in enumerate(np.asarray(t.seed_index).tolist()):
+            k = seen[s] = seen.get(s, -1) + 1
+            out[(s, k)] = points[offsets[i]:offsets[i + 1]]
+        return out
+
+    a, b = keyed(ours), keyed(reference)
+    return np.array([hausdorff(a[k], v) if k in a else np.inf for k, v in b.items()])
+
+
 def oblique_affine(spacing=(2.0, 2.0, 2.5), angles_deg=(20.0, -15.0, 30.0), flip_x=False, origin=(-20.0, -25.0, -10.0)):
     """A rotated (and optionally x-flipped) voxel -> RAS affine, as oblique scans have."""
     from scipy.spatial.transform import Rotation

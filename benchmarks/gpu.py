@@ -39,7 +39,7 @@ from DiffTractographyLib import SHField, Tracker  # noqa: E402
 from DiffTractographyLib import sh  # noqa: E402
 from DiffTractographyLib.geometry import apply_affine, axes_rotation, mean_voxel_size  # noqa: E402
 from DiffTractographyLib.images import load_nifti  # noqa: E402
-from DiffTractographyLib.methods.pmf import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD  # noqa: E402
+from DiffTractographyLib.tracking.sphere import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD  # noqa: E402
 from DiffTractographyLib.phantoms import brain_phantom  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
 from records import commit, save  # noqa: E402
@@ -98,7 +98,7 @@ def run_ours(data: dict, algorithm: str, seeds: np.ndarray, args, backward: bool
     device = torch.device(args.device)
     coeffs = coeffs.to(device).float().requires_grad_(backward)
     field = SHField(coeffs, data["affine"], basis)
-    tracker = Tracker(field, mask=data["mask"], algorithm=algorithm, device=args.device, compile=args.compile,
+    tracker = Tracker(field, mask=data["mask"], algorithm=algorithm, device=args.device,
                       chunk_size=args.chunk_size, precision="float32", **params_for(data["affine"]))
     reset_memory(device)
     first = []
@@ -227,7 +227,6 @@ def main() -> None:
     ap.add_argument("--reference", nargs="*", default=["phantom_cross", "invivo_small"])
     ap.add_argument("--dipy-seeds", type=int, default=300, help="seeds for DIPY's CPU trackers (slow)")
     ap.add_argument("--chunk-size", type=int, help="seeds per chunk (default: the library's per device)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the per-step kernels")
     ap.add_argument("--no-cuslines", action="store_true")
     ap.add_argument("--out", help="JSON record (default benchmarks/results/gpu_<commit>_<device>.json)")
     args = ap.parse_args()

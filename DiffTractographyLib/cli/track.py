@@ -9,6 +9,8 @@ import numpy as np
 
 from ..config import ALGORITHMS, BASES, CUTOFF_MEANING, TrackingParams
 from ..errors import InputError
+from ..tracking.algorithms import ALGORITHMS as DECLARED
+from ..tracking.algorithms import algorithm
 from . import COMMANDS
 from ..files import FORMATS, check_output, tractogram_format
 
@@ -55,8 +57,7 @@ def add_parser(sub) -> None:
     seeds.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
     trk = p.add_argument_group("tracking")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream",
-                     help="sdstream (MRtrix3 SD_Stream, default), tensordet (MRtrix3 Tensor_Det), "
-                          "detmax (DIPY deterministic maximum), prob (probabilistic)")
+                     help="; ".join(f"{a.name}: {a.summary}" for a in DECLARED.values()) + " (default sdstream)")
     trk.add_argument("--mask", metavar="FILE", help="stopping mask: seeds outside are rejected, streamlines "
                                                     "stop where they would leave it")
     trk.add_argument("--stop-map", metavar="FILE",
@@ -76,13 +77,13 @@ def add_parser(sub) -> None:
     trk.add_argument("--noprecomputed", action="store_true",
                      help="evaluate SH exactly instead of through MRtrix3's precomputed Legendre table")
     run = p.add_argument_group("execution and output")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    run.add_argument("--compile", action="store_true",
-                     help="fuse the per-step kernels with torch.compile: faster after a one-off compilation of "
-                          "10-40 s (needs a C++ compiler on CPU); float32 results differ by a few ulps")
+    run.add_argument("--device", default="auto",
+                     help="auto (a CUDA GPU when present with the CUDA toolchain, else the CPU), cpu, cuda or cuda:N")
+    run.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
     run.add_argument("--precision", choices=("float32", "float64"),
                      help="arithmetic precision (default float32; float64 for detmax, as DIPY)")
-    run.add_argument("--chunk-size", type=int, metavar="N", help="seeds tracked together (default by device)")
+    run.add_argument("--chunk-size", type=int, metavar="N",
+                     help="seeds per kernel call (default: sized for progress about 4 times a second)")
     run.add_argument("--rng-seed", type=int, default=0, metavar="N", help="seed of all random draws (default 0)")
     run.add_argument("--out", required=True, metavar="FILE", help=f"output tractogram ({', '.join(FORMATS)})")
     run.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -92,8 +93,6 @@ def add_parser(sub) -> None:
 
 def _read_input(args):
     """The FOD (an SHField) or the DWI named on the command line."""
-    import torch
-
     from ..fields import SHField
     from ..images import load_nifti
 
@@ -102,7 +101,7 @@ def _read_input(args):
     if args.fod is not None:
         data, affine = load_nifti(args.fod, ndim=4, what="FOD")
         try:
-            return SHField(torch.from_numpy(data), affine, args.sh_basis, args.sh_frame)
+            return SHField(data, affine, args.sh_basis, args.sh_frame)
         except InputError as exc:
             raise InputError(f"{args.fod}: {exc}") from exc
     from ..dwi_io import load_dwi
@@ -117,7 +116,7 @@ def _field(args, source, mask):
 
     if isinstance(source, SHField):
         return source
-    if args.algorithm == "tensordet":
+    if not algorithm(args.algorithm).tracks_fod:
         return DWIField.from_dwi(source)
     from ..devices import resolve_device
     from ..models.csd import fit_fod
@@ -125,7 +124,7 @@ def _field(args, source, mask):
     if not args.quiet:
         print(f"fitting CSD (lmax {args.lmax}) to {args.dwi}", file=sys.stderr)
     fod = fit_fod(source, None if mask is None else mask[0], lmax=args.lmax, device=resolve_device(args.device))
-    return SHField(fod.coeffs.float(), source.affine, fod.basis, fod.frame)
+    return SHField(fod.coeffs.float().cpu().numpy(), source.affine, fod.basis, fod.frame)
 
 
 def _seeds(args, field_affine, field_shape):
@@ -150,7 +149,6 @@ def _seeds(args, field_affine, field_shape):
 def _with_stop_map(args, mask):
     """The stopping region: ``mask`` ((data, affine) or None), and the --stop-map threshold when given."""
     from ..config import reference_rule
-    from ..devices import resolve_device
     from ..images import load_nifti
     from ..stopping import AllOf, BinaryMask, ThresholdMap
 
@@ -158,32 +156,32 @@ def _with_stop_map(args, mask):
         raise InputError("--stop-map and --stop-threshold go together")
     if args.stop_map is None:
         return mask
-    device = resolve_device(args.device)
     values, affine = load_nifti(args.stop_map, ndim=3, what="stopping map")
-    stop = ThresholdMap(values, affine, args.stop_threshold, device=device)
+    stop = ThresholdMap(values, affine, args.stop_threshold)
     if mask is None:
         return stop
-    return AllOf(BinaryMask(*mask, rule=reference_rule(args.algorithm), device=device), stop)
+    return AllOf(BinaryMask(*mask, rule=reference_rule(args.algorithm)), stop)
 
 
 def run_track(args) -> int:
     from ..dwi import DWI
     from ..images import load_nifti
     from ..io import save_tractogram
-    from ..tracking import track
+    from ..streamlines import Tractogram
+    from ..tracking.engine import KernelTracker
 
     out = check_output(args.out, force=args.force)
     tractogram_format(out)
     params = TrackingParams(algorithm=args.algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
                             min_length=args.min_length, max_length=args.max_length, rk4=args.rk4,
                             unidirectional=args.unidirectional, sh_precomputed=not args.noprecomputed,
-                            precision=args.precision, device=args.device, compile=args.compile,
-                            chunk_size=args.chunk_size, rng_seed=args.rng_seed).validate()
+                            precision=args.precision, device=args.device, chunk_size=args.chunk_size,
+                            nthreads=args.nthreads, rng_seed=args.rng_seed).validate()
     source = _read_input(args)
     points, directions = _seeds(args, source.affine, source.shape)
     mask = fit_mask = None
     if args.mask is not None:
-        if isinstance(source, DWI) and args.algorithm != "tensordet":
+        if isinstance(source, DWI) and algorithm(args.algorithm).tracks_fod:
             from ..dwi_io import load_mask
 
             mask = fit_mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs the DWI's grid
@@ -192,28 +190,32 @@ def run_track(args) -> int:
     mask = _with_stop_map(args, mask)
     field = _field(args, source, fit_mask)
     start = time.perf_counter()
+    tracker = KernelTracker(field, params, mask=mask)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(points), unit="seed", desc="tracking", file=sys.stderr, disable=None)
+        bar = tqdm(total=len(points), unit="seed", desc="tracking", file=sys.stderr, disable=None, mininterval=0.5)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
             bar.update(done - bar.n)
 
     try:
-        tractogram = track(field, points, params, seed_directions=directions, mask=mask, progress=progress)
+        result = tracker(points, seed_directions=directions, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    if len(tractogram) == 0:
-        raise InputError(f"no streamline was accepted from {len(points)} seeds ({tractogram.meta}); "
+    if len(result.lengths) == 0:
+        raise InputError(f"no streamline was accepted from {len(points)} seeds ({dict(result.stats)}); "
                          "check the mask, the cutoff and the seeds")
+    offsets = np.zeros(len(result.lengths) + 1, dtype=np.int64)
+    np.cumsum(result.lengths, out=offsets[1:])
+    tractogram = Tractogram(result.points, offsets, field.affine, tracker.shape, {"seed_index": result.seed_index})
     save_tractogram(tractogram, out)
     if not args.quiet:
         seconds = time.perf_counter() - start
-        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(tractogram.meta.items()))
-        print(f"{len(tractogram)} streamlines from {len(points)} seeds in {seconds:.1f} s -> {out}\n"
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.stats.items()))
+        print(f"{len(result.lengths)} streamlines from {len(points)} seeds in {seconds:.1f} s -> {out}\n"
               f"terminations and outcomes: {counts}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..dwi import DWI
+from ..dwi import design_matrix as dwi_design_matrix
 from ..errors import InputError
 from .volumes import as_mask, frame_bvecs, gather_voxels, scatter_voxels
 
@@ -21,13 +22,9 @@ MIN_SIGNAL = 1e-4  # DIPY's MIN_POSITIVE_SIGNAL
 
 
 def design_matrix(bvals, bvecs, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """(G, 7) matrix X with log S = X @ [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, log S0]; b in s/mm^2,
-    ``bvecs`` (G, 3) unit."""
-    b = torch.as_tensor(np.asarray(bvals), dtype=dtype, device=device)
-    g = torch.as_tensor(np.asarray(bvecs), dtype=dtype, device=device)
-    x, y, z = g.unbind(-1)
-    columns = [x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z]
-    return torch.stack([-b * c for c in columns] + [torch.ones_like(b)], dim=-1)
+    """``dwi.design_matrix`` as a tensor of ``dtype`` on ``device``."""
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    return torch.as_tensor(dwi_design_matrix(bvals, bvecs, dtype=numpy_dtype), device=device)
 
 
 @dataclass

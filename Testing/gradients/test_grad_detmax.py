@@ -9,7 +9,7 @@ import torch
 from helpers import lobes_sh
 
 from DiffTractographyLib.fields import SHField
-from DiffTractographyLib.methods.detmax import DeterministicMaximum
+from DiffTractographyLib.tracking.methods.detmax import DeterministicMaximum
 from DiffTractographyLib.tracking import track
 
 FIBRE = np.array([1.0, 0.2, 0.1]) / np.linalg.norm([1.0, 0.2, 0.1])

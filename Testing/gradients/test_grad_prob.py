@@ -8,8 +8,8 @@ import torch
 from helpers import lobes_sh
 
 from DiffTractographyLib.fields import SHField
-from DiffTractographyLib.methods.prob import Probabilistic
-from DiffTractographyLib.propagation import propagate
+from DiffTractographyLib.tracking.methods.prob import Probabilistic
+from DiffTractographyLib.tracking.propagation import propagate
 from DiffTractographyLib.tracking import track
 
 FIBRE = np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2])

@@ -49,10 +49,12 @@ def ui_root() -> ET.Element:
 
 
 def test_every_library_file_is_listed_for_packaging(module_lists):
-    listed = module_lists["LIB_PYTHON_SCRIPTS"]
-    missing = sorted(shipped_files(LIB_DIR) - set(listed))
+    scripts, resources = module_lists["LIB_PYTHON_SCRIPTS"], module_lists["LIB_PYTHON_RESOURCES"]
+    missing = sorted(shipped_files(LIB_DIR, ".py") - set(scripts))
     assert not missing, f"add to LIB_PYTHON_SCRIPTS in DiffTractography/CMakeLists.txt: {missing}"
-    assert len(listed) == len(set(listed))
+    missing = sorted(shipped_files(LIB_DIR) - shipped_files(LIB_DIR, ".py") - set(resources))
+    assert not missing, f"add to LIB_PYTHON_RESOURCES in DiffTractography/CMakeLists.txt: {missing}"
+    assert len(scripts + resources) == len(set(scripts + resources))
 
 
 def test_every_module_python_file_is_listed(module_lists):
@@ -62,7 +64,7 @@ def test_every_module_python_file_is_listed(module_lists):
 
 def test_every_listed_file_exists(module_lists):
     listed = ([MODULE_DIR / f for f in module_lists["MODULE_PYTHON_SCRIPTS"] + module_lists["MODULE_PYTHON_RESOURCES"]]
-              + [LIB_DIR / f for f in module_lists["LIB_PYTHON_SCRIPTS"]])
+              + [LIB_DIR / f for f in module_lists["LIB_PYTHON_SCRIPTS"] + module_lists["LIB_PYTHON_RESOURCES"]])
     assert [str(p.relative_to(ROOT)) for p in listed if not p.is_file()] == []
 
 
@@ -154,5 +156,5 @@ def test_requirements_never_name_what_slicer_or_the_pytorch_extension_provides()
     text = (MODULE_DIR / "Resources" / "requirements.txt").read_text()
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     names = {re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line}
-    assert names == {"dipy", "nibabel", "trx-python"}
+    assert names == {"dipy", "nibabel", "trx-python", "numba"}
     assert not names & {"torch", "vtk", "numpy", "scipy", "simpleitk", "pyqt5", "pyside6", "slicer-core"}

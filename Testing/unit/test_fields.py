@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from DiffTractographyLib.errors import InputError
-from DiffTractographyLib.fields import VolumeField
+from DiffTractographyLib.interpolation import VolumeField
 
 AFFINE = np.array([[-2.0, 0, 0, 10.0], [0, 2.0, 0, -5.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
 

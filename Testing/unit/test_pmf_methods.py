@@ -9,8 +9,8 @@ from helpers import dipy_tracking, lobes_sh
 
 from DiffTractographyLib.config import TrackingParams
 from DiffTractographyLib.fields import SHField
-from DiffTractographyLib.methods.detmax import DeterministicMaximum
-from DiffTractographyLib.methods.prob import Probabilistic
+from DiffTractographyLib.tracking.methods.detmax import DeterministicMaximum
+from DiffTractographyLib.tracking.methods.prob import Probabilistic
 from DiffTractographyLib.tracking import point_limits, track
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])

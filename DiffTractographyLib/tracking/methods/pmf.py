@@ -28,26 +28,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import sh
-from ..fields import SHField, VolumeField
-from ..geometry import voxel_sizes
-from ..stopping import Status
+from ... import sh
+from ...fields import SHField
+from ...interpolation import VolumeField
+from ...geometry import voxel_sizes
+from ...stopping import Status
+from ..sphere import (LOOKUP_CELLS, MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere,
+                      vertex_lookup)
 from .base import Method
 
 #: softmax temperature of the relaxation (on log pmf: 0.1 weighs the vertices by pmf ** 10)
 TEMPERATURE = 0.1
-#: DIPY's ``peak_directions`` settings for the start directions at a seed
-RELATIVE_PEAK_THRESHOLD = 0.5
-MIN_SEPARATION_ANGLE = 25.0
-#: cells per axis of the grid that tells which vertex a direction is (at most one per cell)
-LOOKUP_CELLS = 64
-
-
-def default_sphere():
-    """DIPY's ``default_sphere``: 362 vertices (a hemisphere of repulsion724) with its edges."""
-    from dipy.data import default_sphere as sphere
-
-    return sphere
 
 
 class PmfMethod(Method):
@@ -65,17 +56,11 @@ class PmfMethod(Method):
     from them (usually returning the lone seed).
     """
 
-    rule = "dipy"
-    shared_budget = False
-    reverse_uses_first_step = True
-    forward_after_seed = True
-
     def __init__(self, field: SHField, cutoff: float, max_angle: float, sphere=None,
-                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float64,
-                 compile: bool = False):
+                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float64):
         self.sphere = default_sphere() if sphere is None else sphere
         device = field.coeffs.device
-        self.volume = VolumeField(field.coeffs.to(dtype), field.affine, rule="dipy", compile=compile)
+        self.volume = VolumeField(field.coeffs.to(dtype), field.affine, rule="dipy")
         v = np.asarray(self.sphere.vertices, dtype=np.float64)
         self.basis = sh.basis_matrix(torch.as_tensor(v), field.lmax, field.basis).T.to(device, dtype).contiguous()
         self.rotation = field.to_world().to(device=device, dtype=dtype)
@@ -85,35 +70,15 @@ class PmfMethod(Method):
         self.cos_max = float(np.cos(np.deg2rad(max_angle)))
         self.temperature = float(temperature)
         self.relaxed = relaxed
-        self.cone_vertices = self._cone_table(v).to(device)
-        self.vertex_lookup = self._vertex_lookup()
-
-    def _cone_table(self, v: np.ndarray) -> torch.Tensor:
-        """(D, K): the vertices in the cone of each vertex, ascending, padded with the first. The
-        cosines are DIPY's: previous direction normalised as ``fast_numpy.normalize``, products
-        summed in order."""
-        d = v * (1.0 / np.sqrt(v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1] + v[:, 2] * v[:, 2]))[:, None]
-        cos = d[:, None, 0] * v[None, :, 0] + d[:, None, 1] * v[None, :, 1] + d[:, None, 2] * v[None, :, 2]
-        inside = ~self.outside_cone(torch.as_tensor(np.abs(cos)))
-        counts = inside.sum(1)
-        width = int(counts.max())
-        table = torch.argsort((~inside).to(torch.uint8), dim=1, stable=True)[:, :width]
-        return torch.where(torch.arange(width) >= counts[:, None], table[:, :1], table)
+        self.cone_vertices = torch.as_tensor(cone_table(v, self.cos_max, self.cone_inclusive)[0], device=device)
+        lookup = vertex_lookup(self.vertices.cpu().numpy())
+        self.vertex_lookup = None if lookup is None else torch.as_tensor(lookup, device=device)
 
     def _cell(self, directions: torch.Tensor) -> torch.Tensor:
+        """``sphere.direction_cells`` of (N, 3) directions, in torch."""
         g = LOOKUP_CELLS
         ijk = ((directions + 1.0) * (g / 2)).floor().clamp(0, g - 1).to(torch.int64)
         return (ijk[..., 0] * g + ijk[..., 1]) * g + ijk[..., 2]
-
-    def _vertex_lookup(self) -> torch.Tensor | None:
-        """(LOOKUP_CELLS ** 3,) vertex index of the cell holding +-vertex, -1 elsewhere; None when two
-        vertices share a cell (a very dense sphere: then every step tests all vertices)."""
-        cells = torch.cat([self._cell(self.vertices), self._cell(-self.vertices)])
-        if len(torch.unique(cells)) < len(cells):
-            return None
-        lookup = torch.full((LOOKUP_CELLS ** 3,), -1, dtype=torch.int64, device=cells.device)
-        index = torch.arange(len(self.vertices), device=cells.device)
-        return lookup.index_put((cells,), torch.cat([index, index]))
 
     @property
     def requires_grad(self) -> bool:
@@ -124,9 +89,12 @@ class PmfMethod(Method):
         c, inside = self.volume.sample(pos)
         return c @ self.basis, inside
 
+    #: whether the cone includes its boundary, |cos| >= cos(max_angle) (prob), or not (detmax)
+    cone_inclusive: bool
+
     def outside_cone(self, abs_cos: torch.Tensor) -> torch.Tensor:
         """Vertices outside the cone, from |cos(previous direction, vertex)|."""
-        raise NotImplementedError
+        return abs_cos < self.cos_max if self.cone_inclusive else abs_cos <= self.cos_max
 
     def cone(self, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate vertices (N, K) for unit RAS ``direction`` (N, 3), and which of them lie outside

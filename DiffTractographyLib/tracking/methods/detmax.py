@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..algorithms import ALGORITHMS
 from .pmf import PmfMethod
 
 
@@ -12,8 +13,9 @@ class DeterministicMaximum(PmfMethod):
     ties); no step unless that pmf is positive and survives the relative threshold ``cutoff``.
     Gradients: straight-through soft argmax (see ``pmf``)."""
 
-    def outside_cone(self, abs_cos):
-        return abs_cos <= self.cos_max
+    algorithm = ALGORITHMS["detmax"]
+
+    cone_inclusive = False
 
     def choose(self, values, outside, top, noise):
         if outside is not None:

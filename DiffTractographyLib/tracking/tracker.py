@@ -1,4 +1,9 @@
-"""``track``: seeds in, tractogram out, in RAS mm, differentiable, chunked, on CPU or CUDA."""
+"""``track`` and ``Tracker``: seeds in, tractogram out, in RAS mm, on CPU or CUDA.
+
+A run that needs no gradient goes through the compiled kernels (``engine``); when the field's tensor
+or the seeds require grad, the batched torch loop (``propagation``) tracks them, recording autograd
+history (the kernels and the loop give the same streamlines; tests hold them to it).
+"""
 from __future__ import annotations
 
 import logging
@@ -8,44 +13,31 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import rng
-from .config import TrackingParams
-from .devices import resolve_device
-from .geometry import mean_voxel_size
-from .errors import InputError
-from .fields import DWIField, SHField
+from .. import rng
+from ..config import TrackingParams
+from ..devices import resolve_device
+from ..errors import InputError
+from ..geometry import mean_voxel_size
+from ..fields import DWIField, SHField
+from ..stopping import BinaryMask, Status, StreamlineStatus
+from ..streamlines import Tractogram
+from .algorithms import algorithm
+from .engine import KernelTracker, TrackingCancelled, point_limits, supported_region
 from .methods import make_method
 from .propagation import HalfStreamlines, propagate
-from .stopping import BinaryMask, Status, StreamlineStatus
-from .streamlines import Tractogram
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = {"cpu": 20000, "cuda": 200000}
 
 
-def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[int, int]:
-    """(min_points, max_points) of a whole streamline, as MRtrix3's ``set_num_points`` computes them
-    in float32 (downsampling ratio 1). Without ``shared_budget`` (DIPY) max_points bounds each half,
-    seed included: ``max_length / step_size`` new points (DIPY's ``maxlen``) plus the seed."""
-    f = np.float32
-    step = f(params.step_size)
-    angle = f(f(params.max_angle) * np.float64(np.pi / 180.0))
-    min_radius = step / (f(2.0) * np.sin(f(0.5) * angle))
-    turn = f(2.0) * np.arcsin(step / (f(2.0) * min_radius))
-    min_step = f(2.0) * min_radius * np.sin(f(0.5) * turn)
-    min_points = 1 + int(np.ceil(f(params.min_length) / step))
-    if not shared_budget:
-        return min_points, 1 + max(1, round(params.max_length / params.step_size))
-    max_points = 3 + int(np.ceil(f(params.max_length) / min_step))
-    return min_points, max_points
-
-
 def _field_to(field, device: torch.device, dtype: torch.dtype):
     if isinstance(field, SHField):
-        return SHField(field.coeffs.to(device=device, dtype=dtype), field.affine, field.basis, field.frame)
+        return SHField(torch.as_tensor(field.coeffs).to(device=device, dtype=dtype), field.affine, field.basis,
+                       field.frame)
     if isinstance(field, DWIField):
-        return DWIField(field.data.to(device=device, dtype=dtype), field.affine, field.bvals, field.bvecs)
+        return DWIField(torch.as_tensor(field.data).to(device=device, dtype=dtype), field.affine, field.bvals,
+                        field.bvecs)
     raise InputError(f"cannot track on a {type(field).__name__}; give an SHField or a DWIField")
 
 
@@ -133,48 +125,90 @@ def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: tor
 
 
 class Tracker:
-    """A field with its method, stopping region and point budgets, prepared once (the volume is
-    padded and moved to the device here); call it with seeds as many times as needed, e.g. at every
-    move of an interactive seed. ``track`` is ``Tracker(field, params, mask=mask)(seeds, ...)``.
+    """A field with its method, stopping region and point budgets, prepared once; call it with seeds
+    as many times as needed, e.g. at every move of an interactive seed. ``track`` is
+    ``Tracker(field, params, mask=mask)(seeds, ...)``.
 
-    field: an ``SHField`` or a ``DWIField``. params / overrides: ``TrackingParams`` fields
-    (``step_size`` mm, ``max_angle`` degrees, ...). mask: stopping region: a region of
-    ``stopping`` (``BinaryMask``, ``ThresholdMap``, ``AllOf``; moved to the tracking device), a
-    (3-D array, affine) pair on its own grid, or a 3-D array on
-    the field's grid (nearest-voxel test with the algorithm's rounding). Seeds outside it are
-    rejected; a step that leaves it ends the streamline (the point is dropped).
+    field: an ``SHField`` or a ``DWIField`` (numpy arrays or torch tensors). params / overrides:
+    ``TrackingParams`` fields (``step_size`` mm, ``max_angle`` degrees, ...). mask: stopping region:
+    a region of ``stopping`` (``BinaryMask``, ``ThresholdMap``, ``AllOf``), a (3-D array, affine) pair
+    on its own grid, or a 3-D array on the field's grid (nearest-voxel test with the algorithm's
+    rounding). Seeds outside it are rejected; a step that leaves it ends the streamline (the point is
+    dropped). Any other object with ``contains`` (torch points -> bool) is tested by the torch loop,
+    which is then used for every call (a warning says so).
+
+    engine: ``None`` (default): calls that need no gradient run the compiled kernels
+    (``engine.KernelTracker``, on all CPU cores or CUDA) and calls whose field tensor or seeds require
+    grad run the torch loop on ``device``, whose points carry autograd history. ``"torch"`` always
+    runs the torch loop (the reference the kernels are tested against).
     """
 
-    def __init__(self, field, params: TrackingParams | None = None, *, mask=None, **overrides):
-        params = (params or TrackingParams()).replace(**overrides)
-        self.params = params.resolved(mean_voxel_size(field.affine))
+    def __init__(self, field, params: TrackingParams | None = None, *, mask=None, engine: str | None = None,
+                 **overrides):
+        if engine not in (None, "torch"):
+            raise InputError(f"engine must be None (automatic) or 'torch', got {engine!r}")
+        self._given = (params or TrackingParams()).replace(**overrides)
+        self.params = self._given.resolved(mean_voxel_size(field.affine))
+        self.algorithm = algorithm(self.params.algorithm)
+        self.algorithm.check_field(field)
         self.device = resolve_device(self.params.device)
         self.dtype = torch.float64 if self.params.precision == "float64" else torch.float32
-        self._source, self._used = field, False
-        self._prepare()
+        self.limits = point_limits(self.params, self.algorithm.shared_budget)
+        self._source, self._mask, self._engine = field, mask, engine
+        self._kernels: KernelTracker | None = None
+        self.method = None
+        if not supported_region(mask):
+            log.warning("the stopping region %s is not one the compiled kernels test; tracking with the torch loop",
+                        type(mask).__name__)
+
+    def _needs_torch(self, seeds) -> bool:
+        if self._engine == "torch" or not supported_region(self._mask):
+            return True
+        if not torch.is_grad_enabled():
+            return False
+        data = self._source.coeffs if isinstance(self._source, SHField) else self._source.data
+        return any(torch.is_tensor(x) and x.requires_grad for x in (data, seeds))
+
+    def _prepare(self) -> None:
+        """The torch path's field, method and region on ``device``."""
+        self.field = _field_to(self._source, self.device, self.dtype)
+        self.method = make_method(self.field, self.params, self.dtype)
+        mask = self._mask
         if mask is None or hasattr(mask, "contains"):  # a region object, built on any device
             self.region = mask.to(self.device) if hasattr(mask, "to") else mask
         else:
             data, mask_affine = mask if isinstance(mask, tuple) else (mask, self.field.affine)
-            self.region = BinaryMask(data, mask_affine, rule=self.method.rule, device=self.device)
-        self.limits = point_limits(self.params, self.method.shared_budget)
-
-    def _prepare(self) -> None:
-        self.field = _field_to(self._source, self.device, self.dtype)
-        self.method = make_method(self.field, self.params, self.dtype)
+            self.region = BinaryMask(data, mask_affine, rule=self.algorithm.rule, device=self.device)
 
     def __call__(self, seeds, *, seed_directions=None, seed_ids=None,
-                 progress: Callable[[int, int], None] | None = None) -> Tractogram:
+                 progress: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> Tractogram:
         """Track from ``seeds`` (N, 3) RAS mm; ``seed_directions`` (N, 3) RAS start directions, NaN
-        rows for none (MRtrix3 then draws a random direction that the method refines); ``seed_ids``
-        (N,) integers naming the seeds (default 0..N-1): they key every random draw of a seed and
-        become ``seed_index``, so a seed's streamline does not depend on the other seeds of the
-        call. ``progress`` is called with (seeds done, seeds total) after each chunk. See ``track``
-        for the result. A field that requires grad is prepared again at every call, so each call
-        has its own graph and sees the field's current values."""
-        if self._used and torch.is_grad_enabled() and self.method.requires_grad:
+        rows for none (MRtrix3's methods then draw a random direction that the method refines, DIPY's
+        track one streamline per peak); ``seed_ids`` (N,) integers naming the seeds (default
+        0..N-1): they key every random draw of a seed and become ``seed_index``, so a seed's
+        streamline does not depend on the other seeds of the call. ``progress`` is called with (seeds
+        done, seeds total) after each chunk; ``cancel()`` returning True stops the run
+        (``engine.TrackingCancelled``). See ``track`` for the result. With gradients, a field that
+        requires grad is prepared again at every call, so each call has its own graph and sees the
+        field's current values."""
+        if self._needs_torch(seeds):
+            return self._track_torch(seeds, seed_directions, seed_ids, progress, cancel)
+        if self._kernels is None:
+            self._kernels = KernelTracker(self._source, self._given, mask=self._mask)
+        as_array = lambda x: None if x is None else (x.detach().cpu().numpy() if torch.is_tensor(x) else x)  # noqa: E731
+        out = self._kernels(as_array(seeds), seed_directions=as_array(seed_directions), seed_ids=as_array(seed_ids),
+                            progress=progress, cancel=cancel)
+        lengths = torch.from_numpy(out.lengths)
+        offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        result = Tractogram(torch.from_numpy(out.points), offsets, np.asarray(self._source.affine), self._kernels.shape,
+                            {"seed_index": torch.from_numpy(out.seed_index)}, meta=dict(out.stats))
+        return result if self.device.type == "cpu" else result.to(self.device)
+
+    def _track_torch(self, seeds, seed_directions, seed_ids, progress, cancel) -> Tractogram:
+        if self.method is None or (torch.is_grad_enabled() and self.method.requires_grad):
             self._prepare()
-        self._used = True
         device, dtype, params = self.device, self.dtype, self.params
         seeds = torch.as_tensor(seeds, dtype=dtype).to(device)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
@@ -196,6 +230,8 @@ class Tracker:
         stats: Counter = Counter()
         parts, start = [], 0
         while start < n:
+            if cancel is not None and cancel():
+                raise TrackingCancelled("tracking was cancelled")
             end = min(start + chunk, n)
             ids = all_ids[start:end]
             try:
@@ -224,13 +260,16 @@ class Tracker:
 
 
 def track(field, seeds, params: TrackingParams | None = None, *, seed_directions=None, mask=None,
-          progress: Callable[[int, int], None] | None = None, **overrides) -> Tractogram:
+          progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+          engine: str | None = None, **overrides) -> Tractogram:
     """Track from ``seeds`` (N, 3) RAS mm through ``field`` (an ``SHField`` or a ``DWIField``).
 
-    params / overrides, mask: as ``Tracker``. seed_directions, progress: as ``Tracker.__call__``.
+    params / overrides, mask, engine: as ``Tracker``. seed_directions, progress, cancel: as
+    ``Tracker.__call__``.
 
     Returns the accepted streamlines in seed order, points in RAS mm, with ``seed_index`` per
     streamline and termination counts in ``meta``. Points keep autograd history to the field's
     tensor and to ``seeds`` when those require grad.
     """
-    return Tracker(field, params, mask=mask, **overrides)(seeds, seed_directions=seed_directions, progress=progress)
+    return Tracker(field, params, mask=mask, engine=engine, **overrides)(seeds, seed_directions=seed_directions, progress=progress,
+                                                          cancel=cancel)

@@ -2,15 +2,14 @@
 trilinearly interpolated DWI signal."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..dwi import b0_mask
-from ..errors import InputError
-from ..fields import DWIField, VolumeField
-from ..models.dti import design_matrix
-from ..stopping import Status
-from .base import Method, curvature_status, mrtrix_cos_threshold
+from ...dwi import tensor_solver
+from ...fields import DWIField
+from ...interpolation import VolumeField
+from ...stopping import Status
+from ..algorithms import ALGORITHMS, mrtrix_cos_threshold
+from .base import Method, curvature_status
 
 
 def tensor_fa(dt: torch.Tensor) -> torch.Tensor:
@@ -37,13 +36,11 @@ class TensorDet(Method):
     direction when one is given). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
     |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
 
-    def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32, compile: bool = False):
-        bmat = -design_matrix(field.bvals, field.bvecs).numpy()  # MRtrix3's grad2bmatrix: -log S = bmat @ D
-        b0 = b0_mask(np.asarray(field.bvals))
-        if not (b0.any() and (~b0).any()):
-            raise InputError("tensor tracking needs b=0 volumes and diffusion-weighted volumes")
-        self.binv = torch.as_tensor(np.linalg.pinv(bmat), dtype=dtype, device=field.data.device)
-        self.volume = VolumeField(field.data.to(dtype), field.affine, rule="mrtrix", compile=compile)
+    algorithm = ALGORITHMS["tensordet"]
+
+    def __init__(self, field: DWIField, cutoff: float, max_angle: float, dtype=torch.float32):
+        self.binv = torch.as_tensor(tensor_solver(field.bvals, field.bvecs), dtype=dtype, device=field.data.device)
+        self.volume = VolumeField(torch.as_tensor(field.data).to(dtype), field.affine, rule="mrtrix")
         self.cutoff = cutoff
         self.cos_max = mrtrix_cos_threshold(max_angle, dtype)
 

@@ -6,34 +6,33 @@ another frame (DIPY's voxel-axis SH) rotates them itself.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
-from ..stopping import Status
-
-
-def mrtrix_cos_threshold(max_angle: float, dtype=torch.float32) -> float:
-    """cos(max_angle degrees) as MRtrix3 forms it in float32 (degrees to float radians, product in
-    double, float cosine); the exact double value for float64 tracking."""
-    if dtype != torch.float32:
-        return math.cos(math.radians(max_angle))
-    radians = np.float32(np.float64(np.float32(max_angle)) * (np.pi / 180.0))
-    return float(np.cos(radians))
+from ...stopping import Status
+from ..algorithms import Algorithm
 
 
 class Method:
-    #: interpolation and mask rules (``fields.RULES``) of the reference the method reproduces
-    rule: str = "mrtrix"
-    #: MRtrix3 counts the points of both halves against one budget; DIPY gives each half its own.
-    shared_budget: bool = True
-    #: the second half starts from the first half's first step (DIPY) rather than the seed direction
-    reverse_uses_first_step: bool = False
-    #: output order: MRtrix3 stores the first half before the seed, DIPY after it
-    forward_after_seed: bool = False
+    #: the declaration (``algorithms.Algorithm``) of the algorithm: rule, budget and join semantics
+    algorithm: Algorithm
     #: cos(max_angle) of the curvature test (MRtrix3's rounding for the float32 methods)
     cos_max: float = -1.0
+
+    @property
+    def rule(self) -> str:
+        return self.algorithm.rule
+
+    @property
+    def shared_budget(self) -> bool:
+        return self.algorithm.shared_budget
+
+    @property
+    def reverse_uses_first_step(self) -> bool:
+        return self.algorithm.reverse_uses_first_step
+
+    @property
+    def forward_after_seed(self) -> bool:
+        return self.algorithm.forward_after_seed
 
     @property
     def requires_grad(self) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .methods.base import Method
-from .stopping import Region, Status
+from ..stopping import Region, Status
 
 
 @dataclass

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..fields import SHField
-from ..peaks import PeakFinder
-from ..stopping import Status
-from .base import Method, curvature_status, mrtrix_cos_threshold
+from ...fields import SHField
+from ...peaks import PeakFinder
+from ...stopping import Status
+from ..algorithms import ALGORITHMS, mrtrix_cos_threshold
+from .base import Method, curvature_status
 
 
 class SDStream(Method):
@@ -15,14 +16,15 @@ class SDStream(Method):
     ``next``: peak search from the previous direction at ``pos``; LOW_SIGNAL if the search fails or
     the amplitude is below ``cutoff``; HIGH_CURVATURE if the turn exceeds ``max_angle`` (degrees)."""
 
+    algorithm = ALGORITHMS["sdstream"]
+
     def __init__(self, field: SHField, cutoff: float, max_angle: float, precomputed: bool = True,
-                 polish: int = 0, dtype=torch.float32, compile: bool = False):
-        self.volume = SHField(field.coeffs.to(dtype), field.affine, field.basis, field.frame).volume("mrtrix", compile=compile)
+                 polish: int = 0, dtype=torch.float32):
+        self.volume = SHField(field.coeffs.to(dtype), field.affine, field.basis, field.frame).volume("mrtrix")
         self.cutoff = cutoff
         self.cos_max = mrtrix_cos_threshold(max_angle, dtype)
         device = field.coeffs.device
-        self.finder = PeakFinder(field.lmax, precomputed=precomputed, polish=polish, device=device, dtype=dtype,
-                                 compile=compile)
+        self.finder = PeakFinder(field.lmax, precomputed=precomputed, polish=polish, device=device, dtype=dtype)
         rot = field.to_world().to(dtype)
         self.rotation = None if field.frame == "world" else rot
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import rng
+from ... import rng
+from ..algorithms import ALGORITHMS
 from .pmf import TEMPERATURE, PmfMethod
 
 
@@ -17,14 +18,15 @@ class Probabilistic(PmfMethod):
     and a checkpointed backward pass redraws the same vertices. Gradients: straight-through
     Gumbel-softmax at ``temperature`` (see ``pmf``)."""
 
+    algorithm = ALGORITHMS["prob"]
+
     def __init__(self, field, cutoff, max_angle, rng_seed: int = 0, sphere=None,
-                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float32, compile: bool = False):
+                 temperature: float = TEMPERATURE, relaxed: bool = False, dtype=torch.float32):
         super().__init__(field, cutoff, max_angle, sphere=sphere, temperature=temperature, relaxed=relaxed,
-                         dtype=dtype, compile=compile)
+                         dtype=dtype)
         self.rng_seed = rng_seed
 
-    def outside_cone(self, abs_cos):
-        return abs_cos < self.cos_max
+    cone_inclusive = True
 
     def noise(self, key, vertices):
         """Gumbel noise at ``vertices`` for ``key`` = (seed index, branch, step): the uniform of

@@ -1,0 +1,420 @@
+"""Tracking with the compiled kernels: numpy in, numpy out, no torch.
+
+``KernelTracker`` prepares a field once (the kernels read the volume as it is, channels-last), its
+method's tables, the stopping regions and the propagation rules, then tracks any number of seed
+batches. Each call runs the seeds in chunks: one kernel call per chunk tracks every streamline of
+it to its end on all cores (or one CUDA thread per streamline), and between chunks progress is
+reported and a cancel request is honoured; chunks are sized to take about a quarter of a second.
+The streamlines, their seed index and the termination counts come back as numpy arrays.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import rng, sh
+from ..config import TrackingParams
+from ..errors import InputError
+from ..fields import DWIField, SHField
+from ..geometry import mean_voxel_size, voxel_sizes
+from ..stopping import AllOf, BinaryMask, Status, StreamlineStatus, ThresholdMap
+from .algorithms import algorithm, mrtrix_cos_threshold
+from .sphere import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere, vertex_lookup
+
+log = logging.getLogger(__name__)
+
+#: wall time a chunk aims at on the CPU (progress and cancellation come between chunks)
+CHUNK_SECONDS = 0.25
+#: bytes of streamline slots one chunk may hold
+SLOT_BYTES = 64 * 2**20
+
+
+class TrackingCancelled(Exception):
+    """Raised when ``cancel`` asked a run to stop; nothing of the run is returned."""
+
+
+@dataclass
+class KernelResult:
+    """Accepted streamlines in seed order: ``points`` (P, 3) RAS mm in the working precision,
+    ``lengths`` (N,) vertex counts, ``seed_index`` (N,), and the termination counts ``stats``
+    (``Status`` and ``StreamlineStatus`` names)."""
+
+    points: np.ndarray
+    lengths: np.ndarray
+    seed_index: np.ndarray
+    stats: Counter
+
+
+def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[int, int]:
+    """(min_points, max_points) of a whole streamline, as MRtrix3's ``set_num_points`` computes them
+    in float32 (downsampling ratio 1). Without ``shared_budget`` (DIPY) max_points bounds each half,
+    seed included: ``max_length / step_size`` new points (DIPY's ``maxlen``) plus the seed."""
+    f = np.float32
+    step = f(params.step_size)
+    angle = f(f(params.max_angle) * np.float64(np.pi / 180.0))
+    min_radius = step / (f(2.0) * np.sin(f(0.5) * angle))
+    turn = f(2.0) * np.arcsin(step / (f(2.0) * min_radius))
+    min_step = f(2.0) * min_radius * np.sin(f(0.5) * turn)
+    min_points = 1 + int(np.ceil(f(params.min_length) / step))
+    if not shared_budget:
+        return min_points, 1 + max(1, round(params.max_length / params.step_size))
+    max_points = 3 + int(np.ceil(f(params.max_length) / min_step))
+    return min_points, max_points
+
+
+def as_numpy(x) -> np.ndarray:
+    """A numpy view of a numpy array or a (detached, host) torch tensor."""
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+
+def _volume(data: np.ndarray, affine: np.ndarray, rule: str, dtype):
+    from .kernels.common import Volume
+
+    x, y, z, c = data.shape
+    values = np.ascontiguousarray(data, dtype=dtype).reshape(x * y * z, c)
+    if rule == "mrtrix":  # voxels with data: a non-zero (or NaN) channel
+        support = ((values != 0) | np.isnan(values)).any(-1)
+    else:
+        support = np.zeros(1, dtype=bool)
+    return Volume(values, np.array([x, y, z], dtype=np.int64), np.ascontiguousarray(np.linalg.inv(affine)[:3]),
+                  support, rule == "mrtrix")
+
+
+def _region_parts(mask) -> tuple[list, list]:
+    """The binary masks and threshold maps a region object is the intersection of."""
+    if mask is None:
+        return [], []
+    if isinstance(mask, BinaryMask):
+        return [mask], []
+    if isinstance(mask, ThresholdMap):
+        return [], [mask]
+    if isinstance(mask, AllOf):
+        masks, maps = [], []
+        for region in mask.regions:
+            a, b = _region_parts(region)
+            masks += a
+            maps += b
+        return masks, maps
+    raise InputError(f"the compiled kernels cannot test a {type(mask).__name__} stopping region; use "
+                     "BinaryMask, ThresholdMap or AllOf")
+
+
+def supported_region(mask) -> bool:
+    """Whether the kernels can test ``mask``: None, an array or (array, affine) pair, a ``BinaryMask``,
+    ``ThresholdMap`` or ``AllOf`` of them."""
+    if mask is not None and not hasattr(mask, "contains"):
+        return True
+    try:
+        _region_parts(mask)
+    except InputError:
+        return False
+    return True
+
+
+def _regions(masks: list[BinaryMask], maps: list[ThresholdMap]):
+    from .kernels.common import Regions
+
+    def cat(arrays, dtype):
+        return np.concatenate([np.ravel(a) for a in arrays]).astype(dtype) if arrays else np.zeros(1, dtype)
+
+    def offsets(arrays):
+        return np.cumsum([0] + [a.size for a in arrays[:-1]]).astype(np.int64) if arrays else np.zeros(1, np.int64)
+
+    def stack(arrays, shape, dtype):
+        return np.stack(arrays).astype(dtype) if arrays else np.zeros((1,) + shape, dtype)
+
+    arrays = [m.array for m in masks]
+    values = [m.values for m in maps]
+    return Regions(
+        len(masks), cat(arrays, np.bool_), offsets(arrays), stack([a.shape for a in arrays], (3,), np.int64),
+        np.array([0 if m.rule == "mrtrix" else 1 for m in masks] or [0], dtype=np.int64),
+        stack([m.crop_to_voxel for m in masks], (3, 4), np.float32),
+        stack([m.crop_origin for m in masks], (3,), np.int64),
+        stack([np.linalg.inv(m.affine)[:3] for m in masks], (3, 4), np.float64),
+        len(maps), cat(values, np.float64), offsets(values), stack([v.shape for v in values], (3,), np.int64),
+        stack([np.linalg.inv(m.affine)[:3] for m in maps], (3, 4), np.float64),
+        np.array([m.threshold for m in maps] or [0.0], dtype=np.float64))
+
+
+def _legendre_factors(lmax: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The recurrence factors of ``sh.legendre``: (first (lmax + 1,), rest (lmax + 1, lmax + 1))."""
+    first = np.zeros(lmax + 1, dtype=dtype)
+    rest = np.zeros((lmax + 1, lmax + 1), dtype=dtype)
+    for m in range(lmax):
+        first[m] = sh._sqrt_ratio(np.dtype(dtype), 2 * m + 3)
+        for n in range(m + 2, lmax + 1):
+            rest[m, n] = sh._sqrt_ratio(np.dtype(dtype), 4 * n * n - 1, n * n - m * m)
+    return first, rest
+
+
+def _sdstream_data(field: SHField, params: TrackingParams, dtype):
+    from .kernels.sdstream import SDStreamData
+
+    f = np.dtype(dtype).type
+    lmax = field.lmax
+    t = sh.derivative_terms(lmax)
+    n0 = len(t["c0"])
+    m = np.r_[np.zeros(n0), t["m"]]
+    combine = sh.legendre_combination(lmax).astype(dtype)
+    first, rest = _legendre_factors(lmax, dtype)
+    table, inc = np.zeros((2, 1), dtype=dtype), f(0.0)
+    if params.sh_precomputed:  # MRtrix3's PrecomputedAL: float32 Legendre rows at 512 elevations
+        rows = sh.LEGENDRE_TABLE_ROWS
+        inc32 = np.float32(math.pi / (rows - 1))
+        cos_el = np.cos(np.arange(rows, dtype=np.float32) * inc32).astype(np.float32)
+        table = (sh.legendre(lmax, cos_el).astype(dtype) @ combine.T).astype(dtype)
+        inc = f(inc32)
+    return SDStreamData(
+        f(params.cutoff), f(mrtrix_cos_threshold(params.max_angle, np.dtype(dtype))), field.frame == "voxel",
+        field.rotation().astype(dtype), np.r_[t["c0"], t["ip"]].astype(np.int64),
+        np.r_[np.full(n0, -1), t["im"]].astype(np.int64), m.astype(dtype), (m * m).astype(dtype),
+        np.where(m > 0, math.sqrt(2.0), 1.0), bool(params.sh_precomputed), np.ascontiguousarray(table), inc,
+        np.ascontiguousarray(combine), lmax, f(sh.Y00), first, rest, int(params.peak_polish))
+
+
+def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
+    from .kernels.pmf import PmfData
+
+    f = np.dtype(dtype).type
+    v = np.asarray(sphere.vertices, dtype=np.float64)
+    rotation = field.rotation().astype(dtype)
+    vertices = (v.astype(dtype) @ rotation.T).astype(dtype)  # RAS, as the torch method keeps them
+    cos_max = float(np.cos(np.deg2rad(params.max_angle)))
+    inclusive = params.algorithm == "prob"
+    cone, counts = cone_table(v, cos_max, inclusive)
+    lookup = vertex_lookup(vertices)
+    return PmfData(
+        f(params.cutoff), f(cos_max), inclusive, params.algorithm == "prob", int(params.rng_seed),
+        np.ascontiguousarray(sh.basis_matrix(v, field.lmax, field.basis).T.astype(dtype)), np.ascontiguousarray(vertices),
+        cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
+        voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
+        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE))
+
+
+class KernelTracker:
+    """A field, its method, the stopping regions and the point budgets prepared for the kernels;
+    call it with seeds as many times as needed.
+
+    field: an ``SHField`` or ``DWIField`` (numpy arrays or torch tensors; tensors are copied to the
+    host). params / overrides: ``TrackingParams`` fields. mask: a stopping region of ``stopping``
+    (``BinaryMask``, ``ThresholdMap``, ``AllOf``), a (3-D array, affine) pair on its own grid, or a
+    3-D array on the field's grid (nearest-voxel test with the algorithm's rounding). sphere: the
+    discrete sphere of detmax/prob (default DIPY's ``default_sphere``).
+    """
+
+    def __init__(self, field, params: TrackingParams | None = None, *, mask=None, sphere=None, **overrides):
+        params = (params or TrackingParams()).replace(**overrides)
+        self.params = params = params.resolved(mean_voxel_size(field.affine))
+        self.algorithm = declared = algorithm(params.algorithm)
+        declared.check_field(field)
+        self.dtype = np.float64 if params.precision == "float64" else np.float32
+        from .kernels.common import make_consts
+        from .kernels.rows import Rules
+
+        self.device = kernel_device(params.device)
+        self.consts = make_consts(self.dtype)
+        self.field = field
+        self.affine = field.affine
+        if isinstance(field, DWIField):
+            from .kernels.tensordet import TensorData
+
+            data = as_numpy(field.data)
+            self.method = TensorData(self.dtype(params.cutoff),
+                                     self.dtype(mrtrix_cos_threshold(params.max_angle, np.dtype(self.dtype))),
+                                     tensor_solver_matrix(field, self.dtype))
+            sizes = (data.shape[-1], 7, 1, 1, 18)
+            volume_data = data
+        else:
+            coeffs = as_numpy(field.coeffs)
+            if declared.start == "peaks":
+                self.sphere = sphere or default_sphere()
+                self.method = _pmf_data(field, params, self.dtype, self.sphere)
+                d = len(self.sphere.vertices)
+                sizes = (coeffs.shape[-1], d, d, 1, d)
+                volume_data = coeffs
+            else:
+                self.method = _sdstream_data(field, params, self.dtype)
+                t = len(self.method.m)
+                n_mpos = self.method.combine.shape[1]
+                sizes = (coeffs.shape[-1], t, t, 3 * t + n_mpos + field.lmax + 1, 1)
+                volume_data = sh.convert_basis(coeffs, field.basis, "tournier07")
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.volume = _volume(volume_data, field.affine, declared.rule, self.dtype)
+        if mask is not None and not hasattr(mask, "contains"):
+            data, mask_affine = mask if isinstance(mask, tuple) else (mask, field.affine)
+            mask = BinaryMask(data, mask_affine, rule=declared.rule)
+        self.regions = _regions(*_region_parts(mask))
+        self.limits = point_limits(params, declared.shared_budget)
+        f = self.dtype
+        self.rules = Rules(f(params.step_size), self.limits[1] - 1, self.limits[0], declared.shared_budget,
+                           declared.reverse_uses_first_step, declared.forward_after_seed, bool(params.unidirectional),
+                           bool(params.rk4), f(0.5 * params.step_size), self.method.cos_max)
+        self._chunk = params.chunk_size or 256
+        args = (self.method, self.consts, self.volume, self.regions, self.rules)
+        if self.device == "cuda":
+            from .kernels.cuda import to_device
+
+            args = (to_device(self.method), self.consts, to_device(self.volume), to_device(self.regions), self.rules)
+        self._args = args
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.volume.dims)
+
+    def __call__(self, seeds, *, seed_directions=None, seed_ids=None,
+                 progress: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> KernelResult:
+        """Track from ``seeds`` (N, 3) RAS mm; ``seed_directions`` (N, 3) RAS start directions, NaN
+        rows for none (MRtrix3 methods: a random direction the method refines; DIPY's: one streamline
+        per peak at the seed); ``seed_ids`` (N,) integers naming the seeds (default 0..N-1: they key
+        every random draw and become ``seed_index``). ``progress(done, total)`` is called after each
+        chunk; ``cancel()`` returning True stops the run (``TrackingCancelled``)."""
+        seeds = np.asarray(seeds, dtype=self.dtype)
+        if seeds.ndim != 2 or seeds.shape[1] != 3:
+            raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {seeds.shape}")
+        n = len(seeds)
+        if n == 0:
+            raise InputError("there are no seeds to track from")
+        ids = np.arange(n, dtype=np.int64) if seed_ids is None else np.asarray(seed_ids, dtype=np.int64).reshape(-1)
+        if len(ids) != n:
+            raise InputError(f"{len(ids)} seed ids for {n} seeds")
+        directions = None
+        if seed_directions is not None:
+            directions = np.asarray(seed_directions, dtype=self.dtype)
+            if directions.shape != seeds.shape:
+                raise InputError(f"{len(directions)} seed directions for {n} seeds")
+        if self.params.nthreads:
+            import numba
+
+            numba.set_num_threads(min(self.params.nthreads, numba.config.NUMBA_NUM_THREADS))
+        stats: Counter = Counter()
+        parts, start = [], 0
+        while start < n:
+            if cancel is not None and cancel():
+                raise TrackingCancelled("tracking was cancelled")
+            end = min(start + self._next_chunk(), n)
+            started = time.perf_counter()
+            parts.append(self._track_chunk(seeds[start:end], None if directions is None else directions[start:end],
+                                           ids[start:end], stats))
+            self._adapt(end - start, time.perf_counter() - started)
+            start = end
+            if progress is not None:
+                progress(end, n)
+        points = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), self.dtype)
+        return KernelResult(points, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), stats)
+
+    # -- chunking ---------------------------------------------------------------------------------
+    def _slot_points(self) -> int:
+        return 2 * int(self.rules.budget) + 1
+
+    def _next_chunk(self) -> int:
+        cap = max(1, SLOT_BYTES // (self._slot_points() * 3 * np.dtype(self.dtype).itemsize))
+        return int(min(self._chunk, cap))
+
+    def _adapt(self, rows: int, seconds: float) -> None:
+        if self.params.chunk_size:
+            return
+        rate = rows / max(seconds, 1e-6)
+        self._chunk = int(min(max(64, rate * CHUNK_SECONDS), 2 * self._chunk + 64))
+
+    # -- one chunk ------------------------------------------------------------------------------
+    def _start_rows(self, seeds, directions, ids):
+        """Rows to track: (points, unit start directions, seed ids, peak numbers) in seed order.
+        Seeds without a direction get a random one (MRtrix3) or one row per peak (DIPY)."""
+        given = np.zeros(len(seeds), bool) if directions is None else ~np.isnan(directions).any(-1)
+        starts = np.zeros_like(seeds)
+        if given.any():
+            d = np.nan_to_num(directions[given])
+            norm = np.sqrt((d * d).sum(-1, keepdims=True)).astype(self.dtype)
+            starts[given] = d / np.maximum(norm, self.dtype(1e-30))
+        peak = np.zeros(len(seeds), dtype=np.int64)
+        if given.all():
+            return seeds, starts, ids, peak
+        missing = ~given
+        if self.algorithm.start == "random":
+            starts[missing] = rng.unit_vectors(self.params.rng_seed, ids[missing], stream=0, dtype=self.dtype)
+            return seeds, starts, ids, peak
+        vertices, counts = self._peaks(seeds[missing])
+        repeat = np.ones(len(seeds), dtype=np.int64)
+        repeat[missing] = counts
+        rows = np.repeat(np.arange(len(seeds)), repeat)
+        first = np.cumsum(repeat) - repeat
+        peak = np.arange(len(rows)) - np.repeat(first, repeat)
+        starts = starts[rows]
+        rotation = self.method.rotation
+        peak_dirs = self.method.sphere_vertices[vertices].astype(self.dtype) @ rotation.T
+        starts[np.repeat(missing, repeat)] = peak_dirs.astype(self.dtype)
+        return seeds[rows], starts, ids[rows], peak
+
+    def _peaks(self, seeds):
+        """DIPY's peaks at ``seeds``: the peak vertices in seed order and their count per seed."""
+        from .kernels.pmf import MAX_PEAKS
+
+        out = np.zeros((len(seeds), MAX_PEAKS), dtype=np.int64)
+        counts = np.zeros(len(seeds), dtype=np.int64)
+        method, consts, volume = self._args[:3]
+        self._backend().peaks_at_seeds(method, consts, volume, self.sizes, seeds, out, counts)
+        return out[np.arange(MAX_PEAKS)[None, :] < counts[:, None]], counts
+
+    def _backend(self):
+        if self.device == "cpu":
+            from .kernels import cpu
+
+            return cpu
+        from .kernels import cuda
+
+        return cuda
+
+    def _track_chunk(self, seeds, directions, ids, stats: Counter):
+        seeds, starts, ids, peak = self._start_rows(seeds, directions, ids)
+        m = len(seeds)
+        slots = np.empty((m, self._slot_points(), 3), dtype=self.dtype)
+        bounds = np.zeros((m, 2), dtype=np.int64)
+        status = np.zeros((m, 2), dtype=np.int8)
+        fate = np.zeros(m, dtype=np.int8)
+        backend = self._backend()
+        on_device = backend.track_rows(*self._args, self.sizes, seeds, starts, ids, peak, slots, bounds, status, fate)
+        halves = status[:, :2].ravel()
+        counts = np.bincount(halves[halves >= 0], minlength=len(Status))
+        stats.update({Status(code).name: int(c) for code, c in enumerate(counts) if c})
+        outcome = np.bincount(fate, minlength=len(StreamlineStatus))
+        stats.update({StreamlineStatus(code).name: int(c) for code, c in enumerate(outcome) if c})
+        keep = np.flatnonzero(fate == StreamlineStatus.ACCEPTED)
+        lengths = bounds[keep, 1] - bounds[keep, 0]
+        offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        points = np.empty((int(offsets[-1]), 3), dtype=self.dtype)
+        backend.gather(slots if on_device is None else on_device, bounds, keep, offsets, points)
+        return points, lengths, ids[keep]
+
+
+def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:
+    from ..dwi import tensor_solver
+
+    return np.ascontiguousarray(tensor_solver(field.bvals, field.bvecs).astype(dtype))
+
+
+def kernel_device(name: str) -> str:
+    """``cpu`` or ``cuda`` for a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``). ``auto`` takes
+    CUDA when a GPU and the toolchain the kernels need are present; a GPU without the toolchain is
+    said in one line and the CPU is used. Asking for ``cuda`` without either is an InputError."""
+    if name == "cpu":
+        return "cpu"
+    if name != "auto" and not name.startswith("cuda"):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    from .kernels.availability import cuda_status
+
+    ready, reason = cuda_status()
+    if ready:
+        return "cuda"
+    if name != "auto":
+        raise InputError(f"device {name!r} was asked for but {reason}; use cpu or auto")
+    if reason.startswith("the CUDA toolchain"):
+        log.warning("difftract: %s; tracking on the CPU", reason)
+    return "cpu"

@@ -1,0 +1,214 @@
+"""What every kernel shares: the typed constants, trilinear sampling of a volume, the stopping
+regions and the counter-based random draws.
+
+Every function here is compiled once for the CPU (``numba.njit``, cached on disk) and serves the
+CUDA kernels unchanged (numba-cuda compiles ``njit`` functions called from a kernel for the GPU).
+Arithmetic follows the torch implementation operation by operation, in the working precision
+``K.f`` (float32 like MRtrix3, or float64 like DIPY): every floating constant comes from ``K`` so that
+no float64 literal widens a float32 expression, and every voxel transform is in float64 as in the
+references.
+"""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+from functools import partial
+
+import numpy as np
+from numba import njit
+from numba.extending import register_jitable
+
+from ... import rng
+from ...stopping import Status
+
+#: compile options of every kernel function: on-disk cache, no GIL, IEEE division (x / 0 = inf, no
+#: exception), no fast-math (the references' rounding is part of the result)
+jit = partial(njit, cache=True, nogil=True, error_model="numpy")
+
+CONTINUE = int(Status.CONTINUE)
+OUTSIDE_IMAGE = int(Status.OUTSIDE_IMAGE)
+LOW_SIGNAL = int(Status.LOW_SIGNAL)
+HIGH_CURVATURE = int(Status.HIGH_CURVATURE)
+EXIT_MASK = int(Status.EXIT_MASK)
+MAX_LENGTH = int(Status.MAX_LENGTH)
+
+#: constants in the working precision; ``f`` is the float type itself (``K.f(x)`` casts)
+Consts = namedtuple("Consts", "f zero half one two three one_half weight_floor peak_tolerance max_dir_change "
+                              "pole tiny cells_half")
+
+
+def make_consts(dtype) -> Consts:
+    f = np.dtype(dtype).type
+    return Consts(f, f(0.0), f(0.5), f(1.0), f(2.0), f(3.0), f(1.5), f(1e-6), f(1e-4), f(0.2), f(1e-4), f(1e-30),
+                  f(32.0))
+
+
+#: a 4-D volume sampled by trilinear interpolation: values (X Y Z, C) channels-last rows, dims (3,),
+#: the RAS -> voxel transform (3, 4) float64, and for the ``mrtrix`` rule the support mask (X Y Z,)
+#: (voxels with a non-zero or NaN channel; one False entry for the ``dipy`` rule)
+Volume = namedtuple("Volume", "values dims ras_to_voxel support mrtrix")
+
+#: the stopping regions, all of which must contain a point: binary masks (concatenated flat bool
+#: data with offsets, dims (M, 3), rule (M,) 0 mrtrix / 1 dipy, MRtrix3's float32 crop transform
+#: (M, 3, 4) and crop origin (M, 3), float64 RAS -> voxel (M, 3, 4)) and threshold maps (flat
+#: float64 data concatenated with offsets, dims, transforms, thresholds)
+Regions = namedtuple("Regions", "n_masks mask_data mask_offsets mask_dims mask_rule mask_crop mask_origin "
+                                "mask_to_voxel n_maps map_data map_offsets map_dims map_to_voxel map_threshold")
+
+#: per-row work arrays: ``c`` field samples, ``a``/``b``/``q`` method work space (working
+#: precision), ``d`` float64 work space
+Scratch = namedtuple("Scratch", "c a b q d")
+
+
+@jit
+def round_half_away(v):
+    """C's ``std::round`` of a float64 as int64 (halves away from zero)."""
+    if v < 0.0:
+        return -np.int64(math.floor(-v + 0.5))
+    return np.int64(math.floor(v + 0.5))
+
+
+@jit
+def round_half_even(v):
+    """numpy's ``rint`` of a float64 as int64 (halves to even)."""
+    f = math.floor(v)
+    d = v - f
+    r = np.int64(f)
+    if d > 0.5 or (d == 0.5 and r % 2 != 0):
+        r += 1
+    return r
+
+
+@jit
+def to_voxel(a, px, py, pz):
+    """RAS mm -> float64 voxel coordinates through ``a`` (3, 4)."""
+    x, y, z = np.float64(px), np.float64(py), np.float64(pz)
+    return (x * a[0, 0] + y * a[0, 1] + z * a[0, 2] + a[0, 3],
+            x * a[1, 0] + y * a[1, 1] + z * a[1, 2] + a[1, 3],
+            x * a[2, 0] + y * a[2, 1] + z * a[2, 2] + a[2, 3])
+
+
+@jit
+def _axis(v, n, mrtrix):
+    """Bounds test, the two voxel indices (the edge voxel extends over the outer half voxel) and the
+    blend fraction of one voxel coordinate."""
+    inside = (v > -0.5 if mrtrix else v >= -0.5) and v < n - 0.5
+    base = math.floor(v)
+    f = v - base
+    if v < 0.0 or v > n - 1:
+        f = 0.0
+    b = np.int64(base) if inside else 0
+    return inside, min(max(b, 0), n - 1), min(max(b + 1, 0), n - 1), f
+
+
+@jit
+def _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz):
+    """Flat index of corner ``corner`` (x inner, then y, z outer: MRtrix3's order)."""
+    i = i1 if corner & 1 else i0
+    j = j1 if corner & 2 else j0
+    k = k1 if corner & 4 else k0
+    return (i * ny + j) * nz + k
+
+
+@jit
+def sample(vol, K, px, py, pz, out):
+    """Trilinear interpolation of ``vol`` at a RAS-mm point into ``out`` (C,); returns ``inside``
+    (0 everywhere outside). ``interpolation.VolumeField.sample``'s arithmetic: weights formed in
+    float64 and cast, products in the working precision, corners summed in MRtrix3's order
+    (z outer, y, x inner); ``mrtrix`` rule: strict lower bound, nearest voxel in the support, weights
+    under 1e-6 set to 0."""
+    c = out.shape[0]
+    for ch in range(c):
+        out[ch] = K.zero
+    vx, vy, vz = to_voxel(vol.ras_to_voxel, px, py, pz)
+    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
+    inx, i0, i1, fx = _axis(vx, nx, vol.mrtrix)
+    iny, j0, j1, fy = _axis(vy, ny, vol.mrtrix)
+    inz, k0, k1, fz = _axis(vz, nz, vol.mrtrix)
+    if not (inx and iny and inz):
+        return False
+    if vol.mrtrix:
+        ri = min(max(round_half_away(vx), 0), nx - 1)
+        rj = min(max(round_half_away(vy), 0), ny - 1)
+        rk = min(max(round_half_away(vz), 0), nz - 1)
+        if not vol.support[(ri * ny + rj) * nz + rk]:
+            return False
+    wx0, wx1 = K.f(1.0 - fx), K.f(fx)
+    wy0, wy1 = K.f(1.0 - fy), K.f(fy)
+    wz0, wz1 = K.f(1.0 - fz), K.f(fz)
+    values = vol.values
+    for corner in range(8):
+        wx = wx1 if corner & 1 else wx0
+        wy = wy1 if corner & 2 else wy0
+        wz = wz1 if corner & 4 else wz0
+        w = wx * (wz * wy)
+        if vol.mrtrix and w < K.weight_floor:
+            w = K.zero
+        row = _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)
+        if corner == 0:
+            for ch in range(c):
+                out[ch] = w * values[row, ch]
+        else:
+            for ch in range(c):
+                out[ch] = out[ch] + w * values[row, ch]
+    return True
+
+
+@jit
+def _in_mask(R, m, px, py, pz):
+    dims = R.mask_dims[m]
+    if R.mask_rule[m] == 0:  # MRtrix3: float32 transform of the cropped image, halves away from zero
+        a = R.mask_crop[m]
+        x, y, z = np.float32(px), np.float32(py), np.float32(pz)
+        i = round_half_away(np.float64((a[0, 0] * x + a[0, 1] * y) + a[0, 2] * z + a[0, 3])) + R.mask_origin[m, 0]
+        j = round_half_away(np.float64((a[1, 0] * x + a[1, 1] * y) + a[1, 2] * z + a[1, 3])) + R.mask_origin[m, 1]
+        k = round_half_away(np.float64((a[2, 0] * x + a[2, 1] * y) + a[2, 2] * z + a[2, 3])) + R.mask_origin[m, 2]
+    else:  # DIPY: float64 voxel coordinates, halves to even
+        vx, vy, vz = to_voxel(R.mask_to_voxel[m], px, py, pz)
+        i, j, k = round_half_even(vx), round_half_even(vy), round_half_even(vz)
+    if i < 0 or j < 0 or k < 0 or i >= dims[0] or j >= dims[1] or k >= dims[2]:
+        return False
+    return R.mask_data[R.mask_offsets[m] + (i * dims[1] + j) * dims[2] + k]
+
+
+@jit
+def _above_threshold(R, m, px, py, pz):
+    """DIPY's ThresholdStoppingCriterion: float64 trilinear value (DIPY's bounds) > threshold."""
+    nx, ny, nz = R.map_dims[m, 0], R.map_dims[m, 1], R.map_dims[m, 2]
+    vx, vy, vz = to_voxel(R.map_to_voxel[m], px, py, pz)
+    inx, i0, i1, fx = _axis(vx, nx, False)
+    iny, j0, j1, fy = _axis(vy, ny, False)
+    inz, k0, k1, fz = _axis(vz, nz, False)
+    if not (inx and iny and inz):
+        return False
+    value = 0.0
+    for corner in range(8):
+        w = ((fx if corner & 1 else 1.0 - fx)
+             * ((fz if corner & 4 else 1.0 - fz) * (fy if corner & 2 else 1.0 - fy)))
+        term = w * R.map_data[R.map_offsets[m] + _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
+        value = term if corner == 0 else value + term
+    return value > R.map_threshold[m]
+
+
+@jit
+def contains(R, px, py, pz):
+    """Whether every stopping region contains the RAS-mm point (True when there are none)."""
+    for m in range(R.n_masks):
+        if not _in_mask(R, m, px, py, pz):
+            return False
+    for m in range(R.n_maps):
+        if not _above_threshold(R, m, px, py, pz):
+            return False
+    return True
+
+
+# the counter-based hash of ``rng``, compiled where a kernel calls it (the same functions serve numpy and torch)
+mix = register_jitable(rng.mix)
+stream_key = register_jitable(rng.stream_key)
+draw_bits = register_jitable(rng.draw_bits)
+
+
+@jit
+def uniform(key, draw):
+    """Draw ``draw`` of the stream ``key`` as a float64 in (0, 1) (``rng.uniform``)."""
+    return (np.float64(draw_bits(key, draw)) + 0.5) * (1.0 / 4294967296.0)

@@ -1,0 +1,191 @@
+"""DIPY's pmf direction getters in a kernel: the FOD on the vertices of a discrete sphere, the
+relative threshold, the ``max_angle`` cone; ``detmax`` takes the largest admissible vertex, ``prob``
+draws one by Gumbel-max from the counter-based stream of ``methods.prob``. ``seed_peaks`` is DIPY's
+``peak_directions`` at seeds given without a direction (one streamline per peak)."""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from ..sphere import LOOKUP_CELLS
+from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sample, stream_key, uniform
+
+#: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
+#: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
+#: (C, D) SH basis on the vertices; ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
+#: and the vertex lookup grid (empty: none) of ``sphere``; ``rotation`` SH frame -> RAS and
+#: ``voxel_size`` (DIPY's second-half start); for ``seed_peaks``: ``sphere_vertices`` (D, 3) float64
+#: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation)
+PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis vertices cone cone_count lookup "
+                                "rotation voxel_size sphere_vertices edges peak_threshold cos_separation")
+
+#: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
+MAX_PEAKS = 48
+
+
+@jit
+def _pmf(M, K, S, vol, px, py, pz):
+    """The pmf (D,) at a point into ``S.a`` and the largest value (NaN if any is, at least 0)."""
+    c = S.c
+    inside = sample(vol, K, px, py, pz, c)
+    pmf = S.a
+    top = K.zero
+    nan = False
+    for d in range(M.basis.shape[1]):
+        acc = K.zero
+        for j in range(c.shape[0]):
+            acc += c[j] * M.basis[j, d]
+        pmf[d] = acc
+        if acc != acc:
+            nan = True
+        elif acc > top:
+            top = acc
+    return inside, K.f(np.nan) if nan else top
+
+
+@jit
+def _cone_row(M, K, dx, dy, dz):
+    """The row of the cone table when (dx, dy, dz) is exactly a vertex or its antipode, else -1."""
+    if M.lookup.shape[0] == 0:
+        return -1
+    g = LOOKUP_CELLS
+    i = min(max(np.int64(math.floor((dx + K.one) * K.cells_half)), 0), g - 1)
+    j = min(max(np.int64(math.floor((dy + K.one) * K.cells_half)), 0), g - 1)
+    k = min(max(np.int64(math.floor((dz + K.one) * K.cells_half)), 0), g - 1)
+    v = M.lookup[(i * g + j) * g + k]
+    if v < 0:
+        return -1
+    a = M.vertices[v]
+    if (a[0] == dx and a[1] == dy and a[2] == dz) or (a[0] == -dx and a[1] == -dy and a[2] == -dz):
+        return v
+    return -1
+
+
+@jit
+def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
+    """The chosen vertex, flipped to continue forwards; LOW_SIGNAL when no vertex is admissible,
+    HIGH_CURVATURE when only vertices outside the cone would be, OUTSIDE_IMAGE outside the image."""
+    inside, top = _pmf(M, K, S, vol, px, py, pz)
+    pmf = S.a
+    floor = M.cutoff * top
+    row = _cone_row(M, K, dx, dy, dz)
+    n = M.cone_count[row] if row >= 0 else pmf.shape[0]
+    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
+    best = K.f(-np.inf)
+    chosen = -1
+    for i in range(n):
+        v = M.cone[row, i] if row >= 0 else i
+        value = pmf[v]
+        if row < 0:
+            a = M.vertices[v]
+            cos = abs((dx * a[0] + dy * a[1]) + dz * a[2])
+            if (cos < M.cos_max) if M.inclusive else (cos <= M.cos_max):
+                continue
+        if M.sample:
+            if not (value > K.zero and value >= floor):
+                continue
+            u = uniform(key, v)
+            score = K.f(math.log(value)) + K.f(-math.log(-math.log(u)))
+        else:
+            score = value
+        if score > best:
+            best, chosen = score, v
+    if M.sample:
+        ok = chosen >= 0
+    else:
+        ok = best > K.zero and best >= floor
+    if chosen < 0:
+        chosen = 0
+    a = M.vertices[chosen]
+    ux, uy, uz = a[0], a[1], a[2]
+    if not (ux * dx + uy * dy) + uz * dz > K.zero:
+        ux, uy, uz = -ux, -uy, -uz
+    if not inside:
+        return OUTSIDE_IMAGE, ux, uy, uz
+    if not ok:
+        return (HIGH_CURVATURE if top > K.zero else LOW_SIGNAL), ux, uy, uz
+    return CONTINUE, ux, uy, uz
+
+
+@jit
+def reverse(M, K, sx, sy, sz, fx, fy, fz):
+    """DIPY's second-half start: F[0] - F[1] normalised in voxel coordinates (the reversed first step
+    through the SH frame and the voxel sizes), or the reversed seed direction without a first step."""
+    if fx != fx:
+        return -sx, -sy, -sz
+    r, vs = M.rotation, M.voxel_size
+    bx = -(fx * r[0, 0] + fy * r[1, 0] + fz * r[2, 0]) / vs[0]
+    by = -(fx * r[0, 1] + fy * r[1, 1] + fz * r[2, 1]) / vs[1]
+    bz = -(fx * r[0, 2] + fy * r[1, 2] + fz * r[2, 2]) / vs[2]
+    n = K.f(math.sqrt(bx * bx + by * by + bz * bz))
+    bx, by, bz = bx / n, by / n, bz / n
+    return (bx * r[0, 0] + by * r[0, 1] + bz * r[0, 2], bx * r[1, 0] + by * r[1, 1] + bz * r[1, 2],
+            bx * r[2, 0] + by * r[2, 1] + bz * r[2, 2])
+
+
+@jit
+def seed_peaks(M, K, S, vol, px, py, pz, out):
+    """DIPY's ``peak_directions`` (relative peak threshold, minimum separation, antipodes identified)
+    of the pmf at a seed, thresholded like the getter: the peak vertices into ``out``, their count.
+    Local maxima are >= every neighbour and > one; none (a flat pmf) gives vertex 0, as DIPY."""
+    _, top = _pmf(M, K, S, vol, px, py, pz)
+    pmf = S.a
+    n_vertices = pmf.shape[0]
+    floor = M.cutoff * top
+    values = S.d
+    state = S.b  # -1 below a neighbour, 0 equal to all so far, 1 a maximum candidate
+    low = np.inf
+    for d in range(n_vertices):
+        values[d] = 0.0 if pmf[d] < floor else np.float64(pmf[d])
+        state[d] = 0
+        low = min(low, values[d])
+    for e in range(M.edges.shape[0]):
+        i, j = M.edges[e, 0], M.edges[e, 1]
+        if values[i] < values[j]:
+            state[i] = -1
+            if state[j] == 0:
+                state[j] = 1
+        elif values[i] > values[j]:
+            if state[i] == 0:
+                state[i] = 1
+            state[j] = -1
+        elif values[i] != values[i] or values[j] != values[j]:
+            out[0] = 0
+            return 1
+    count = 0
+    for d in range(n_vertices):  # maxima by value, descending; equal values keep index order
+        if state[d] > 0:
+            hole = count
+            while hole > 0 and values[d] > values[out[hole - 1]]:
+                if hole < out.shape[0]:
+                    out[hole] = out[hole - 1]
+                hole -= 1
+            if hole < out.shape[0]:
+                out[hole] = d
+            count += 1
+    if count == 0:
+        out[0] = 0
+        return 1
+    count = min(count, out.shape[0])
+    if count == 1:
+        return 1
+    low = max(low, 0.0)
+    threshold = M.peak_threshold * (values[out[0]] - low)
+    kept = 1  # search_descending: the first value below the threshold, never before 1
+    while kept < count and values[out[kept]] - low >= threshold:
+        kept += 1
+    unique = 0
+    for i in range(kept):
+        a = M.sphere_vertices[out[i]]
+        separate = True
+        for j in range(unique):
+            b = M.sphere_vertices[out[j]]
+            if abs(a[0] * b[0] + a[1] * b[1] + a[2] * b[2]) > M.cos_separation:
+                separate = False
+                break
+        if separate:
+            out[unique] = out[i]
+            unique += 1
+    return unique

@@ -1,0 +1,226 @@
+"""MRtrix3 SD_Stream in a kernel: the FOD peak nearest the previous direction, by MRtrix3's
+``Math::SH::get_peak`` on the precomputed Legendre table or exact Legendre functions (the
+arithmetic of ``peaks.PeakFinder``), with the optional exact Newton polish."""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sample
+
+MAX_ITERATIONS = 50
+
+#: cutoff (FOD amplitude) and cos(max_angle); ``rotation`` (3, 3) SH frame -> RAS when ``rotate``;
+#: the (l, m) terms of ``SH::derivatives`` (cos/sin coefficient slots, m, m^2, sqrt2 scale in
+#: float64); the Legendre rows: ``table`` (n, 3 * T) of the precomputed table (``inc`` rad apart)
+#: or, exact, ``combine`` (3 * T, n_mpos) with the recurrence factors ``factors`` (lmax + 1, lmax + 1)
+#: and ``first_factors`` (lmax + 1,) of ``sh.legendre``; ``polish`` exact Newton iterations
+SDStreamData = namedtuple("SDStreamData", "cutoff cos_max rotate rotation cos_slot sin_slot m m2 trig_scale "
+                                          "precomputed table inc combine lmax y00 first_factors factors polish")
+
+
+@jit
+def legendre(M, K, x, out, values):
+    """``sh.legendre`` at one ``x`` = cos(elevation): P_l^m for even l, slot l^2/4 + m, into ``out``
+    (MRtrix3's ``Plm_sph``: the P_m^m seed in float64, the recurrence in the working precision)."""
+    lmax = M.lmax
+    x2 = x * x
+    one_minus = 1.0 - np.float64(x2)
+    for m in range(lmax + 1):
+        if m:
+            helper = 1.0
+            for k in range(2, 2 * m + 1, 2):
+                helper = one_minus * (k - 1) / k * helper
+            pm = K.f(np.float64(M.y00) * math.sqrt((2 * m + 1) * helper))
+            if x2 >= K.one:
+                pm = K.zero
+            elif m & 1:
+                pm = -pm
+        else:
+            pm = M.y00
+        values[m] = pm
+        if m < lmax:
+            f = M.first_factors[m]
+            values[m + 1] = x * f * pm
+            for n in range(m + 2, lmax + 1):
+                nxt = x * values[n - 1] - values[n - 2] / f
+                f = M.factors[m, n]
+                values[n] = nxt * f
+        for l in range(m + (m & 1), lmax + 1, 2):
+            out[l * l // 4 + m] = values[l]
+
+
+@jit
+def _legendre_rows(M, K, el, q, work, exact):
+    """The three combined Legendre rows (3 T,) of ``SH::derivatives`` at elevation ``el`` into ``q``:
+    blended from the table (``PrecomputedAL``) or, ``exact`` or without a table, exact."""
+    t3 = M.m.shape[0] * 3
+    if M.precomputed and not exact:
+        x = el / M.inc
+        i = 0 if x != x else min(max(np.int64(x), 0), M.table.shape[0] - 2)
+        frac = min(x - K.f(i), K.one)
+        w0 = K.one - frac
+        for j in range(t3):
+            q[j] = w0 * M.table[i, j] + frac * M.table[i + 1, j]
+        return
+    n = M.combine.shape[1]
+    al = work[:n]
+    legendre(M, K, K.f(math.cos(el)), al, work[n:])
+    for j in range(t3):
+        acc = K.zero
+        for s in range(n):
+            acc += M.combine[j, s] * al[s]
+        q[j] = acc
+
+
+@jit
+def derivatives(M, K, vp, vm, az, el, q, work, exact):
+    """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` (f, df/del,
+    (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2) of prepared
+    coefficients at (az, el)."""
+    _legendre_rows(M, K, el, q, work, exact)
+    t = M.m.shape[0]
+    se = K.f(math.sin(el))
+    amp = d_el = d2_el = d_az = d2_elaz = d2_az = pole_az = K.zero
+    for j in range(t):
+        maz = az * M.m[j]
+        caz = K.f(np.float64(K.f(math.cos(maz))) * M.trig_scale[j])
+        saz = K.f(np.float64(K.f(math.sin(maz))) * M.trig_scale[j])
+        x = vp[j] * caz + vm[j] * saz
+        y = vm[j] * caz - vp[j] * saz
+        q0, q1, q2 = q[j], q[t + j], q[2 * t + j]
+        amp += x * q0
+        d_el += x * q1
+        d2_el += x * q2
+        my = M.m[j] * y
+        d_az += my * q0
+        d2_elaz += my * q1
+        d2_az += M.m2[j] * x * q0
+        pole_az += y * q1
+    if se < K.pole:
+        return amp, d_el, pole_az, d2_el, K.zero, K.zero
+    return amp, d_el, d_az / se, d2_el, d2_elaz / se, -d2_az / (se * se)
+
+
+@jit
+def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
+    """One iteration of ``get_peak``: the moved direction, the amplitude before the move, the step."""
+    az = K.f(math.atan2(uy, ux))
+    el = K.f(math.acos(uz))
+    ca, sa = K.f(math.cos(az)), K.f(math.sin(az))
+    ce, se = K.f(math.cos(el)), K.f(math.sin(el))
+    amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, q, work, False)
+    norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
+    a_az = d_az / norm if norm != K.zero else K.zero
+    a_el = d_el / norm if norm != K.zero else K.zero
+    slope = a_az * d_az + a_el * d_el
+    curv = a_az * a_az * h_az + K.two * a_az * a_el * h_elaz + a_el * a_el * h_el
+    dt = -slope / curv if curv != K.zero else K.zero
+    dt = abs(dt)
+    if dt > K.max_dir_change:  # NaN stays NaN (MRtrix3's std::min)
+        dt = K.max_dir_change
+    a_el, a_az = a_el * dt, a_az * dt
+    mx = ux + (a_el * ca * ce - a_az * sa)
+    my = uy + (a_el * sa * ce + a_az * ca)
+    mz = uz - a_el * se
+    n = K.f(math.sqrt(mx * mx + my * my + mz * mz))
+    return mx / n, my / n, mz / n, amp, dt
+
+
+@jit
+def _solve_negative_definite(K, h00, h01, h11, w0, w1):
+    """z = H^-1 w for a 2 x 2 H taken as negative definite (eigenvalues clamped below -1e-8 |H|)."""
+    half_trace = 0.5 * (h00 + h11)
+    radius = math.sqrt(0.25 * (h00 - h11) * (h00 - h11) + h01 * h01)
+    lo, hi = half_trace - radius, half_trace + radius
+    if h01 != 0.0:
+        ex, ey = h01, lo - h00
+    elif h00 <= h11:
+        ex, ey = 1.0, 0.0
+    else:
+        ex, ey = 0.0, 1.0
+    n = math.sqrt(ex * ex + ey * ey)
+    ex, ey = ex / n, ey / n
+    scale = max(abs(lo), abs(hi), 1e-30)
+    lo, hi = min(lo, -1e-8 * scale), min(hi, -1e-8 * scale)
+    a = (ex * w0 + ey * w1) / lo  # components along the eigenvectors (ex, ey) of lo and (-ey, ex) of hi
+    b = (-ey * w0 + ex * w1) / hi
+    return K.f(ex * a - ey * b), K.f(ey * a + ex * b)
+
+
+@jit
+def _polish(M, K, vp, vm, ux, uy, uz, q, work):
+    """``PeakFinder._polish``: exact Newton steps on the sphere, then the amplitude there."""
+    amp = K.zero
+    for i in range(M.polish + 1):
+        az = K.f(math.atan2(uy, ux))
+        el = K.f(math.acos(min(max(uz, -K.one), K.one)))
+        amp, g_el, g_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, q, work, True)
+        if i == M.polish:
+            break
+        s_el, s_az = _solve_negative_definite(K, h_el, h_elaz, h_az, g_el, g_az)
+        if K.f(math.sin(el)) < K.pole:
+            s_el, s_az = K.zero, K.zero
+        s_el, s_az = -s_el, -s_az
+        ca, sa, ce, se = K.f(math.cos(az)), K.f(math.sin(az)), K.f(math.cos(el)), K.f(math.sin(el))
+        ux = ux + s_el * (ca * ce) + s_az * (-sa)
+        uy = uy + s_el * (sa * ce) + s_az * ca
+        uz = uz + s_el * (-se) + s_az * K.zero
+        n = K.f(math.sqrt(ux * ux + uy * uy + uz * uz))
+        ux, uy, uz = ux / n, uy / n, uz / n
+    return ux, uy, uz, amp
+
+
+@jit
+def peak(M, K, S, ux, uy, uz):
+    """MRtrix3's peak search from (ux, uy, uz) (SH frame) on the coefficients in ``S.c``: the peak
+    direction, its amplitude and whether the search converged (else NaN, NaN)."""
+    t = M.m.shape[0]
+    vp, vm = S.a, S.b
+    for j in range(t):
+        vp[j] = S.c[M.cos_slot[j]]
+        vm[j] = S.c[M.sin_slot[j]] if M.sin_slot[j] >= 0 else K.zero
+    q, work = S.q[:3 * t], S.q[3 * t:]
+    for _ in range(MAX_ITERATIONS):
+        ux, uy, uz, amp, dt = _iterate(M, K, vp, vm, ux, uy, uz, q, work)
+        if dt < K.peak_tolerance:
+            if M.polish:
+                ux, uy, uz, amp = _polish(M, K, vp, vm, ux, uy, uz, q, work)
+            return ux, uy, uz, amp, True
+    nan = K.f(np.nan)
+    return nan, nan, nan, nan, False
+
+
+@jit
+def _direction(M, K, S, vol, px, py, pz, dx, dy, dz):
+    """``SDStream._peak``: data at the point, peak search from (dx, dy, dz) (RAS), status."""
+    inside = sample(vol, K, px, py, pz, S.c)
+    if not inside or S.c[0] != S.c[0]:
+        return OUTSIDE_IMAGE, dx, dy, dz
+    r = M.rotation
+    if M.rotate:  # RAS -> SH frame: d @ R
+        dx, dy, dz = (dx * r[0, 0] + dy * r[1, 0] + dz * r[2, 0], dx * r[0, 1] + dy * r[1, 1] + dz * r[2, 1],
+                      dx * r[0, 2] + dy * r[1, 2] + dz * r[2, 2])
+    ux, uy, uz, amp, ok = peak(M, K, S, dx, dy, dz)
+    if M.rotate:  # back to RAS: u @ R.T
+        ux, uy, uz = (ux * r[0, 0] + uy * r[0, 1] + uz * r[0, 2], ux * r[1, 0] + uy * r[1, 1] + uz * r[1, 2],
+                      ux * r[2, 0] + uy * r[2, 1] + uz * r[2, 2])
+    if not amp >= M.cutoff:  # a failed search (NaN) is low signal too
+        return LOW_SIGNAL, ux, uy, uz
+    return CONTINUE, ux, uy, uz
+
+
+@jit
+def init(M, K, S, vol, px, py, pz, dx, dy, dz):
+    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz)
+    return status == CONTINUE, ux, uy, uz
+
+
+@jit
+def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
+    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz)
+    if check_curvature and status == CONTINUE and (dx * ux + dy * uy) + dz * uz < M.cos_max:
+        status = HIGH_CURVATURE
+    return status, ux, uy, uz

@@ -1,0 +1,116 @@
+"""MRtrix3 Tensor_Det in a kernel: the principal eigenvector of the tensor fitted (OLS on -log S) to
+the trilinearly interpolated DWI at each point, an FA cutoff, the sign chosen to continue forwards
+(``methods.tensordet``'s arithmetic; the eigenvector by Jacobi rotations in float64)."""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sample
+
+#: cutoff (FA), cos(max_angle), ``binv`` (7, G) pseudo-inverse of MRtrix3's b-matrix
+TensorData = namedtuple("TensorData", "cutoff cos_max binv")
+
+JACOBI_SWEEPS = 32
+
+
+@jit
+def _rotate(a, v, p, q):
+    """One Jacobi rotation zeroing a[p, q] of the symmetric 3 x 3 ``a``, accumulated into ``v``."""
+    apq = a[3 * p + q]
+    if apq == 0.0:
+        return
+    theta = (a[3 * q + q] - a[3 * p + p]) / (2.0 * apq)
+    t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+    if theta < 0.0:
+        t = -t
+    c = 1.0 / math.sqrt(t * t + 1.0)
+    s = t * c
+    for k in range(3):  # columns p, q of a
+        akp, akq = a[3 * k + p], a[3 * k + q]
+        a[3 * k + p], a[3 * k + q] = c * akp - s * akq, s * akp + c * akq
+    for k in range(3):  # rows p, q
+        apk, aqk = a[3 * p + k], a[3 * q + k]
+        a[3 * p + k], a[3 * q + k] = c * apk - s * aqk, s * apk + c * aqk
+    a[3 * p + q] = a[3 * q + p] = 0.0
+    for k in range(3):
+        vkp, vkq = v[3 * k + p], v[3 * k + q]
+        v[3 * k + p], v[3 * k + q] = c * vkp - s * vkq, s * vkp + c * vkq
+
+
+@jit
+def principal_direction(dxx, dyy, dzz, dxy, dxz, dyz, work):
+    """Unit eigenvector (float64) of the largest eigenvalue of the symmetric tensor, by cyclic
+    Jacobi rotations in float64 (``work``: 18 float64)."""
+    a, v = work[:9], work[9:18]
+    a[0], a[1], a[2] = dxx, dxy, dxz
+    a[3], a[4], a[5] = dxy, dyy, dyz
+    a[6], a[7], a[8] = dxz, dyz, dzz
+    for k in range(9):
+        v[k] = 1.0 if k % 4 == 0 else 0.0
+    scale = abs(a[0]) + abs(a[4]) + abs(a[8]) + abs(a[1]) + abs(a[2]) + abs(a[5])
+    for _ in range(JACOBI_SWEEPS):
+        if abs(a[1]) + abs(a[2]) + abs(a[5]) <= 1e-16 * scale:
+            break
+        _rotate(a, v, 0, 1)
+        _rotate(a, v, 0, 2)
+        _rotate(a, v, 1, 2)
+    best = 0
+    if a[4] > a[0]:
+        best = 1
+    if a[8] > a[4 * best]:
+        best = 2
+    return v[best], v[3 + best], v[6 + best]
+
+
+@jit
+def _tensor(M, K, S, vol, px, py, pz):
+    """Signal at the point, OLS tensor of -log S: (inside, FA, principal direction)."""
+    s = S.c
+    inside = sample(vol, K, px, py, pz, s)
+    if not inside or s[0] != s[0]:
+        return False, K.zero, K.zero, K.zero, K.zero
+    dt = S.a
+    g = s.shape[0]
+    for i in range(7):
+        acc = K.zero
+        for j in range(g):
+            y = -K.f(math.log(s[j])) if s[j] > K.zero else K.zero
+            acc += y * M.binv[i, j]
+        dt[i] = acc
+    md = (dt[0] + dt[1] + dt[2]) / K.three
+    off = (dt[3] * dt[3] + dt[4] * dt[4]) + dt[5] * dt[5]
+    norm2 = (dt[0] * dt[0] + dt[1] * dt[1]) + dt[2] * dt[2] + K.two * off
+    a0, a1, a2 = dt[0] - md, dt[1] - md, dt[2] - md
+    num = K.one_half * ((a0 * a0 + a1 * a1) + a2 * a2 + K.two * off)
+    fa = K.f(math.sqrt(num / norm2)) if norm2 != K.zero else K.zero
+    ux, uy, uz = principal_direction(np.float64(dt[0]), np.float64(dt[1]), np.float64(dt[2]), np.float64(dt[3]),
+                                     np.float64(dt[4]), np.float64(dt[5]), S.d)
+    return True, fa, K.f(ux), K.f(uy), K.f(uz)
+
+
+@jit
+def init(M, K, S, vol, px, py, pz, dx, dy, dz):
+    """FA >= cutoff at the seed; the eigenvector oriented along the start direction."""
+    inside, fa, ux, uy, uz = _tensor(M, K, S, vol, px, py, pz)
+    if (ux * dx + uy * dy) + uz * dz < K.zero:
+        ux, uy, uz = -ux, -uy, -uz
+    return inside and fa >= M.cutoff, ux, uy, uz
+
+
+@jit
+def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
+    """LOW_SIGNAL below the FA cutoff; HIGH_CURVATURE when |cos(turn)| < cos(max_angle); the
+    eigenvector flipped to continue forwards."""
+    inside, fa, ux, uy, uz = _tensor(M, K, S, vol, px, py, pz)
+    if not inside:
+        return OUTSIDE_IMAGE, ux, uy, uz
+    dot = (dx * ux + dy * uy) + dz * uz
+    status = LOW_SIGNAL if fa < M.cutoff else CONTINUE
+    if check_curvature and status == CONTINUE and abs(dot) < M.cos_max:
+        status = HIGH_CURVATURE
+    if dot < K.zero:
+        ux, uy, uz = -ux, -uy, -uz
+    return status, ux, uy, uz
