@@ -46,5 +46,5 @@ def apply_affine(affine, points: np.ndarray) -> np.ndarray:
     """(..., 3) points through a (4, 4) affine."""
     a = np.asarray(affine, dtype=np.float64)
     p = np.asarray(points, dtype=np.float64)
-    return p @ a[:3, :3].T + a[:3, 3]
+    return np.einsum("...j,ij->...i", p, a[:3, :3]) + a[:3, 3]  # einsum: no BLAS threads left spinning
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -43,26 +44,31 @@ def _nib_tractogram(t: Tractogram):
     return tractogram
 
 
-def _write_tck(path, points: np.ndarray, offsets: np.ndarray) -> None:
-    """MRtrix3's .tck: a text header, then float32 little-endian xyz triplets, a NaN triplet after
-    each streamline and an Inf triplet at the end, written as one buffer."""
+def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Write MRtrix3's .tck (float32 little-endian xyz triplets in RAS mm, a NaN triplet after each
+    streamline, an Inf triplet at the end) from (points (P, 3), lengths (N,)) chunks as they come,
+    atomically; the header's count (zero-padded, as MRtrix3 writes it) is filled in at the end.
+    Returns the number of streamlines."""
     from datetime import datetime
 
-    n, p = len(offsets) - 1, len(points)
-    data = np.full((p + n + 1, 3), np.nan, dtype="<f4")
-    data[np.arange(p) + np.repeat(np.arange(n), np.diff(offsets))] = points
-    data[-1] = np.inf
-    lines = ["mrtrix tracks", f"timestamp: {datetime.now().timestamp():.6f}", "datatype: Float32LE",
-             f"count: {n:010d}", f"total_count: {n}"]
-    body = "\n".join(lines) + "\n"
-    base = len(body) + len("file: . \nEND\n")
+    head = f"mrtrix tracks\ntimestamp: {datetime.now().timestamp():.6f}\ndatatype: Float32LE\n"
+    base = len(head) + len("count: 0000000000\nfile: . \nEND\n")
     offset = base
     while offset != base + len(str(offset)):  # the offset counts its own digits
         offset = base + len(str(offset))
-    header = f"{body}file: . {offset}\nEND\n".encode("latin-1")
-    with open(path, "wb") as f:
-        f.write(header)
-        f.write(data.tobytes())
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(f"{head}count: {0:010d}\nfile: . {offset}\nEND\n".encode("latin-1"))
+        for points, lengths in chunks:
+            n, p = len(lengths), len(points)
+            data = np.full((p + n, 3), np.nan, dtype="<f4")
+            data[np.arange(p) + np.repeat(np.arange(n), lengths)] = points
+            f.write(data.tobytes())
+            count += n
+        f.write(np.full(3, np.inf, dtype="<f4").tobytes())
+        f.seek(len(head))
+        f.write(f"count: {count:010d}".encode("latin-1"))
+    return count
 
 
 def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:
@@ -74,10 +80,11 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
     fmt = tractogram_format(path)
     if groups and fmt != ".trx":
         raise InputError(f"{path}: streamline groups can only be stored in .trx files")
+    if fmt == ".tck":
+        write_tck(path, [(as_numpy(tractogram.points), np.diff(as_numpy(tractogram.offsets)))])
+        return
     with atomic_path(path) as tmp:
-        if fmt == ".tck":
-            _write_tck(tmp, as_numpy(tractogram.points), as_numpy(tractogram.offsets))
-        elif fmt == ".trk":
+        if fmt == ".trk":
             import nibabel as nib
             from nibabel.orientations import aff2axcodes
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# One BLAS thread: the tracking kernels use every core, and a multi-threaded BLAS call (numpy's
+# matrix products, before any work) leaves its threads spinning on those cores. Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from ..errors import InputError
 

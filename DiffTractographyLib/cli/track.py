@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -166,7 +167,7 @@ def _with_stop_map(args, mask):
 def run_track(args) -> int:
     from ..dwi import DWI
     from ..images import load_nifti
-    from ..io import save_tractogram
+    from ..io import save_tractogram, write_tck
     from ..streamlines import Tractogram
     from ..tracking.engine import KernelTracker
 
@@ -201,21 +202,35 @@ def run_track(args) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
+    stats: Counter = Counter()
+
+    def accepted():
+        """The tracker's chunks; none accepted at all is an error (raised before an output is committed)."""
+        n = 0
+        for part in tracker.chunks(points, seed_directions=directions, progress=progress, stats=stats):
+            n += len(part[1])
+            yield part
+        if n == 0:
+            raise InputError(f"no streamline was accepted from {len(points)} seeds ({dict(stats)}); "
+                             "check the mask, the cutoff and the seeds")
+
     try:
-        result = tracker(points, seed_directions=directions, progress=progress)
+        if out.suffix.lower() == ".tck":  # streamed to the file chunk by chunk: memory stays flat
+            count = write_tck(out, ((p, lengths) for p, lengths, _ in accepted()))
+        else:
+            parts = list(accepted())
+            lengths = np.concatenate([p[1] for p in parts])
+            count = len(lengths)
+            offsets = np.zeros(count + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            save_tractogram(Tractogram(np.concatenate([p[0] for p in parts]), offsets, field.affine, tracker.shape,
+                                       {"seed_index": np.concatenate([p[2] for p in parts])}), out)
     finally:
         if bar is not None:
             bar.close()
-    if len(result.lengths) == 0:
-        raise InputError(f"no streamline was accepted from {len(points)} seeds ({dict(result.stats)}); "
-                         "check the mask, the cutoff and the seeds")
-    offsets = np.zeros(len(result.lengths) + 1, dtype=np.int64)
-    np.cumsum(result.lengths, out=offsets[1:])
-    tractogram = Tractogram(result.points, offsets, field.affine, tracker.shape, {"seed_index": result.seed_index})
-    save_tractogram(tractogram, out)
     if not args.quiet:
         seconds = time.perf_counter() - start
-        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.stats.items()))
-        print(f"{len(result.lengths)} streamlines from {len(points)} seeds in {seconds:.1f} s -> {out}\n"
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(stats.items()))
+        print(f"{count} streamlines from {len(points)} seeds in {seconds:.1f} s -> {out}\n"
               f"terminations and outcomes: {counts}", file=sys.stderr)
     return 0

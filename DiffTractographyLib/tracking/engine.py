@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .algorithms import algorithm, mrtrix_cos_threshold
 from .sphere import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere, vertex_lookup
 
 log = logging.getLogger(__name__)
+
+# numpy's matrix products are avoided here (einsum): a multi-threaded BLAS call leaves its threads
+# spinning for a while, which takes the cores the kernels run on.
 
 #: wall time a chunk aims at on the CPU (progress and cancellation come between chunks)
 CHUNK_SECONDS = 0.25
@@ -168,13 +171,13 @@ def _sdstream_data(field: SHField, params: TrackingParams, dtype):
         rows = sh.LEGENDRE_TABLE_ROWS
         inc32 = np.float32(math.pi / (rows - 1))
         cos_el = np.cos(np.arange(rows, dtype=np.float32) * inc32).astype(np.float32)
-        table = (sh.legendre(lmax, cos_el).astype(dtype) @ combine.T).astype(dtype)
+        table = np.einsum("rs,js->rj", sh.legendre(lmax, cos_el).astype(dtype), combine).astype(dtype)
         inc = f(inc32)
     return SDStreamData(
         f(params.cutoff), f(mrtrix_cos_threshold(params.max_angle, np.dtype(dtype))), field.frame == "voxel",
         field.rotation().astype(dtype), np.r_[t["c0"], t["ip"]].astype(np.int64),
-        np.r_[np.full(n0, -1), t["im"]].astype(np.int64), m.astype(dtype), (m * m).astype(dtype),
-        np.where(m > 0, math.sqrt(2.0), 1.0), bool(params.sh_precomputed), np.ascontiguousarray(table), inc,
+        np.r_[np.full(n0, -1), t["im"]].astype(np.int64), m.astype(np.int64), m.astype(dtype), (m * m).astype(dtype),
+        np.where(np.arange(lmax + 1) > 0, math.sqrt(2.0), 1.0), bool(params.sh_precomputed), np.ascontiguousarray(table), inc,
         np.ascontiguousarray(combine), lmax, f(sh.Y00), first, rest, int(params.peak_polish))
 
 
@@ -184,14 +187,14 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     f = np.dtype(dtype).type
     v = np.asarray(sphere.vertices, dtype=np.float64)
     rotation = field.rotation().astype(dtype)
-    vertices = (v.astype(dtype) @ rotation.T).astype(dtype)  # RAS, as the torch method keeps them
+    vertices = np.einsum("dj,ij->di", v.astype(dtype), rotation).astype(dtype)  # RAS, as the torch method has them
     cos_max = float(np.cos(np.deg2rad(params.max_angle)))
     inclusive = params.algorithm == "prob"
     cone, counts = cone_table(v, cos_max, inclusive)
     lookup = vertex_lookup(vertices)
     return PmfData(
         f(params.cutoff), f(cos_max), inclusive, params.algorithm == "prob", int(params.rng_seed),
-        np.ascontiguousarray(sh.basis_matrix(v, field.lmax, field.basis).T.astype(dtype)), np.ascontiguousarray(vertices),
+        np.ascontiguousarray(sh.basis_matrix(v, field.lmax, field.basis).astype(dtype)), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
         RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE))
@@ -228,7 +231,7 @@ class KernelTracker:
             self.method = TensorData(self.dtype(params.cutoff),
                                      self.dtype(mrtrix_cos_threshold(params.max_angle, np.dtype(self.dtype))),
                                      tensor_solver_matrix(field, self.dtype))
-            sizes = (data.shape[-1], 7, 1, 1, 18)
+            sizes = (data.shape[-1], 7, data.shape[-1], 1, 18)
             volume_data = data
         else:
             coeffs = as_numpy(field.coeffs)
@@ -242,7 +245,7 @@ class KernelTracker:
                 self.method = _sdstream_data(field, params, self.dtype)
                 t = len(self.method.m)
                 n_mpos = self.method.combine.shape[1]
-                sizes = (coeffs.shape[-1], t, t, 3 * t + n_mpos + field.lmax + 1, 1)
+                sizes = (coeffs.shape[-1], t, t, 3 * t + 2 * (field.lmax + 1) + n_mpos + field.lmax + 1, 1)
                 volume_data = sh.convert_basis(coeffs, field.basis, "tournier07")
         self.sizes = np.array(sizes, dtype=np.int64)
         self.volume = _volume(volume_data, field.affine, declared.rule, self.dtype)
@@ -275,6 +278,18 @@ class KernelTracker:
         per peak at the seed); ``seed_ids`` (N,) integers naming the seeds (default 0..N-1: they key
         every random draw and become ``seed_index``). ``progress(done, total)`` is called after each
         chunk; ``cancel()`` returning True stops the run (``TrackingCancelled``)."""
+        stats: Counter = Counter()
+        parts = list(self.chunks(seeds, seed_directions=seed_directions, seed_ids=seed_ids, progress=progress,
+                                 cancel=cancel, stats=stats))
+        if not parts:
+            parts = [(np.zeros((0, 3), self.dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))]
+        return KernelResult(*(np.concatenate([p[k] for p in parts]) for k in range(3)), stats)
+
+    def chunks(self, seeds, *, seed_directions=None, seed_ids=None, progress: Callable[[int, int], None] | None = None,
+               cancel: Callable[[], bool] | None = None, stats: Counter | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``__call__`` a chunk at a time: yields (points, lengths, seed_index) of each chunk's accepted
+        streamlines, in seed order, so that a writer can stream them; ``stats`` gathers the counts."""
         seeds = np.asarray(seeds, dtype=self.dtype)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
             raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {seeds.shape}")
@@ -293,21 +308,20 @@ class KernelTracker:
             import numba
 
             numba.set_num_threads(min(self.params.nthreads, numba.config.NUMBA_NUM_THREADS))
-        stats: Counter = Counter()
-        parts, start = [], 0
+        stats = Counter() if stats is None else stats
+        start = 0
         while start < n:
             if cancel is not None and cancel():
                 raise TrackingCancelled("tracking was cancelled")
             end = min(start + self._next_chunk(), n)
             started = time.perf_counter()
-            parts.append(self._track_chunk(seeds[start:end], None if directions is None else directions[start:end],
-                                           ids[start:end], stats))
+            part = self._track_chunk(seeds[start:end], None if directions is None else directions[start:end],
+                                     ids[start:end], stats)
             self._adapt(end - start, time.perf_counter() - started)
             start = end
             if progress is not None:
                 progress(end, n)
-        points = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), self.dtype)
-        return KernelResult(points, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), stats)
+            yield part
 
     # -- chunking ---------------------------------------------------------------------------------
     def _slot_points(self) -> int:
@@ -348,7 +362,7 @@ class KernelTracker:
         peak = np.arange(len(rows)) - np.repeat(first, repeat)
         starts = starts[rows]
         rotation = self.method.rotation
-        peak_dirs = self.method.sphere_vertices[vertices].astype(self.dtype) @ rotation.T
+        peak_dirs = np.einsum("pj,ij->pi", self.method.sphere_vertices[vertices].astype(self.dtype), rotation)
         starts[np.repeat(missing, repeat)] = peak_dirs.astype(self.dtype)
         return seeds[rows], starts, ids[rows], peak
 

@@ -22,8 +22,10 @@ from ... import rng
 from ...stopping import Status
 
 #: compile options of every kernel function: on-disk cache, no GIL, IEEE division (x / 0 = inf, no
-#: exception), no fast-math (the references' rounding is part of the result)
-jit = partial(njit, cache=True, nogil=True, error_model="numpy")
+#: exception), no fast-math (the references' rounding is part of the result), and no reference
+#: counting: these functions only read arrays their caller owns (and views of them), and counting
+#: the arrays of the data tuples at every call would cost more than the arithmetic
+jit = partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 CONTINUE = int(Status.CONTINUE)
 OUTSIDE_IMAGE = int(Status.OUTSIDE_IMAGE)
@@ -60,7 +62,7 @@ Regions = namedtuple("Regions", "n_masks mask_data mask_offsets mask_dims mask_r
 Scratch = namedtuple("Scratch", "c a b q d")
 
 
-@jit
+@jit(inline="always")
 def round_half_away(v):
     """C's ``std::round`` of a float64 as int64 (halves away from zero)."""
     if v < 0.0:
@@ -79,7 +81,7 @@ def round_half_even(v):
     return r
 
 
-@jit
+@jit(inline="always")
 def to_voxel(a, px, py, pz):
     """RAS mm -> float64 voxel coordinates through ``a`` (3, 4)."""
     x, y, z = np.float64(px), np.float64(py), np.float64(pz)
@@ -88,7 +90,7 @@ def to_voxel(a, px, py, pz):
             x * a[2, 0] + y * a[2, 1] + z * a[2, 2] + a[2, 3])
 
 
-@jit
+@jit(inline="always")
 def _axis(v, n, mrtrix):
     """Bounds test, the two voxel indices (the edge voxel extends over the outer half voxel) and the
     blend fraction of one voxel coordinate."""
@@ -101,7 +103,7 @@ def _axis(v, n, mrtrix):
     return inside, min(max(b, 0), n - 1), min(max(b + 1, 0), n - 1), f
 
 
-@jit
+@jit(inline="always")
 def _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz):
     """Flat index of corner ``corner`` (x inner, then y, z outer: MRtrix3's order)."""
     i = i1 if corner & 1 else i0
@@ -110,7 +112,7 @@ def _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz):
     return (i * ny + j) * nz + k
 
 
-@jit
+@jit(inline="always")
 def sample(vol, K, px, py, pz, out):
     """Trilinear interpolation of ``vol`` at a RAS-mm point into ``out`` (C,); returns ``inside``
     (0 everywhere outside). ``interpolation.VolumeField.sample``'s arithmetic: weights formed in
@@ -144,13 +146,13 @@ def sample(vol, K, px, py, pz, out):
         w = wx * (wz * wy)
         if vol.mrtrix and w < K.weight_floor:
             w = K.zero
-        row = _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)
+        row = values[_corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
         if corner == 0:
             for ch in range(c):
-                out[ch] = w * values[row, ch]
+                out[ch] = w * row[ch]
         else:
             for ch in range(c):
-                out[ch] = out[ch] + w * values[row, ch]
+                out[ch] = out[ch] + w * row[ch]
     return True
 
 

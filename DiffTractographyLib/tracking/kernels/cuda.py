@@ -24,7 +24,7 @@ from .sdstream import SDStreamData
 THREADS_PER_BLOCK = 64
 #: per-thread local work arrays of each method family (``Scratch`` c, a, b, q, d): the largest
 #: inputs served (SH up to lmax 12, 512 DWI volumes, spheres of 1024 vertices)
-LIMITS = {"sdstream": (96, 64, 64, 256, 1), "tensordet": (512, 8, 1, 1, 18), "pmf": (96, 1024, 1024, 1, 1024)}
+LIMITS = {"sdstream": (96, 64, 64, 256, 1), "tensordet": (512, 8, 512, 1, 18), "pmf": (96, 1024, 1024, 1, 1024)}
 
 #: the arrays of one call: inputs (seeds, starts, seed ids, peaks) and outputs (slots, bounds, status, fate)
 Rows = namedtuple("Rows", "seeds starts seed_ids peaks slots bounds status fate")

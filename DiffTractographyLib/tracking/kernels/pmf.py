@@ -14,7 +14,7 @@ from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sa
 
 #: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
-#: (C, D) SH basis on the vertices; ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
+#: (D, C) SH basis on the vertices; ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
 #: and the vertex lookup grid (empty: none) of ``sphere``; ``rotation`` SH frame -> RAS and
 #: ``voxel_size`` (DIPY's second-half start); for ``seed_peaks``: ``sphere_vertices`` (D, 3) float64
 #: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation)
@@ -33,10 +33,11 @@ def _pmf(M, K, S, vol, px, py, pz):
     pmf = S.a
     top = K.zero
     nan = False
-    for d in range(M.basis.shape[1]):
+    for d in range(M.basis.shape[0]):
+        row = M.basis[d]
         acc = K.zero
         for j in range(c.shape[0]):
-            acc += c[j] * M.basis[j, d]
+            acc += c[j] * row[j]
         pmf[d] = acc
         if acc != acc:
             nan = True
@@ -72,11 +73,12 @@ def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
     floor = M.cutoff * top
     row = _cone_row(M, K, dx, dy, dz)
     n = M.cone_count[row] if row >= 0 else pmf.shape[0]
+    cone = M.cone[max(row, 0)]
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
     best = K.f(-np.inf)
     chosen = -1
     for i in range(n):
-        v = M.cone[row, i] if row >= 0 else i
+        v = cone[i] if row >= 0 else i
         value = pmf[v]
         if row < 0:
             a = M.vertices[v]

@@ -13,11 +13,11 @@ from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sa
 MAX_ITERATIONS = 50
 
 #: cutoff (FOD amplitude) and cos(max_angle); ``rotation`` (3, 3) SH frame -> RAS when ``rotate``;
-#: the (l, m) terms of ``SH::derivatives`` (cos/sin coefficient slots, m, m^2, sqrt2 scale in
-#: float64); the Legendre rows: ``table`` (n, 3 * T) of the precomputed table (``inc`` rad apart)
+#: the (l, m) terms of ``SH::derivatives`` (cos/sin coefficient slots, m as an index and in the
+#: working precision, m^2; the sqrt2 scale in float64 per m); the Legendre rows: ``table`` (n, 3 * T) of the precomputed table (``inc`` rad apart)
 #: or, exact, ``combine`` (3 * T, n_mpos) with the recurrence factors ``factors`` (lmax + 1, lmax + 1)
 #: and ``first_factors`` (lmax + 1,) of ``sh.legendre``; ``polish`` exact Newton iterations
-SDStreamData = namedtuple("SDStreamData", "cutoff cos_max rotate rotation cos_slot sin_slot m m2 trig_scale "
+SDStreamData = namedtuple("SDStreamData", "cutoff cos_max rotate rotation cos_slot sin_slot order m m2 trig_scale "
                                           "precomputed table inc combine lmax y00 first_factors factors polish")
 
 
@@ -52,7 +52,7 @@ def legendre(M, K, x, out, values):
             out[l * l // 4 + m] = values[l]
 
 
-@jit
+@jit(inline="always")
 def _legendre_rows(M, K, el, q, work, exact):
     """The three combined Legendre rows (3 T,) of ``SH::derivatives`` at elevation ``el`` into ``q``:
     blended from the table (``PrecomputedAL``) or, ``exact`` or without a table, exact."""
@@ -62,32 +62,37 @@ def _legendre_rows(M, K, el, q, work, exact):
         i = 0 if x != x else min(max(np.int64(x), 0), M.table.shape[0] - 2)
         frac = min(x - K.f(i), K.one)
         w0 = K.one - frac
+        r0, r1 = M.table[i], M.table[i + 1]  # 1-D rows: contiguous loops (2-D indexing defeats vectorisation)
         for j in range(t3):
-            q[j] = w0 * M.table[i, j] + frac * M.table[i + 1, j]
+            q[j] = w0 * r0[j] + frac * r1[j]
         return
     n = M.combine.shape[1]
     al = work[:n]
     legendre(M, K, K.f(math.cos(el)), al, work[n:])
     for j in range(t3):
+        row = M.combine[j]
         acc = K.zero
         for s in range(n):
-            acc += M.combine[j, s] * al[s]
+            acc += row[s] * al[s]
         q[j] = acc
 
 
-@jit
-def derivatives(M, K, vp, vm, az, el, q, work, exact):
+@jit(inline="always")
+def derivatives(M, K, vp, vm, az, el, se, q, work, exact):
     """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` (f, df/del,
     (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2) of prepared
-    coefficients at (az, el)."""
-    _legendre_rows(M, K, el, q, work, exact)
+    coefficients at (az, el), ``se`` = sin(el)."""
+    lmax = M.lmax
+    cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
+    for m in range(lmax + 1):  # sqrt2 cos(m az), sqrt2 sin(m az): formed in double, stored in float (MRtrix3)
+        maz = az * K.f(m)
+        cm[m] = K.f(np.float64(K.f(math.cos(maz))) * M.trig_scale[m])
+        sm[m] = K.f(np.float64(K.f(math.sin(maz))) * M.trig_scale[m])
+    _legendre_rows(M, K, el, q, work[2 * lmax + 2:], exact)
     t = M.m.shape[0]
-    se = K.f(math.sin(el))
     amp = d_el = d2_el = d_az = d2_elaz = d2_az = pole_az = K.zero
     for j in range(t):
-        maz = az * M.m[j]
-        caz = K.f(np.float64(K.f(math.cos(maz))) * M.trig_scale[j])
-        saz = K.f(np.float64(K.f(math.sin(maz))) * M.trig_scale[j])
+        caz, saz = cm[M.order[j]], sm[M.order[j]]
         x = vp[j] * caz + vm[j] * saz
         y = vm[j] * caz - vp[j] * saz
         q0, q1, q2 = q[j], q[t + j], q[2 * t + j]
@@ -104,14 +109,14 @@ def derivatives(M, K, vp, vm, az, el, q, work, exact):
     return amp, d_el, d_az / se, d2_el, d2_elaz / se, -d2_az / (se * se)
 
 
-@jit
+@jit(inline="always")
 def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
     """One iteration of ``get_peak``: the moved direction, the amplitude before the move, the step."""
     az = K.f(math.atan2(uy, ux))
     el = K.f(math.acos(uz))
     ca, sa = K.f(math.cos(az)), K.f(math.sin(az))
     ce, se = K.f(math.cos(el)), K.f(math.sin(el))
-    amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, q, work, False)
+    amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, se, q, work, False)
     norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
     a_az = d_az / norm if norm != K.zero else K.zero
     a_el = d_el / norm if norm != K.zero else K.zero
@@ -157,7 +162,7 @@ def _polish(M, K, vp, vm, ux, uy, uz, q, work):
     for i in range(M.polish + 1):
         az = K.f(math.atan2(uy, ux))
         el = K.f(math.acos(min(max(uz, -K.one), K.one)))
-        amp, g_el, g_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, q, work, True)
+        amp, g_el, g_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, K.f(math.sin(el)), q, work, True)
         if i == M.polish:
             break
         s_el, s_az = _solve_negative_definite(K, h_el, h_elaz, h_az, g_el, g_az)
@@ -173,7 +178,7 @@ def _polish(M, K, vp, vm, ux, uy, uz, q, work):
     return ux, uy, uz, amp
 
 
-@jit
+@jit(inline="always")
 def peak(M, K, S, ux, uy, uz):
     """MRtrix3's peak search from (ux, uy, uz) (SH frame) on the coefficients in ``S.c``: the peak
     direction, its amplitude and whether the search converged (else NaN, NaN)."""
@@ -193,7 +198,7 @@ def peak(M, K, S, ux, uy, uz):
     return nan, nan, nan, nan, False
 
 
-@jit
+@jit(inline="always")
 def _direction(M, K, S, vol, px, py, pz, dx, dy, dz):
     """``SDStream._peak``: data at the point, peak search from (dx, dy, dz) (RAS), status."""
     inside = sample(vol, K, px, py, pz, S.c)

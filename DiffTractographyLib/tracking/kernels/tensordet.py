@@ -74,11 +74,14 @@ def _tensor(M, K, S, vol, px, py, pz):
         return False, K.zero, K.zero, K.zero, K.zero
     dt = S.a
     g = s.shape[0]
+    y = S.b
+    for j in range(g):
+        y[j] = -K.f(math.log(s[j])) if s[j] > K.zero else K.zero
     for i in range(7):
+        row = M.binv[i]
         acc = K.zero
         for j in range(g):
-            y = -K.f(math.log(s[j])) if s[j] > K.zero else K.zero
-            acc += y * M.binv[i, j]
+            acc += y[j] * row[j]
         dt[i] = acc
     md = (dt[0] + dt[1] + dt[2]) / K.three
     off = (dt[3] * dt[3] + dt[4] * dt[4]) + dt[5] * dt[5]
