@@ -20,6 +20,7 @@ from .dwi import DWI
 from .errors import InputError
 from .geometry import as_affine, axes_rotation
 from .polydata import vtk_modules as _vtk
+from .tracking.algorithms import DEFAULT_FOR, algorithm
 
 FIBER_BUNDLE = "vtkMRMLFiberBundleNode"
 DWI_NODE = "vtkMRMLDiffusionWeightedVolumeNode"
@@ -175,8 +176,9 @@ def dwi_from_tensors(tensors: np.ndarray, affine) -> DWI:
 
 
 def default_algorithm(node) -> str:
-    """tensordet for DWI and DTI nodes, sdstream for an SH-coefficient volume."""
-    return "tensordet" if node is not None and (node.IsA(DWI_NODE) or node.IsA(DTI_NODE)) else "sdstream"
+    """The default algorithm of the field kind: DWI and DTI nodes (tensordet), SH-coefficient volumes
+    (sdstream)."""
+    return DEFAULT_FOR["dwi" if node is not None and (node.IsA(DWI_NODE) or node.IsA(DTI_NODE)) else "fod"]
 
 
 def field_from_node(node, sh_basis: str = "tournier07", sh_frame: str | None = None, device=None):
@@ -445,7 +447,7 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
     tractogram = select(track(field, seeds, params, mask=stop, progress=progress),
                         regions(include, params.algorithm, device), regions(exclude, params.algorithm, device))
-    if params.algorithm == "tensordet":
+    if not algorithm(params.algorithm).tracks_fod:  # the DWI's tensors along the streamlines, for SlicerDMRI
         tractogram = with_tensors(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)
     if cluster_threshold > 0:

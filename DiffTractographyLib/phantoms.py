@@ -99,6 +99,28 @@ def dwi_phantom(shape, affine, bundles: list[Bundle], bvals, bvecs, s0: float = 
     return (s0 * signal).astype(np.float32)
 
 
+def _brain_geometry(shape, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Affine (``voxel_size`` mm, centred) and ellipsoid semi-axes (mm) of the brain phantoms."""
+    size = np.asarray(shape, dtype=np.float64)
+    affine = np.diag([voxel_size] * 3 + [1.0])
+    affine[:3, 3] = -voxel_size * (size - 1) / 2
+    return affine, 0.45 * voxel_size * size
+
+
+def _brain_slice(shape, affine, semi, k: int):
+    """The fibre families of slice ``k``: [(member (P,), unit RAS direction (P, 3))] and ``inside``
+    (P,): circumferential fibres around the S-I axis (away from it), S-I fibres in a central
+    cylinder, L-R fibres in a central slab."""
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    ras = apply_affine(affine, np.stack([i, j, np.full_like(i, k)], -1).reshape(-1, 3))
+    inside = ((ras / semi) ** 2).sum(-1) <= 1.0
+    r = np.hypot(ras[:, 0], ras[:, 1])
+    around = np.stack([-ras[:, 1], ras[:, 0], np.zeros_like(r)], -1) / np.maximum(r, 1e-9)[:, None]
+    return [(inside & (r > 0.15 * semi[0]), around),
+            (inside & (r < 0.3 * semi[0]), np.tile([0.0, 0.0, 1.0], (len(r), 1))),
+            (inside & (np.abs(ras[:, 2]) < 0.15 * semi[2]), np.tile([1.0, 0.0, 0.0], (len(r), 1)))], inside
+
+
 def brain_phantom(shape=(128, 128, 90), voxel_size: float = 1.5, lmax: int = 8,
                   sharpness: float = 0.03) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """A whole-brain-sized FOD for speed tests, defined in closed form (no per-bundle distance
@@ -106,24 +128,39 @@ def brain_phantom(shape=(128, 128, 90), voxel_size: float = 1.5, lmax: int = 8,
     circumferential fibres around the S-I axis (away from it), S-I fibres in a central cylinder and
     L-R fibres in a central slab, so two- and three-way crossings occur. Returns coeffs (X, Y, Z, C)
     float32 tournier07 world frame, the bool mask and the affine (``voxel_size`` mm, centred)."""
-    size = np.asarray(shape, dtype=np.float64)
-    affine = np.diag([voxel_size] * 3 + [1.0])
-    affine[:3, 3] = -voxel_size * (size - 1) / 2
-    semi = 0.45 * voxel_size * size  # ellipsoid semi-axes, mm
+    affine, semi = _brain_geometry(shape, voxel_size)
     coeffs = torch.zeros((*shape, sh.n_coeffs(lmax)), dtype=torch.float32)
     mask = np.zeros(shape, dtype=bool)
-    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     for k in range(shape[2]):  # a slice at a time: bounded memory
-        ras = apply_affine(affine, np.stack([i, j, np.full_like(i, k)], -1).reshape(-1, 3))
-        inside = ((ras / semi) ** 2).sum(-1) <= 1.0
-        r = np.hypot(ras[:, 0], ras[:, 1])
-        around = np.stack([-ras[:, 1], ras[:, 0], np.zeros_like(r)], -1) / np.maximum(r, 1e-9)[:, None]
-        families = [(inside & (r > 0.15 * semi[0]), around),
-                    (inside & (r < 0.3 * semi[0]), np.tile([0.0, 0.0, 1.0], (len(r), 1))),
-                    (inside & (np.abs(ras[:, 2]) < 0.15 * semi[2]), np.tile([1.0, 0.0, 0.0], (len(r), 1)))]
-        total = torch.zeros((len(r), sh.n_coeffs(lmax)), dtype=torch.float64)
+        families, inside = _brain_slice(shape, affine, semi, k)
+        total = torch.zeros((len(inside), sh.n_coeffs(lmax)), dtype=torch.float64)
         for member, direction in families:
             total += torch.as_tensor(member)[:, None] * fibre_lobes(direction, lmax, sharpness)
         coeffs[:, :, k] = total.reshape(shape[0], shape[1], -1).float()
         mask[:, :, k] = inside.reshape(shape[:2])
     return coeffs, mask, affine
+
+
+def brain_dwi_phantom(bvals, bvecs, shape=(128, 128, 90), voxel_size: float = 1.5, s0: float = 1000.0,
+                      diffusivities=(1.7e-3, 0.3e-3, 0.3e-3), background_md: float = 0.8e-3
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The DWI of ``brain_phantom``'s fibres (the signal model of ``dwi_phantom``: each fibre family
+    a cylindrically symmetric tensor, equal weights, isotropic tissue outside): (X, Y, Z, G) float32
+    signal, the bool mask and the affine. ``bvecs`` (G, 3) unit RAS, ``bvals`` s/mm^2."""
+    affine, semi = _brain_geometry(shape, voxel_size)
+    b, g = np.asarray(bvals, float), np.asarray(bvecs, float)
+    l1, l2, _ = diffusivities
+    dwi = np.zeros((*shape, len(b)), dtype=np.float32)
+    mask = np.zeros(shape, dtype=bool)
+    for k in range(shape[2]):
+        families, inside = _brain_slice(shape, affine, semi, k)
+        signal = np.zeros((len(inside), len(b)))
+        count = np.zeros(len(inside))
+        for member, direction in families:
+            signal += member[:, None] * np.exp(-b * (l2 + (l1 - l2) * (direction @ g.T) ** 2))
+            count += member
+        iso = np.exp(-b * background_md)
+        signal = np.where(count[:, None] > 0, signal / np.maximum(count, 1)[:, None], iso)
+        dwi[:, :, k] = (s0 * signal).astype(np.float32).reshape(shape[0], shape[1], -1)
+        mask[:, :, k] = inside.reshape(shape[:2])
+    return dwi, mask, affine

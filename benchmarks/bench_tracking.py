@@ -1,142 +1,118 @@
-"""Tracking speed: DiffTractography sdstream against MRtrix3 ``tckgen -algorithm SD_Stream`` and DIPY
-``LocalTracking``, same data, same seeding, same parameters, in one run; prints rates and ratios and
-saves a JSON record in benchmarks/results/.
+"""Whole-process tracking speed and memory: ``difftract track`` against MRtrix3 ``tckgen
+-nthreads 2``, sdstream / SD_Stream, on a brain-sized phantom, both processes writing .tck, the
+median of ``--repeats`` runs. Prints a table and saves benchmarks/results/tracking_<commit>_cpu.json.
 
-    python benchmarks/bench_tracking.py                       # CPU, phantom_cross, 2 threads
-    python benchmarks/bench_tracking.py --device cuda --seeds 1000000
+    python benchmarks/bench_tracking.py [--repeats 3] [--threads 2] [--shape 64 64 64] [--voxel 2.5]
 
-Seeds: MRtrix3 draws ``--seeds`` random seeds in the mask (``-seed_image``); ours draws the same
-number uniformly in the mask voxels. Both reject seeds where no peak above the cutoff is found.
-DIPY runs ``ClosestPeakDirectionGetter`` (the DIPY getter nearest to SD_Stream) on the DIPY FOD with
-a subset of the seeds (it is single-threaded and slow); its rate is per seed.
+The phantom is ``phantoms.brain_phantom`` (an ellipsoid of circumferential, S-I and L-R fibres with
+two- and three-way crossings; 64^3 voxels of 2.5 mm by default, 100,024 mask voxels). Both tools use
+MRtrix3's defaults (step 0.1 voxel, 60 degrees, cutoff 0.1, lengths 5 to 100 voxels) and the whole
+phantom as the mask. Runs:
+
+- grid: 8 seeds on a 2 x 2 x 2 lattice in every voxel of a central 28.3 mm ball of the mask (6,008
+  voxels, 48,064 seeds; ``-seed_grid_per_voxel ball 2``);
+- small: one random seed in every voxel of a 22.8 mm ball (3,184 seeds; ``-seed_random_per_voxel``);
+- one seed: a single seed (``--seed-points`` / ``-seed_sphere x,y,z,0 -seeds 1``): start-up cost;
+- first run: the small run in a fresh Numba cache directory, i.e. including the one-off compilation.
+
+Seeds without a direction start along a random direction in both tools, so the streamline counts
+agree in distribution, not one by one (fidelity is benchmarks/fidelity.py's job).
 """
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from DiffTractographyLib import SHField, track  # noqa: E402
-from DiffTractographyLib.images import load_nifti  # noqa: E402
-from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
+from DiffTractographyLib.phantoms import brain_phantom  # noqa: E402
+from processes import DIFFTRACT, machine, median_of, tck_count  # noqa: E402
 from records import commit, save  # noqa: E402
 
-PARAMS = dict(step_size=0.5, max_angle=45.0, cutoff=0.1, min_length=2.0, max_length=250.0)
+GRID_BALL_MM, SMALL_BALL_MM = 28.3, 22.8
+ONE_SEED = (10.0, 30.0, 0.0)
 
 
-def run_mrtrix(data: Path, n_seeds: int, threads: int) -> dict | None:
-    if shutil.which("tckgen") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["tckgen", "-quiet", "-algorithm", "SD_Stream", str(data / "fod_mrtrix.nii.gz"), f"{tmp}/out.tck",
-               "-seed_image", str(data / "mask.nii.gz"), "-mask", str(data / "mask.nii.gz"), "-seeds", str(n_seeds),
-               "-select", "0", "-step", str(PARAMS["step_size"]), "-angle", str(PARAMS["max_angle"]), "-cutoff",
-               str(PARAMS["cutoff"]), "-minlength", str(PARAMS["min_length"]), "-maxlength", str(PARAMS["max_length"]),
-               "-nthreads", str(threads)]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "1"})
-        seconds = time.perf_counter() - start
-        tracks = nib.streamlines.load(f"{tmp}/out.tck")
-        return dict(seconds=seconds, streamlines=len(tracks.streamlines), points=int(tracks.streamlines.total_nb_rows))
+def write_phantom(folder: Path, shape, voxel: float) -> None:
+    """fod.nii.gz, mask.nii.gz and the two seed balls (uint8) in ``folder``."""
+    coeffs, mask, affine = brain_phantom(tuple(shape), voxel)
+    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), folder / "fod.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / "mask.nii.gz")
+    ijk = np.indices(mask.shape).reshape(3, -1).T
+    radius = np.linalg.norm(ijk @ affine[:3, :3].T + affine[:3, 3], axis=1).reshape(mask.shape)
+    for name, r in (("grid_ball", GRID_BALL_MM), ("small_ball", SMALL_BALL_MM)):
+        nib.save(nib.Nifti1Image((mask & (radius < r)).astype(np.uint8), affine), folder / f"{name}.nii.gz")
+    (folder / "one_seed.txt").write_text(" ".join(map(str, ONE_SEED)) + "\n")
 
 
-def run_ours(data: Path, n_seeds: int, device: str, compile: bool = False) -> dict:
-    fod, affine = load_nifti(data / "fod_mrtrix.nii.gz")
-    mask, _ = load_nifti(data / "mask.nii.gz")
-    per_voxel = max(1, int(np.ceil(n_seeds / int((mask > 0).sum()))))
-    seeds = seeds_from_mask(mask, affine, per_voxel, rng_seed=1)
-    seeds = seeds[np.random.default_rng(1).permutation(len(seeds))[:n_seeds]]
-    field = SHField(torch.from_numpy(fod), affine)
-    start = time.perf_counter()
-    track(field, seeds[:200], mask=mask, device=device, compile=compile, **PARAMS)  # warm-up: allocations,
-    warm_up = time.perf_counter() - start                                            # CUDA context, compilation
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    t = track(field, seeds, mask=mask, device=device, compile=compile, **PARAMS)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out = dict(seconds=seconds, streamlines=len(t), points=len(t.points), warm_up_seconds=warm_up)
-    if device.startswith("cuda"):
-        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
-
-
-def run_dipy(data: Path, n_seeds: int) -> dict | None:
-    try:
-        from dipy.data import default_sphere
-        from dipy.direction import ClosestPeakDirectionGetter
-        from dipy.tracking.local_tracking import LocalTracking
-        from dipy.tracking.stopping_criterion import BinaryStoppingCriterion
-    except ImportError:
-        return None
-    fod_file = data / "fod_dipy.nii.gz"
-    if not fod_file.exists():
-        return None
-    fod, affine = load_nifti(fod_file)
-    mask, _ = load_nifti(data / "mask.nii.gz")
-    seeds = seeds_from_mask(mask, affine, 1, rng_seed=1)
-    seeds = seeds[np.random.default_rng(2).permutation(len(seeds))[:n_seeds]]
-    getter = ClosestPeakDirectionGetter.from_shcoeff(fod.astype(np.float64), max_angle=PARAMS["max_angle"],
-                                                     sphere=default_sphere)
-    start = time.perf_counter()
-    streamlines = list(LocalTracking(getter, BinaryStoppingCriterion(mask > 0), seeds, affine,
-                                     step_size=PARAMS["step_size"]))
-    seconds = time.perf_counter() - start
-    return dict(seconds=seconds, seeds=len(seeds), streamlines=len(streamlines),
-                points=int(sum(len(s) for s in streamlines)))
+def commands(folder: Path, threads: int) -> dict[str, tuple[list, list, int]]:
+    """run -> (difftract command, tckgen command, seeds)."""
+    fod, mask = folder / "fod.nii.gz", folder / "mask.nii.gz"
+    ours = [*DIFFTRACT, "track", "--fod", fod, "--mask", mask, "--nthreads", threads, "--force", "--quiet"]
+    theirs = ["tckgen", fod, "-algorithm", "SD_Stream", "-mask", mask, "-select", "0", "-nthreads", threads,
+              "-force", "-quiet"]
+    grid_seeds = 8 * int((np.asarray(nib.load(folder / "grid_ball.nii.gz").dataobj) > 0).sum())
+    small_seeds = int((np.asarray(nib.load(folder / "small_ball.nii.gz").dataobj) > 0).sum())
+    return {
+        "grid": (ours + ["--seed-image", folder / "grid_ball.nii.gz", "--seeds-per-voxel", "8",
+                         "--seed-placement", "grid", "--out", folder / "ours_grid.tck"],
+                 theirs + ["-seed_grid_per_voxel", folder / "grid_ball.nii.gz", "2", folder / "mrtrix_grid.tck"],
+                 grid_seeds),
+        "small": (ours + ["--seed-image", folder / "small_ball.nii.gz", "--seeds-per-voxel", "1",
+                          "--out", folder / "ours_small.tck"],
+                  theirs + ["-seed_random_per_voxel", folder / "small_ball.nii.gz", "1", folder / "mrtrix_small.tck"],
+                  small_seeds),
+        "one seed": (ours + ["--seed-points", folder / "one_seed.txt", "--out", folder / "ours_one.tck"],
+                     theirs + ["-seed_sphere", ",".join(map(str, ONE_SEED)) + ",0", "-seeds", "1",
+                               folder / "mrtrix_one.tck"], 1),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/phantom_cross"))
-    ap.add_argument("--seeds", type=int, default=30000)
-    ap.add_argument("--dipy-seeds", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads for MRtrix3 and torch")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="threads of both tools (default 2)")
+    ap.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    ap.add_argument("--voxel", type=float, default=2.5, help="voxel size in mm")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    mrtrix = run_mrtrix(data, args.seeds, args.threads)
-    ours = run_ours(data, args.seeds, args.device)
-    fused = run_ours(data, args.seeds, args.device, compile=True)
-    dipy = run_dipy(data, min(args.dipy_seeds, args.seeds))
-    rate = lambda r, n: n / r["seconds"]  # noqa: E731
-    print(f"{'tool':38s} {'seeds/s':>10s} {'streamlines/s':>14s} {'points/s':>12s} {'seconds':>8s}")
-    rows = [("DiffTractography sdstream " + args.device, ours, args.seeds),
-            ("DiffTractography sdstream, compile=True", fused, args.seeds)]
-    if mrtrix:
-        rows.append((f"MRtrix3 tckgen SD_Stream -nthreads {args.threads}", mrtrix, args.seeds))
-    if dipy:
-        rows.append(("DIPY LocalTracking ClosestPeak (1 thread)", dipy, dipy["seeds"]))
-    for name, r, n in rows:
-        print(f"{name:38s} {rate(r, n):10.0f} {rate(r, r['streamlines']):14.0f} {rate(r, r['points']):12.0f} {r['seconds']:8.2f}")
-    record = dict(commit=commit(), device=args.device, torch=torch.__version__,
-                  threads=args.threads, params=PARAMS, seeds=args.seeds, ours=ours, ours_compiled=fused, mrtrix=mrtrix,
-                  dipy=dipy)
-    for name, r in (("eager", ours), ("compiled", fused)):
-        if mrtrix:
-            record[f"{name}_over_mrtrix_seeds_per_s"] = rate(r, args.seeds) / rate(mrtrix, args.seeds)
-            print(f"ratio seeds/s ours ({name}) / MRtrix3: {record[f'{name}_over_mrtrix_seeds_per_s']:.2f}")
-        if dipy:
-            record[f"{name}_over_dipy_seeds_per_s"] = rate(r, args.seeds) / rate(dipy, dipy["seeds"])
-            print(f"ratio seeds/s ours ({name}) / DIPY:    {record[f'{name}_over_dipy_seeds_per_s']:.1f}")
-    print(f"compiled warm-up (first call, includes compilation): {fused['warm_up_seconds']:.1f} s")
-    save(record, f"tracking_{record['commit']}_{args.device}")
+    if shutil.which("tckgen") is None:
+        sys.exit("tckgen (MRtrix3) is needed: apt-get install mrtrix3")
+    record = {"benchmark": "tracking", "commit": commit(), **machine(), "threads": args.threads,
+              "repeats": args.repeats, "phantom": {"shape": args.shape, "voxel_mm": args.voxel},
+              "mrtrix": subprocess.run(["tckgen", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
+              "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_phantom(folder, args.shape, args.voxel)
+        cmds = commands(folder, args.threads)
+        with tempfile.TemporaryDirectory() as cache:  # the one-off compilation, then the cache it fills
+            first = median_of(cmds["small"][0], 1, env={"NUMBA_CACHE_DIR": cache})
+            record["first_run_seconds"] = first["seconds"]
+            for name, (ours_cmd, theirs_cmd, seeds) in cmds.items():
+                ours = median_of(ours_cmd, args.repeats, env={"NUMBA_CACHE_DIR": cache})
+                theirs = median_of(theirs_cmd, args.repeats)
+                ours["streamlines"] = tck_count(ours_cmd[ours_cmd.index("--out") + 1])
+                theirs["streamlines"] = tck_count(theirs_cmd[-1])
+                record["runs"][name] = {"seeds": seeds, "difftract": ours, "tckgen": theirs,
+                                        "ratio": round(ours["seconds"] / theirs["seconds"], 3)}
+    print(f"{'run':10s} {'seeds':>7s} {'difftract s':>12s} {'tckgen s':>9s} {'ratio':>6s} {'MB ours':>8s} "
+          f"{'MB tckgen':>9s} {'streamlines ours / tckgen':>26s}")
+    for name, r in record["runs"].items():
+        o, t = r["difftract"], r["tckgen"]
+        print(f"{name:10s} {r['seeds']:7d} {o['seconds']:12.2f} {t['seconds']:9.2f} {r['ratio']:6.2f} "
+              f"{o['peak_mb']:8.0f} {t['peak_mb']:9.0f} {o['streamlines']:>12d} / {t['streamlines']:<12d}")
+    print(f"first run, compiling the kernels: {record['first_run_seconds']:.1f} s (small run)")
+    print(json.dumps(record))
+    save(record, f"tracking_{record['commit']}_cpu")
 
 
 if __name__ == "__main__":

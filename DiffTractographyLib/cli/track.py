@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -169,10 +170,12 @@ def run_track(args) -> int:
     from ..images import load_nifti
     from ..io import save_tractogram, write_tck
     from ..streamlines import Tractogram
-    from ..tracking.engine import KernelTracker
+    from ..tracking.engine import KernelTracker, warm_up
 
     out = check_output(args.out, force=args.force)
     tractogram_format(out)
+    warming = threading.Thread(target=warm_up, daemon=True)  # overlaps the image reads
+    warming.start()
     params = TrackingParams(algorithm=args.algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
                             min_length=args.min_length, max_length=args.max_length, rk4=args.rk4,
                             unidirectional=args.unidirectional, sh_precomputed=not args.noprecomputed,
@@ -191,6 +194,7 @@ def run_track(args) -> int:
     mask = _with_stop_map(args, mask)
     field = _field(args, source, fit_mask)
     start = time.perf_counter()
+    warming.join()
     tracker = KernelTracker(field, params, mask=mask)
     bar = None
     if not args.quiet:

@@ -33,6 +33,11 @@ class Algorithm:
     start: start direction of a seed given without one: ``random`` (MRtrix3: a random unit vector
         that the method refines) or ``peaks`` (DIPY: one streamline per peak of the pmf at the seed).
     precision: default arithmetic (the reference's).
+    kernel: the compiled method family (``sdstream``: FOD peak search, ``tensor``: tensor fit,
+        ``pmf``: discrete sphere); ``method``: the torch method class, ``module:Class`` in
+        ``tracking.methods``.
+    choice: for ``pmf`` methods, how the vertex is chosen: ``max`` (the largest pmf) or ``draw``
+        (in proportion to the pmf); ``cone_inclusive``: whether |cos| = cos(max_angle) is in the cone.
     """
 
     name: str
@@ -52,6 +57,10 @@ class Algorithm:
     forward_after_seed: bool
     start: str
     precision: str
+    kernel: str
+    method: str
+    choice: str = ""
+    cone_inclusive: bool = False
 
     @property
     def tracks_fod(self) -> bool:
@@ -78,15 +87,20 @@ _DIPY = dict(rule="dipy", step_voxels=0.25, rk4_step_voxels=None, max_angle=45.0
 _DECLARED = (
     Algorithm("sdstream", "MRtrix3 SD_Stream: the FOD peak nearest the previous direction", "fod",
               "MRtrix3 tckgen -algorithm SD_Stream", cutoff="FOD amplitude at the peak", rk4_step_voxels=0.25,
-              **_MRTRIX),
+              kernel="sdstream", method="sdstream:SDStream", **_MRTRIX),
     Algorithm("tensordet", "MRtrix3 Tensor_Det: the principal eigenvector of the tensor fitted to the "
               "interpolated DWI", "dwi", "MRtrix3 tckgen -algorithm Tensor_Det", cutoff="fractional anisotropy",
-              rk4_step_voxels=None, **_MRTRIX),
+              rk4_step_voxels=None, kernel="tensor", method="tensordet:TensorDet", **_MRTRIX),
     Algorithm("detmax", "DIPY deterministic maximum: the largest pmf vertex within max_angle", "fod",
-              "DIPY LocalTracking + DeterministicMaximumDirectionGetter", precision="float64", **_DIPY),
+              "DIPY LocalTracking + DeterministicMaximumDirectionGetter", precision="float64", kernel="pmf",
+              method="detmax:DeterministicMaximum", choice="max", cone_inclusive=False, **_DIPY),
     Algorithm("prob", "probabilistic: a pmf vertex within max_angle drawn in proportion to the pmf", "fod",
-              "DIPY LocalTracking + ProbabilisticDirectionGetter (as a distribution)", precision="float32", **_DIPY),
+              "DIPY LocalTracking + ProbabilisticDirectionGetter (as a distribution)", precision="float32",
+              kernel="pmf", method="prob:Probabilistic", choice="draw", cone_inclusive=True, **_DIPY),
 )
+
+#: the algorithm a field kind gets when none is named (MRtrix3's deterministic trackers)
+DEFAULT_FOR = {"fod": "sdstream", "dwi": "tensordet"}
 
 #: name -> declaration, in the order the command line lists them
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in _DECLARED}

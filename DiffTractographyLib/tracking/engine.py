@@ -81,8 +81,8 @@ def _volume(data: np.ndarray, affine: np.ndarray, rule: str, dtype):
 
     x, y, z, c = data.shape
     values = np.ascontiguousarray(data, dtype=dtype).reshape(x * y * z, c)
-    if rule == "mrtrix":  # voxels with data: a non-zero (or NaN) channel
-        support = ((values != 0) | np.isnan(values)).any(-1)
+    if rule == "mrtrix":  # voxels with data: a non-zero (or NaN: NaN != 0) channel
+        support = (values != 0).any(-1)
     else:
         support = np.zeros(1, dtype=bool)
     return Volume(values, np.array([x, y, z], dtype=np.int64), np.ascontiguousarray(np.linalg.inv(affine)[:3]),
@@ -189,11 +189,11 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     rotation = field.rotation().astype(dtype)
     vertices = np.einsum("dj,ij->di", v.astype(dtype), rotation).astype(dtype)  # RAS, as the torch method has them
     cos_max = float(np.cos(np.deg2rad(params.max_angle)))
-    inclusive = params.algorithm == "prob"
-    cone, counts = cone_table(v, cos_max, inclusive)
+    declared = algorithm(params.algorithm)
+    cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
     lookup = vertex_lookup(vertices)
     return PmfData(
-        f(params.cutoff), f(cos_max), inclusive, params.algorithm == "prob", int(params.rng_seed),
+        f(params.cutoff), f(cos_max), declared.cone_inclusive, declared.choice == "draw", int(params.rng_seed),
         np.ascontiguousarray(sh.basis_matrix(v, field.lmax, field.basis).astype(dtype)), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
@@ -224,7 +224,7 @@ class KernelTracker:
         self.consts = make_consts(self.dtype)
         self.field = field
         self.affine = field.affine
-        if isinstance(field, DWIField):
+        if declared.kernel == "tensor":
             from .kernels.tensordet import TensorData
 
             data = as_numpy(field.data)
@@ -235,7 +235,7 @@ class KernelTracker:
             volume_data = data
         else:
             coeffs = as_numpy(field.coeffs)
-            if declared.start == "peaks":
+            if declared.kernel == "pmf":
                 self.sphere = sphere or default_sphere()
                 self.method = _pmf_data(field, params, self.dtype, self.sphere)
                 d = len(self.sphere.vertices)
@@ -412,6 +412,17 @@ def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:
     from ..dwi import tensor_solver
 
     return np.ascontiguousarray(tensor_solver(field.bvals, field.bvecs).astype(dtype))
+
+
+def warm_up() -> None:
+    """Load what every kernel call needs before its first call: the kernel modules and numba's
+    implementation registries (a third of a second). ``difftract track`` runs it in a thread while
+    it reads its images, which mostly waits on decompression outside the GIL."""
+    from numba.core.registry import cpu_target
+
+    from .kernels import cpu  # noqa: F401
+
+    cpu_target.target_context.refresh()
 
 
 def kernel_device(name: str) -> str:

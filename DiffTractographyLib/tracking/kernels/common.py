@@ -156,7 +156,7 @@ def sample(vol, K, px, py, pz, out):
     return True
 
 
-@jit
+@jit(inline="always")
 def _in_mask(R, m, px, py, pz):
     dims = R.mask_dims[m]
     if R.mask_rule[m] == 0:  # MRtrix3: float32 transform of the cropped image, halves away from zero
@@ -192,7 +192,7 @@ def _above_threshold(R, m, px, py, pz):
     return value > R.map_threshold[m]
 
 
-@jit
+@jit(inline="always")
 def contains(R, px, py, pz):
     """Whether every stopping region contains the RAS-mm point (True when there are none)."""
     for m in range(R.n_masks):

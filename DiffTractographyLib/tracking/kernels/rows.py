@@ -62,7 +62,7 @@ def _method_init(M, K, S, vol, px, py, pz, dx, dy, dz):
     return lambda M, K, S, vol, px, py, pz, dx, dy, dz: impl(M, K, S, vol, px, py, pz, dx, dy, dz)
 
 
-@overload(method_next, jit_options={"cache": True})
+@overload(method_next, jit_options={"cache": True}, inline="always")
 def _method_next(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature, seed_id, branch, step):
     kind = M.instance_class
     if kind is pmf.PmfData:

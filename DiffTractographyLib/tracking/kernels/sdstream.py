@@ -84,10 +84,15 @@ def derivatives(M, K, vp, vm, az, el, se, q, work, exact):
     coefficients at (az, el), ``se`` = sin(el)."""
     lmax = M.lmax
     cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
-    for m in range(lmax + 1):  # sqrt2 cos(m az), sqrt2 sin(m az): formed in double, stored in float (MRtrix3)
-        maz = az * K.f(m)
-        cm[m] = K.f(np.float64(K.f(math.cos(maz))) * M.trig_scale[m])
-        sm[m] = K.f(np.float64(K.f(math.sin(maz))) * M.trig_scale[m])
+    # sqrt2 cos(m az), sqrt2 sin(m az), stored in the working precision: by the angle-addition
+    # recurrence in double from cos(az), sin(az) (MRtrix3 evaluates cos(m az) with m az rounded to
+    # float: the two differ by that rounding, ~1e-7 relative, a tenth of the cost)
+    c1, s1 = np.float64(math.cos(az)), np.float64(math.sin(az))
+    cp, sp = 1.0, 0.0
+    for m in range(lmax + 1):
+        cm[m] = K.f(cp * M.trig_scale[m])
+        sm[m] = K.f(sp * M.trig_scale[m])
+        cp, sp = cp * c1 - sp * s1, sp * c1 + cp * s1
     _legendre_rows(M, K, el, q, work[2 * lmax + 2:], exact)
     t = M.m.shape[0]
     amp = d_el = d2_el = d_az = d2_elaz = d2_az = pole_az = K.zero

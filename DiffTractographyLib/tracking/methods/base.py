@@ -18,6 +18,11 @@ class Method:
     #: cos(max_angle) of the curvature test (MRtrix3's rounding for the float32 methods)
     cos_max: float = -1.0
 
+    @classmethod
+    def from_params(cls, field, params, dtype) -> "Method":
+        """The method for resolved ``TrackingParams`` on ``field`` in ``dtype``."""
+        return cls(field, params.cutoff, params.max_angle, dtype=dtype)
+
     @property
     def rule(self) -> str:
         return self.algorithm.rule

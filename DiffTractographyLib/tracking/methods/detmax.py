@@ -15,8 +15,6 @@ class DeterministicMaximum(PmfMethod):
 
     algorithm = ALGORITHMS["detmax"]
 
-    cone_inclusive = False
-
     def choose(self, values, outside, top, noise):
         if outside is not None:
             values = values.masked_fill(outside, -torch.inf)

@@ -70,7 +70,8 @@ class PmfMethod(Method):
         self.cos_max = float(np.cos(np.deg2rad(max_angle)))
         self.temperature = float(temperature)
         self.relaxed = relaxed
-        self.cone_vertices = torch.as_tensor(cone_table(v, self.cos_max, self.cone_inclusive)[0], device=device)
+        self.cone_vertices = torch.as_tensor(cone_table(v, self.cos_max, self.algorithm.cone_inclusive)[0],
+                                             device=device)
         lookup = vertex_lookup(self.vertices.cpu().numpy())
         self.vertex_lookup = None if lookup is None else torch.as_tensor(lookup, device=device)
 
@@ -89,12 +90,10 @@ class PmfMethod(Method):
         c, inside = self.volume.sample(pos)
         return c @ self.basis, inside
 
-    #: whether the cone includes its boundary, |cos| >= cos(max_angle) (prob), or not (detmax)
-    cone_inclusive: bool
-
     def outside_cone(self, abs_cos: torch.Tensor) -> torch.Tensor:
-        """Vertices outside the cone, from |cos(previous direction, vertex)|."""
-        return abs_cos < self.cos_max if self.cone_inclusive else abs_cos <= self.cos_max
+        """Vertices outside the cone, from |cos(previous direction, vertex)| (the declaration says
+        whether |cos| = cos(max_angle) is inside)."""
+        return abs_cos < self.cos_max if self.algorithm.cone_inclusive else abs_cos <= self.cos_max
 
     def cone(self, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate vertices (N, K) for unit RAS ``direction`` (N, 3), and which of them lie outside

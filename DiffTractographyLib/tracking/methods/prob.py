@@ -26,7 +26,9 @@ class Probabilistic(PmfMethod):
                          dtype=dtype)
         self.rng_seed = rng_seed
 
-    cone_inclusive = True
+    @classmethod
+    def from_params(cls, field, params, dtype):
+        return cls(field, params.cutoff, params.max_angle, rng_seed=params.rng_seed, dtype=dtype)
 
     def noise(self, key, vertices):
         """Gumbel noise at ``vertices`` for ``key`` = (seed index, branch, step): the uniform of

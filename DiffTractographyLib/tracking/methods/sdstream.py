@@ -28,6 +28,11 @@ class SDStream(Method):
         rot = field.to_world().to(dtype)
         self.rotation = None if field.frame == "world" else rot
 
+    @classmethod
+    def from_params(cls, field, params, dtype):
+        return cls(field, params.cutoff, params.max_angle, precomputed=params.sh_precomputed,
+                   polish=params.peak_polish, dtype=dtype)
+
     def _peak(self, pos, direction):
         c, inside = self.volume.sample(pos)
         inside = inside & ~torch.isnan(c[:, 0])
