@@ -3,12 +3,14 @@ deterministic-maximum and probabilistic getters: ``difftract track`` against a P
 loads the same files with nibabel, tracks with DIPY and writes a .tck, same seeds, same run, the
 median of ``--repeats`` runs. Prints a table and saves benchmarks/results/dipy_<commit>_cpu.json.
 
-    python benchmarks/bench_dipy.py [--data ../shared/data/phantom_cross] [--repeats 3] [--threads 2]
+    python benchmarks/bench_dipy.py [--data ../shared/data/phantom_cross] [--seeds 20000] [--repeats 3]
+        [--threads 2]
 
 Input: phantom_cross's ``fod_dipy.nii.gz`` (DIPY 1.12.1 CSD, descoteaux07, voxel frame) and mask,
-seeded at the points of ``detmax_seeds.txt`` (3,073) without directions: both start one streamline
-per DIPY peak at each seed. Settings: step 0.5 mm, 45 degrees, pmf threshold 0.1 (DIPY's default),
-binary mask, DIPY's 500 steps per half; DIPY is single-threaded.
+``--seeds`` points uniform in the mask's voxels (fixed draw) without directions: both start one
+streamline per DIPY peak at each seed. Settings: step 0.5 mm, 45 degrees, pmf threshold 0.1 (DIPY's
+default), binary mask, DIPY's 500 steps per half; DIPY is single-threaded. Both processes load the
+same files, so the ratio approaches the ratio of the tracking rates as the run grows.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +33,7 @@ GETTERS = {"detmax": "DeterministicMaximumDirectionGetter", "prob": "Probabilist
 
 DIPY_SCRIPT = """
 import sys
+import nibabel as nib
 import nibabel as nib
 import numpy as np
 import dipy.direction
@@ -50,6 +54,7 @@ nib.streamlines.save(nib.streamlines.Tractogram(streamlines, affine_to_rasmm=np.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "phantom_cross")
+    ap.add_argument("--seeds", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -59,8 +64,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         seeds = folder / "seeds.txt"
-        np.savetxt(seeds, np.loadtxt(args.data / "detmax_seeds.txt")[:, :3])
-        n_seeds = len(np.loadtxt(seeds))
+        mask_image = nib.load(mask)
+        rng = np.random.default_rng(0)
+        voxels = np.argwhere(np.asarray(mask_image.dataobj) > 0)
+        voxels = voxels[rng.integers(0, len(voxels), args.seeds)] + rng.uniform(-0.5, 0.5, (args.seeds, 3))
+        np.savetxt(seeds, voxels @ mask_image.affine[:3, :3].T + mask_image.affine[:3, 3])
+        n_seeds = args.seeds
         with tempfile.TemporaryDirectory() as cache:
             for algorithm, getter in GETTERS.items():
                 ours_out, dipy_out = folder / f"ours_{algorithm}.tck", folder / f"dipy_{algorithm}.tck"

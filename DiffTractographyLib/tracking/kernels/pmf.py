@@ -14,11 +14,13 @@ from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sa
 
 #: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
-#: (D, C) SH basis on the vertices; ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
+#: (C, D) SH basis on the vertices, the largest norm of a vertex's basis ``basis_norm``, and for
+#: detmax each cone's basis columns ``cone_basis`` (D, C, K); ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
 #: and the vertex lookup grid (empty: none) of ``sphere``; ``rotation`` SH frame -> RAS and
 #: ``voxel_size`` (DIPY's second-half start); for ``seed_peaks``: ``sphere_vertices`` (D, 3) float64
 #: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation)
-PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis vertices cone cone_count lookup "
+PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis basis_norm cone_basis vertices cone "
+                                "cone_count lookup "
                                 "rotation voxel_size sphere_vertices edges peak_threshold cos_separation")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
@@ -26,24 +28,30 @@ MAX_PEAKS = 48
 
 
 @jit
+def _sphere(M, K, c, pmf):
+    """The pmf on every vertex (``c @ basis``, axpys over the vertices: vectorised, each sum in
+    coefficient order) into ``pmf``; returns its largest value (NaN if any is, at least 0)."""
+    n = pmf.shape[0]
+    for d in range(n):
+        pmf[d] = K.zero
+    for j in range(c.shape[0]):
+        cj, row = c[j], M.basis[j]
+        for d in range(n):
+            pmf[d] += cj * row[d]
+    top = K.zero
+    for d in range(n):
+        if pmf[d] != pmf[d]:
+            return K.f(np.nan)
+        if pmf[d] > top:
+            top = pmf[d]
+    return top
+
+
+@jit
 def _pmf(M, K, S, vol, px, py, pz):
     """The pmf (D,) at a point into ``S.a`` and the largest value (NaN if any is, at least 0)."""
-    c = S.c
-    inside = sample(vol, K, px, py, pz, c)
-    pmf = S.a
-    top = K.zero
-    nan = False
-    for d in range(M.basis.shape[0]):
-        row = M.basis[d]
-        acc = K.zero
-        for j in range(c.shape[0]):
-            acc += c[j] * row[j]
-        pmf[d] = acc
-        if acc != acc:
-            nan = True
-        elif acc > top:
-            top = acc
-    return inside, K.f(np.nan) if nan else top
+    inside = sample(vol, K, px, py, pz, S.c)
+    return inside, _sphere(M, K, S.c, S.a)
 
 
 @jit
@@ -64,46 +72,89 @@ def _cone_row(M, K, dx, dy, dz):
     return -1
 
 
+@jit(inline="always")
+def _outside_cone(M, dx, dy, dz, v):
+    a = M.vertices[v]
+    cos = abs((dx * a[0] + dy * a[1]) + dz * a[2])
+    return (cos < M.cos_max) if M.inclusive else (cos <= M.cos_max)
+
+
 @jit
-def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
-    """The chosen vertex, flipped to continue forwards; LOW_SIGNAL when no vertex is admissible,
-    HIGH_CURVATURE when only vertices outside the cone would be, OUTSIDE_IMAGE outside the image."""
-    inside, top = _pmf(M, K, S, vol, px, py, pz)
-    pmf = S.a
-    floor = M.cutoff * top
-    row = _cone_row(M, K, dx, dy, dz)
-    n = M.cone_count[row] if row >= 0 else pmf.shape[0]
-    cone = M.cone[max(row, 0)]
-    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
+def _best_in_cone(M, K, c, row, n, values):
+    """detmax's choice among the cone of vertex ``row`` alone, from the cone's own basis columns
+    (contiguous, so the sums vectorise; each in coefficient order, as ``_sphere``'s): (largest pmf,
+    its vertex; the lowest vertex on ties)."""
+    basis = M.cone_basis[row]
+    width = basis.shape[1]  # the cone's count padded with zero columns to a multiple of 8: whole vectors
+    for i in range(width):
+        values[i] = K.zero
+    for j in range(c.shape[0]):
+        cj, column = c[j], basis[j]
+        for i in range(width):
+            values[i] += cj * column[i]
     best = K.f(-np.inf)
     chosen = -1
     for i in range(n):
+        if values[i] > best:
+            best, chosen = values[i], i
+    return best, M.cone[row, max(chosen, 0)]
+
+
+@jit(inline="always")
+def _forwards(M, K, v, dx, dy, dz):
+    a = M.vertices[max(v, 0)]
+    ux, uy, uz = a[0], a[1], a[2]
+    if not (ux * dx + uy * dy) + uz * dz > K.zero:  # DIPY: v if v . d > 0 else -v
+        ux, uy, uz = -ux, -uy, -uz
+    return ux, uy, uz
+
+
+@jit
+def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
+    """The chosen vertex, flipped to continue forwards; LOW_SIGNAL when no vertex is admissible,
+    HIGH_CURVATURE when only vertices outside the cone would be, OUTSIDE_IMAGE outside the image.
+
+    detmax, stepping from a vertex, first evaluates the cone's vertices only: when their maximum is at
+    least ``cutoff`` times an upper bound of the pmf on the whole sphere (|c| max_d |basis_d|,
+    Cauchy-Schwarz), it passes DIPY's relative threshold whatever the other vertices hold (99.99% of
+    steps on phantom_cross's FOD); otherwise, and always for prob, the whole sphere is evaluated."""
+    inside = sample(vol, K, px, py, pz, S.c)
+    row = _cone_row(M, K, dx, dy, dz)
+    pmf = S.a
+    n = M.cone_count[row] if row >= 0 else pmf.shape[0]
+    if not M.sample and row >= 0:
+        best, chosen = _best_in_cone(M, K, S.c, row, n, pmf)
+        if inside and best > K.zero:
+            squares = 0.0
+            for j in range(S.c.shape[0]):
+                squares += np.float64(S.c[j]) * np.float64(S.c[j])
+            if best >= M.cutoff * (math.sqrt(squares) * M.basis_norm * (1.0 + 1e-4)):
+                ux, uy, uz = _forwards(M, K, chosen, dx, dy, dz)
+                return CONTINUE, ux, uy, uz
+    top = _sphere(M, K, S.c, pmf)
+    floor = M.cutoff * top
+    cone = M.cone[max(row, 0)]
+    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
+    best = -np.inf
+    chosen = -1
+    for i in range(n):
         v = cone[i] if row >= 0 else i
+        if row < 0 and _outside_cone(M, dx, dy, dz, v):
+            continue
         value = pmf[v]
-        if row < 0:
-            a = M.vertices[v]
-            cos = abs((dx * a[0] + dy * a[1]) + dz * a[2])
-            if (cos < M.cos_max) if M.inclusive else (cos <= M.cos_max):
-                continue
-        if M.sample:
+        if M.sample:  # Gumbel-max: argmax log p + G = argmax p / E, E = -log(u) exponential
             if not (value > K.zero and value >= floor):
                 continue
             u = uniform(key, v)
-            score = K.f(math.log(value)) + K.f(-math.log(-math.log(u)))
+            if np.float64(value) / (1.0 - u) <= best:  # E >= 1 - u: this vertex cannot win, skip the log
+                continue
+            score = np.float64(value) / -math.log(u)
         else:
-            score = value
+            score = np.float64(value)
         if score > best:
             best, chosen = score, v
-    if M.sample:
-        ok = chosen >= 0
-    else:
-        ok = best > K.zero and best >= floor
-    if chosen < 0:
-        chosen = 0
-    a = M.vertices[chosen]
-    ux, uy, uz = a[0], a[1], a[2]
-    if not (ux * dx + uy * dy) + uz * dz > K.zero:
-        ux, uy, uz = -ux, -uy, -uz
+    ok = chosen >= 0 if M.sample else (best > 0.0 and best >= floor)
+    ux, uy, uz = _forwards(M, K, chosen, dx, dy, dz)
     if not inside:
         return OUTSIDE_IMAGE, ux, uy, uz
     if not ok:
