@@ -18,7 +18,13 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
     if not path.exists():
         raise InputError(f"{path}: no such {what} file")
     try:
-        img = nib.load(str(path))
+        img = None
+        if path.suffix.lower() == ".gz":  # one decompression call, which releases the GIL for its whole length
+            raw = gzip.decompress(path.read_bytes())
+            nifti2 = int.from_bytes(raw[:4], "little") == 540 or int.from_bytes(raw[:4], "big") == 540
+            img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
+        if img is None:
+            img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for unreadable files
         raise InputError(f"{path}: cannot read the {what} as a NIfTI image ({exc})") from exc

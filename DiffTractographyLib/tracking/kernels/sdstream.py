@@ -78,16 +78,16 @@ def _legendre_rows(M, K, el, q, work, exact):
 
 
 @jit(inline="always")
-def derivatives(M, K, vp, vm, az, el, se, q, work, exact):
+def derivatives(M, K, vp, vm, ca, sa, el, se, q, work, exact):
     """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` (f, df/del,
     (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2) of prepared
-    coefficients at (az, el), ``se`` = sin(el)."""
+    coefficients at azimuth (cos ``ca``, sin ``sa``) and elevation ``el`` (sin ``se``)."""
     lmax = M.lmax
     cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
     # sqrt2 cos(m az), sqrt2 sin(m az), stored in the working precision: by the angle-addition
     # recurrence in double from cos(az), sin(az) (MRtrix3 evaluates cos(m az) with m az rounded to
     # float: the two differ by that rounding, ~1e-7 relative, a tenth of the cost)
-    c1, s1 = np.float64(math.cos(az)), np.float64(math.sin(az))
+    c1, s1 = np.float64(ca), np.float64(sa)
     cp, sp = 1.0, 0.0
     for m in range(lmax + 1):
         cm[m] = K.f(cp * M.trig_scale[m])
@@ -116,12 +116,14 @@ def derivatives(M, K, vp, vm, az, el, se, q, work, exact):
 
 @jit(inline="always")
 def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
-    """One iteration of ``get_peak``: the moved direction, the amplitude before the move, the step."""
-    az = K.f(math.atan2(uy, ux))
+    """One iteration of ``get_peak``: the moved direction, the amplitude before the move, the step.
+    The sines and cosines of the angles come from u itself (MRtrix3 takes them of atan2 and acos:
+    the same to a few ulps); the elevation is needed for the Legendre table."""
     el = K.f(math.acos(uz))
-    ca, sa = K.f(math.cos(az)), K.f(math.sin(az))
-    ce, se = K.f(math.cos(el)), K.f(math.sin(el))
-    amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, se, q, work, False)
+    r = K.f(math.sqrt(ux * ux + uy * uy))
+    ca, sa = (ux / r, uy / r) if r > K.zero else (K.one, K.zero)  # atan2(0, 0) = 0 at the pole
+    ce, se = uz, r
+    amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, ca, sa, el, se, q, work, False)
     norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
     a_az = d_az / norm if norm != K.zero else K.zero
     a_el = d_el / norm if norm != K.zero else K.zero
@@ -167,7 +169,8 @@ def _polish(M, K, vp, vm, ux, uy, uz, q, work):
     for i in range(M.polish + 1):
         az = K.f(math.atan2(uy, ux))
         el = K.f(math.acos(min(max(uz, -K.one), K.one)))
-        amp, g_el, g_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, az, el, K.f(math.sin(el)), q, work, True)
+        amp, g_el, g_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, K.f(math.cos(az)), K.f(math.sin(az)), el,
+                                                          K.f(math.sin(el)), q, work, True)
         if i == M.polish:
             break
         s_el, s_az = _solve_negative_definite(K, h_el, h_elaz, h_az, g_el, g_az)
