@@ -212,7 +212,7 @@ def run_track(args) -> int:
         """The tracker's chunks; none accepted at all is an error (raised before an output is committed)."""
         n = 0
         for part in tracker.chunks(points, seed_directions=directions, progress=progress, stats=stats):
-            n += len(part[1])
+            n += len(part.lengths)
             yield part
         if n == 0:
             raise InputError(f"no streamline was accepted from {len(points)} seeds ({dict(stats)}); "
@@ -220,15 +220,15 @@ def run_track(args) -> int:
 
     try:
         if out.suffix.lower() == ".tck":  # streamed to the file chunk by chunk: memory stays flat
-            count = write_tck(out, ((p, lengths) for p, lengths, _ in accepted()))
+            count = write_tck(out, ((chunk.points, chunk.lengths) for chunk in accepted()))
         else:
             parts = list(accepted())
-            lengths = np.concatenate([p[1] for p in parts])
+            lengths = np.concatenate([p.lengths for p in parts])
             count = len(lengths)
             offsets = np.zeros(count + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            save_tractogram(Tractogram(np.concatenate([p[0] for p in parts]), offsets, field.affine, tracker.shape,
-                                       {"seed_index": np.concatenate([p[2] for p in parts])}), out)
+            save_tractogram(Tractogram(np.concatenate([p.points for p in parts]), offsets, field.affine, tracker.shape,
+                                       {"seed_index": np.concatenate([p.seed_index for p in parts])}), out)
     finally:
         if bar is not None:
             bar.close()

@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -42,15 +42,33 @@ class TrackingCancelled(Exception):
     """Raised when ``cancel`` asked a run to stop; nothing of the run is returned."""
 
 
-@dataclass
-class KernelResult:
-    """Accepted streamlines in seed order: ``points`` (P, 3) RAS mm in the working precision,
-    ``lengths`` (N,) vertex counts, ``seed_index`` (N,), and the termination counts ``stats``
-    (``Status`` and ``StreamlineStatus`` names)."""
+class Chunk(NamedTuple):
+    """Accepted streamlines of a chunk of seeds, in seed order: ``points`` (P, 3) RAS mm in the
+    working precision, ``lengths`` (N,) vertex counts, ``seed_index`` (N,); and what a replay of
+    their steps needs: ``peak`` (N,) the start row among the seed's (DIPY's peaks), ``before`` (N,)
+    the points stored before the seed (the seed is point ``before``), ``half_starts`` (N, 2, 3) the
+    start direction of the half stored after the seed and of the one before it (RAS, unit; NaN for
+    a unidirectional run's missing half)."""
 
     points: np.ndarray
     lengths: np.ndarray
     seed_index: np.ndarray
+    peak: np.ndarray
+    before: np.ndarray
+    half_starts: np.ndarray
+
+
+@dataclass
+class KernelResult:
+    """A run's chunks joined (see ``Chunk``), and the termination counts ``stats`` (``Status`` and
+    ``StreamlineStatus`` names)."""
+
+    points: np.ndarray
+    lengths: np.ndarray
+    seed_index: np.ndarray
+    peak: np.ndarray
+    before: np.ndarray
+    half_starts: np.ndarray
     stats: Counter
 
 
@@ -292,14 +310,14 @@ class KernelTracker:
         parts = list(self.chunks(seeds, seed_directions=seed_directions, seed_ids=seed_ids, progress=progress,
                                  cancel=cancel, stats=stats))
         if not parts:
-            parts = [(np.zeros((0, 3), self.dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))]
-        return KernelResult(*(np.concatenate([p[k] for p in parts]) for k in range(3)), stats)
+            parts = [Chunk(np.zeros((0, 3), self.dtype), *(np.zeros(0, np.int64) for _ in range(4)),
+                           np.zeros((0, 2, 3), self.dtype))]
+        return KernelResult(*(np.concatenate(arrays) for arrays in zip(*parts)), stats)
 
     def chunks(self, seeds, *, seed_directions=None, seed_ids=None, progress: Callable[[int, int], None] | None = None,
-               cancel: Callable[[], bool] | None = None, stats: Counter | None = None
-               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``__call__`` a chunk at a time: yields (points, lengths, seed_index) of each chunk's accepted
-        streamlines, in seed order, so that a writer can stream them; ``stats`` gathers the counts."""
+               cancel: Callable[[], bool] | None = None, stats: Counter | None = None) -> Iterator[Chunk]:
+        """``__call__`` a chunk at a time: yields each chunk's accepted streamlines (``Chunk``), in
+        seed order, so that a writer can stream them; ``stats`` gathers the counts."""
         seeds = np.asarray(seeds, dtype=self.dtype)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
             raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {seeds.shape}")
@@ -402,8 +420,10 @@ class KernelTracker:
         bounds = np.zeros((m, 2), dtype=np.int64)
         status = np.zeros((m, 2), dtype=np.int8)
         fate = np.zeros(m, dtype=np.int8)
+        half_starts = np.full((m, 2, 3), np.nan, dtype=self.dtype)
         backend = self._backend()
-        on_device = backend.track_rows(*self._args, self.sizes, seeds, starts, ids, peak, slots, bounds, status, fate)
+        on_device = backend.track_rows(*self._args, self.sizes, seeds, starts, ids, peak, slots, bounds, status, fate,
+                                       half_starts)
         halves = status[:, :2].ravel()
         counts = np.bincount(halves[halves >= 0], minlength=len(Status))
         stats.update({Status(code).name: int(c) for code, c in enumerate(counts) if c})
@@ -415,7 +435,11 @@ class KernelTracker:
         np.cumsum(lengths, out=offsets[1:])
         points = np.empty((int(offsets[-1]), 3), dtype=self.dtype)
         backend.gather(slots if on_device is None else on_device, bounds, keep, offsets, points)
-        return points, lengths, ids[keep]
+        before = self.rules.budget - bounds[keep, 0]
+        # half_starts per row: [first half, second half]; the chunk gives [after the seed, before it]
+        after_first = self.rules.forward_after_seed or self.rules.unidirectional
+        order = [0, 1] if after_first else [1, 0]
+        return Chunk(points, lengths, ids[keep], peak[keep], before, half_starts[keep][:, order])
 
 
 def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:

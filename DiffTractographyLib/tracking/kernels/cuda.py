@@ -26,8 +26,9 @@ THREADS_PER_BLOCK = 64
 #: inputs served (SH up to lmax 12, 512 DWI volumes, spheres of 1024 vertices)
 LIMITS = {"sdstream": (96, 64, 64, 256, 1), "tensordet": (512, 8, 512, 1, 18), "pmf": (96, 1024, 1024, 1, 1024)}
 
-#: the arrays of one call: inputs (seeds, starts, seed ids, peaks) and outputs (slots, bounds, status, fate)
-Rows = namedtuple("Rows", "seeds starts seed_ids peaks slots bounds status fate")
+#: the arrays of one call: inputs (seeds, starts, seed ids, peaks) and outputs (slots, bounds, status,
+#: fate, each half's start direction)
+Rows = namedtuple("Rows", "seeds starts seed_ids peaks slots bounds status fate half_starts")
 #: the arrays of a peak search: seeds in, peak vertices and counts out
 Peaks = namedtuple("Peaks", "seeds out counts")
 
@@ -55,7 +56,7 @@ def _kernels(dtype: str, kind: str):
         s = rows.seeds
         d = rows.starts
         begin, end, s1, s2, fate = track_row(M, K, S, vol, R, P, s[r, 0], s[r, 1], s[r, 2], d[r, 0], d[r, 1], d[r, 2],
-                                             rows.seed_ids[r], rows.peaks[r], rows.slots[r])
+                                             rows.seed_ids[r], rows.peaks[r], rows.slots[r], rows.half_starts[r])
         rows.bounds[r, 0] = begin
         rows.bounds[r, 1] = end
         rows.status[r, 0] = s1
@@ -111,23 +112,24 @@ def _blocks(n: int) -> int:
     return max(1, math.ceil(n / THREADS_PER_BLOCK))
 
 
-def track_rows(M, K, vol, R, P, sizes, seeds, starts, seed_ids, peaks, slots, bounds, status, fate):
+def track_rows(M, K, vol, R, P, sizes, seeds, starts, seed_ids, peaks, slots, bounds, status, fate, half_starts):
     """``cpu.track_rows`` on the GPU (same arguments; ``M``, ``vol``, ``R`` already ``to_device``).
     Returns the slots, left on the GPU for ``gather``; bounds, status and fate are copied back."""
     _check_sizes(M, sizes)
     track = _kernels(seeds.dtype.name, family(M))[0]
     if SIMULATOR:
-        rows = Rows(seeds, starts, seed_ids, peaks, slots, bounds, status, fate)
+        rows = Rows(seeds, starts, seed_ids, peaks, slots, bounds, status, fate, half_starts)
     else:
         from numba import cuda
 
-        rows = to_device(Rows(seeds, starts, seed_ids, peaks, None, bounds, status, fate))
+        rows = to_device(Rows(seeds, starts, seed_ids, peaks, None, bounds, status, fate, half_starts))
         rows = rows._replace(slots=cuda.device_array(slots.shape, dtype=slots.dtype))
     track[_blocks(len(seeds)), THREADS_PER_BLOCK](M, K, vol, R, P, sizes, rows)
     if not SIMULATOR:
         rows.bounds.copy_to_host(bounds)
         rows.status.copy_to_host(status)
         rows.fate.copy_to_host(fate)
+        rows.half_starts.copy_to_host(half_starts)
     return rows.slots
 
 

@@ -152,15 +152,17 @@ def propagate(M, K, S, vol, R, P, px, py, pz, dx, dy, dz, budget, slot, centre, 
 
 
 @jit
-def track_row(M, K, S, vol, R, P, px, py, pz, dx, dy, dz, seed_id, peak, slot):
+def track_row(M, K, S, vol, R, P, px, py, pz, dx, dy, dz, seed_id, peak, slot, starts):
     """Track the streamline of one start row (a seed, or one of its peaks) into ``slot``:
-    (begin, end, status of the first half, of the second (-1: none), fate ``StreamlineStatus``)."""
+    (begin, end, status of the first half, of the second (-1: none), fate ``StreamlineStatus``).
+    ``starts`` (2, 3) receives the start direction of each half (what a replay of the steps needs)."""
     centre = P.budget
     if not contains(R, px, py, pz):
         return centre, centre + 1, -1, -1, SEED_REJECTED
     ok, sx, sy, sz = method_init(M, K, S, vol, px, py, pz, dx, dy, dz)
     if not ok:
         return centre, centre + 1, -1, -1, SEED_REJECTED
+    starts[0, 0], starts[0, 1], starts[0, 2] = sx, sy, sz
     slot[centre, 0], slot[centre, 1], slot[centre, 2] = px, py, pz
     branch = 2 * peak  # random-draw keys: branch 2 j + h for half h of the seed's j-th start
     first_after = P.forward_after_seed or P.unidirectional
@@ -169,6 +171,7 @@ def track_row(M, K, S, vol, R, P, px, py, pz, dx, dy, dz, seed_id, peak, slot):
     n2, status2 = 0, -1
     if not P.unidirectional:
         rx, ry, rz = method_reverse(M, K, sx, sy, sz, fx, fy, fz)
+        starts[1, 0], starts[1, 1], starts[1, 2] = rx, ry, rz
         budget, cap = P.budget, P.budget
         if P.shared_budget:  # MRtrix3 counts both halves against one budget
             cap = max(P.budget - n1, 1)
