@@ -99,6 +99,10 @@ _DECLARED = (
               kernel="pmf", method="prob:Probabilistic", choice="draw", cone_inclusive=True, **_DIPY),
 )
 
+#: softmax temperature of the relaxation through which detmax and prob carry gradients (on log pmf:
+#: 0.1 weighs the vertices by pmf ** 10; ``methods.pmf``)
+TEMPERATURE = 0.1
+
 #: the algorithm a field kind gets when none is named (MRtrix3's deterministic trackers)
 DEFAULT_FOR = {"fod": "sdstream", "dwi": "tensordet"}
 

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..fields import DWIField, SHField
 from ..geometry import mean_voxel_size, voxel_sizes
 from ..stopping import AllOf, BinaryMask, Status, StreamlineStatus, ThresholdMap
-from .algorithms import algorithm, mrtrix_cos_threshold
+from .algorithms import TEMPERATURE, algorithm, mrtrix_cos_threshold
 from .sphere import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere, vertex_lookup
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,18 @@ log = logging.getLogger(__name__)
 # numpy's matrix products are avoided here (einsum): a multi-threaded BLAS call leaves its threads
 # spinning for a while, which takes the cores the kernels run on.
 
-#: wall time a chunk aims at on the CPU (progress and cancellation come between chunks)
+#: wall time a chunk aims at (progress and cancellation come between chunks)
 CHUNK_SECONDS = 0.25
-#: bytes of streamline slots one chunk may hold
-SLOT_BYTES = 64 * 2**20
+#: bytes of streamline slots one chunk may hold: on the CPU a bound that keeps them in memory
+#: nearby, on CUDA enough rows to fill the GPU (a smaller chunk leaves most of its threads idle)
+SLOT_BYTES = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is CUDA running out of memory (torch's or numba-cuda's driver error)."""
+    import torch
+
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "OUT_OF_MEMORY" in str(exc)
 
 
 class TrackingCancelled(Exception):
@@ -48,7 +56,7 @@ class Chunk(NamedTuple):
     their steps needs: ``peak`` (N,) the start row among the seed's (DIPY's peaks), ``before`` (N,)
     the points stored before the seed (the seed is point ``before``), ``half_starts`` (N, 2, 3) the
     start direction of the half stored after the seed and of the one before it (RAS, unit; NaN for
-    a unidirectional run's missing half)."""
+    a unidirectional run's missing half), ``seed_row`` (N,) the row of the seed in the call."""
 
     points: np.ndarray
     lengths: np.ndarray
@@ -56,6 +64,7 @@ class Chunk(NamedTuple):
     peak: np.ndarray
     before: np.ndarray
     half_starts: np.ndarray
+    seed_row: np.ndarray
 
 
 @dataclass
@@ -69,6 +78,7 @@ class KernelResult:
     peak: np.ndarray
     before: np.ndarray
     half_starts: np.ndarray
+    seed_row: np.ndarray
     stats: Counter
 
 
@@ -163,15 +173,19 @@ def _regions(masks: list[BinaryMask], maps: list[ThresholdMap]):
         np.array([m.threshold for m in maps] or [0.0], dtype=np.float64))
 
 
-def _legendre_factors(lmax: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The recurrence factors of ``sh.legendre``: (first (lmax + 1,), rest (lmax + 1, lmax + 1))."""
+def _legendre_factors(lmax: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The recurrence factors of ``sh.legendre``: first (lmax + 1,), rest (lmax + 1, lmax + 1), the
+    reciprocal of the factor before each of rest, and the ratios P_m^m / (sin P_m-1^m-1)."""
     first = np.zeros(lmax + 1, dtype=dtype)
     rest = np.zeros((lmax + 1, lmax + 1), dtype=dtype)
+    inverse = np.zeros((lmax + 1, lmax + 1), dtype=dtype)
     for m in range(lmax):
         first[m] = sh._sqrt_ratio(np.dtype(dtype), 2 * m + 3)
         for n in range(m + 2, lmax + 1):
             rest[m, n] = sh._sqrt_ratio(np.dtype(dtype), 4 * n * n - 1, n * n - m * m)
-    return first, rest
+            inverse[m, n] = 1.0 / (first[m] if n == m + 2 else rest[m, n - 1])
+    steps = np.array([1.0] + [-math.sqrt((2 * m + 1) / (2 * m)) for m in range(1, lmax + 1)], dtype=dtype)
+    return first, rest, inverse, steps
 
 
 def _sdstream_data(field: SHField, params: TrackingParams, dtype):
@@ -179,11 +193,8 @@ def _sdstream_data(field: SHField, params: TrackingParams, dtype):
 
     f = np.dtype(dtype).type
     lmax = field.lmax
-    t = sh.derivative_terms(lmax)
-    n0 = len(t["c0"])
-    m = np.r_[np.zeros(n0), t["m"]]
     combine = sh.legendre_combination(lmax).astype(dtype)
-    first, rest = _legendre_factors(lmax, dtype)
+    first, rest = _legendre_factors(lmax, dtype)[:2]
     table, inc = np.zeros((2, 1), dtype=dtype), f(0.0)
     if params.sh_precomputed:  # MRtrix3's PrecomputedAL: float32 Legendre rows at 512 elevations
         rows = sh.LEGENDRE_TABLE_ROWS
@@ -192,11 +203,31 @@ def _sdstream_data(field: SHField, params: TrackingParams, dtype):
         table = np.einsum("rs,js->rj", sh.legendre(lmax, cos_el).astype(dtype), combine).astype(dtype)
         inc = f(inc32)
     return SDStreamData(
-        f(params.cutoff), f(mrtrix_cos_threshold(params.max_angle, np.dtype(dtype))), field.frame == "voxel",
-        field.rotation().astype(dtype), np.r_[t["c0"], t["ip"]].astype(np.int64),
-        np.r_[np.full(n0, -1), t["im"]].astype(np.int64), m.astype(np.int64), m.astype(dtype), (m * m).astype(dtype),
-        np.where(np.arange(lmax + 1) > 0, math.sqrt(2.0), 1.0), bool(params.sh_precomputed), np.ascontiguousarray(table), inc,
-        np.ascontiguousarray(combine), lmax, f(sh.Y00), first, rest, int(params.peak_polish))
+        f(params.cutoff), f(mrtrix_cos_threshold(params.max_angle, np.dtype(dtype))), *_sh_terms(field, dtype),
+        bool(params.sh_precomputed), np.ascontiguousarray(table), inc, np.ascontiguousarray(combine), lmax, f(sh.Y00),
+        first, rest, int(params.peak_polish))
+
+
+def _sh_terms(field: SHField, dtype) -> tuple:
+    """The frame and SH terms both ``SDStreamData`` and ``SDStreamAdjoint`` start with: rotate,
+    rotation, cos_slot, sin_slot, order, m, m2, trig_scale."""
+    lmax = field.lmax
+    t = sh.derivative_terms(lmax)
+    n0 = len(t["c0"])
+    m = np.r_[np.zeros(n0), t["m"]]
+    return (field.frame == "voxel", field.rotation().astype(dtype), np.r_[t["c0"], t["ip"]].astype(np.int64),
+            np.r_[np.full(n0, -1), t["im"]].astype(np.int64), m.astype(np.int64), m.astype(dtype),
+            (m * m).astype(dtype), np.where(np.arange(lmax + 1) > 0, math.sqrt(2.0), 1.0))
+
+
+def sdstream_adjoint(field: SHField):
+    """The backward's float64 data of ``sdstream`` on ``field`` (``kernels.sdstream.SDStreamAdjoint``)."""
+    from .kernels.sdstream import SDStreamAdjoint
+
+    terms = _sh_terms(field, np.float64)
+    first, rest, inverse, steps = _legendre_factors(field.lmax, np.float64)
+    slot_term = np.argmax(sh.legendre_combination(field.lmax)[:len(terms[5])] != 0, axis=1).argsort()
+    return SDStreamAdjoint(*terms, field.lmax, sh.Y00, first, rest, inverse, steps, slot_term)
 
 
 def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
@@ -225,7 +256,7 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
         np.ascontiguousarray(cone_basis), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
-        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE))
+        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE), TEMPERATURE)
 
 
 class KernelTracker:
@@ -255,28 +286,25 @@ class KernelTracker:
         if declared.kernel == "tensor":
             from .kernels.tensordet import TensorData
 
-            data = as_numpy(field.data)
+            g = field.data.shape[-1]
             self.method = TensorData(self.dtype(params.cutoff),
                                      self.dtype(mrtrix_cos_threshold(params.max_angle, np.dtype(self.dtype))),
                                      tensor_solver_matrix(field, self.dtype))
-            sizes = (data.shape[-1], 7, data.shape[-1], 1, 18)
-            volume_data = data
+            sizes = (g, 7, g, 1, 18)
         else:
-            coeffs = as_numpy(field.coeffs)
+            c = field.coeffs.shape[-1]
             if declared.kernel == "pmf":
                 self.sphere = sphere or default_sphere()
                 self.method = _pmf_data(field, params, self.dtype, self.sphere)
                 d = len(self.sphere.vertices)
-                sizes = (coeffs.shape[-1], d, d, 1, d)
-                volume_data = coeffs
+                sizes = (c, d, d, 1, d)
             else:
                 self.method = _sdstream_data(field, params, self.dtype)
                 t = len(self.method.m)
                 n_mpos = self.method.combine.shape[1]
-                sizes = (coeffs.shape[-1], t, t, 3 * t + 2 * (field.lmax + 1) + n_mpos + field.lmax + 1, 1)
-                volume_data = sh.convert_basis(coeffs, field.basis, "tournier07")
+                sizes = (c, t, t, 3 * t + 2 * (field.lmax + 1) + n_mpos + field.lmax + 1, 1)
         self.sizes = np.array(sizes, dtype=np.int64)
-        self.volume = _volume(volume_data, field.affine, declared.rule, self.dtype)
+        self.volume = _volume(self.volume_data(field), field.affine, declared.rule, self.dtype)
         if mask is not None and not hasattr(mask, "contains"):
             data, mask_affine = mask if isinstance(mask, tuple) else (mask, field.affine)
             mask = BinaryMask(data, mask_affine, rule=declared.rule)
@@ -287,12 +315,31 @@ class KernelTracker:
                            declared.reverse_uses_first_step, declared.forward_after_seed, bool(params.unidirectional),
                            bool(params.rk4), f(0.5 * params.step_size), self.method.cos_max)
         self._chunk = params.chunk_size or 256
+        self._memory_bound = False  # a chunk ran out of GPU memory: chunks stay at the size that fitted
+        self._set_args()
+
+    def _set_args(self) -> None:
         args = (self.method, self.consts, self.volume, self.regions, self.rules)
         if self.device == "cuda":
             from .kernels.cuda import to_device
 
             args = (to_device(self.method), self.consts, to_device(self.volume), to_device(self.regions), self.rules)
         self._args = args
+
+    def volume_data(self, field) -> np.ndarray:
+        """The (X, Y, Z, C) array the kernels sample: the DWI, or the SH coefficients (in MRtrix3's
+        basis for sdstream)."""
+        if self.algorithm.kernel == "tensor":
+            return as_numpy(field.data)
+        coeffs = as_numpy(field.coeffs)
+        return coeffs if self.algorithm.kernel == "pmf" else sh.convert_basis(coeffs, field.basis, "tournier07")
+
+    def refresh(self, field) -> None:
+        """Take new values of the field (same grid, basis and gradient table), e.g. after an
+        optimiser's step."""
+        self.field = field
+        self.volume = _volume(self.volume_data(field), field.affine, self.algorithm.rule, self.dtype)
+        self._set_args()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -311,7 +358,7 @@ class KernelTracker:
                                  cancel=cancel, stats=stats))
         if not parts:
             parts = [Chunk(np.zeros((0, 3), self.dtype), *(np.zeros(0, np.int64) for _ in range(4)),
-                           np.zeros((0, 2, 3), self.dtype))]
+                           np.zeros((0, 2, 3), self.dtype), np.zeros(0, np.int64))]
         return KernelResult(*(np.concatenate(arrays) for arrays in zip(*parts)), stats)
 
     def chunks(self, seeds, *, seed_directions=None, seed_ids=None, progress: Callable[[int, int], None] | None = None,
@@ -343,8 +390,17 @@ class KernelTracker:
                 raise TrackingCancelled("tracking was cancelled")
             end = min(start + self._next_chunk(), n)
             started = time.perf_counter()
-            part = self._track_chunk(seeds[start:end], None if directions is None else directions[start:end],
-                                     ids[start:end], stats)
+            try:
+                part = self._track_chunk(seeds[start:end], None if directions is None else directions[start:end],
+                                         ids[start:end], stats)
+            except Exception as exc:
+                if self.device != "cuda" or not out_of_memory(exc) or end - start == 1:
+                    raise
+                self._chunk = max(1, (end - start) // 2)
+                self._memory_bound = True
+                log.warning("CUDA ran out of memory; retrying with chunks of %d seeds", self._chunk)
+                continue
+            part = part._replace(seed_row=part.seed_row + start)
             self._adapt(end - start, time.perf_counter() - started)
             start = end
             if progress is not None:
@@ -356,19 +412,19 @@ class KernelTracker:
         return 2 * int(self.rules.budget) + 1
 
     def _next_chunk(self) -> int:
-        cap = max(1, SLOT_BYTES // (self._slot_points() * 3 * np.dtype(self.dtype).itemsize))
+        cap = max(1, SLOT_BYTES[self.device] // (self._slot_points() * 3 * np.dtype(self.dtype).itemsize))
         return int(min(self._chunk, cap))
 
     def _adapt(self, rows: int, seconds: float) -> None:
-        if self.params.chunk_size:
+        if self.params.chunk_size or self._memory_bound:
             return
         rate = rows / max(seconds, 1e-6)
         self._chunk = int(min(max(64, rate * CHUNK_SECONDS), 2 * self._chunk + 64))
 
     # -- one chunk ------------------------------------------------------------------------------
     def _start_rows(self, seeds, directions, ids):
-        """Rows to track: (points, unit start directions, seed ids, peak numbers) in seed order.
-        Seeds without a direction get a random one (MRtrix3) or one row per peak (DIPY)."""
+        """Rows to track: (points, unit start directions, seed ids, peak numbers, seed rows) in seed
+        order. Seeds without a direction get a random one (MRtrix3) or one row per peak (DIPY)."""
         given = np.zeros(len(seeds), bool) if directions is None else ~np.isnan(directions).any(-1)
         starts = np.zeros_like(seeds)
         if given.any():
@@ -376,23 +432,24 @@ class KernelTracker:
             norm = np.sqrt((d * d).sum(-1, keepdims=True)).astype(self.dtype)
             starts[given] = d / np.maximum(norm, self.dtype(1e-30))
         peak = np.zeros(len(seeds), dtype=np.int64)
+        every = np.arange(len(seeds))
         if given.all():
-            return seeds, starts, ids, peak
+            return seeds, starts, ids, peak, every
         missing = ~given
         if self.algorithm.start == "random":
             starts[missing] = rng.unit_vectors(self.params.rng_seed, ids[missing], stream=0, dtype=self.dtype)
-            return seeds, starts, ids, peak
+            return seeds, starts, ids, peak, every
         vertices, counts = self._peaks(seeds[missing])
         repeat = np.ones(len(seeds), dtype=np.int64)
         repeat[missing] = counts
-        rows = np.repeat(np.arange(len(seeds)), repeat)
+        rows = np.repeat(every, repeat)
         first = np.cumsum(repeat) - repeat
         peak = np.arange(len(rows)) - np.repeat(first, repeat)
         starts = starts[rows]
         rotation = self.method.rotation
         peak_dirs = np.einsum("pj,ij->pi", self.method.sphere_vertices[vertices].astype(self.dtype), rotation)
         starts[np.repeat(missing, repeat)] = peak_dirs.astype(self.dtype)
-        return seeds[rows], starts, ids[rows], peak
+        return seeds[rows], starts, ids[rows], peak, rows
 
     def _peaks(self, seeds):
         """DIPY's peaks at ``seeds``: the peak vertices in seed order and their count per seed."""
@@ -414,7 +471,7 @@ class KernelTracker:
         return cuda
 
     def _track_chunk(self, seeds, directions, ids, stats: Counter):
-        seeds, starts, ids, peak = self._start_rows(seeds, directions, ids)
+        seeds, starts, ids, peak, rows = self._start_rows(seeds, directions, ids)
         m = len(seeds)
         slots = np.empty((m, self._slot_points(), 3), dtype=self.dtype)
         bounds = np.zeros((m, 2), dtype=np.int64)
@@ -424,22 +481,23 @@ class KernelTracker:
         backend = self._backend()
         on_device = backend.track_rows(*self._args, self.sizes, seeds, starts, ids, peak, slots, bounds, status, fate,
                                        half_starts)
-        halves = status[:, :2].ravel()
-        counts = np.bincount(halves[halves >= 0], minlength=len(Status))
-        stats.update({Status(code).name: int(c) for code, c in enumerate(counts) if c})
-        outcome = np.bincount(fate, minlength=len(StreamlineStatus))
-        stats.update({StreamlineStatus(code).name: int(c) for code, c in enumerate(outcome) if c})
         keep = np.flatnonzero(fate == StreamlineStatus.ACCEPTED)
         lengths = bounds[keep, 1] - bounds[keep, 0]
         offsets = np.zeros(len(keep) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         points = np.empty((int(offsets[-1]), 3), dtype=self.dtype)
         backend.gather(slots if on_device is None else on_device, bounds, keep, offsets, points)
+        halves = status[:, :2].ravel()  # counted once the chunk is complete (a chunk can be retried)
+        counts = np.bincount(halves[halves >= 0], minlength=len(Status))
+        stats.update({Status(code).name: int(c) for code, c in enumerate(counts) if c})
+        outcome = np.bincount(fate, minlength=len(StreamlineStatus))
+        stats.update({StreamlineStatus(code).name: int(c) for code, c in enumerate(outcome) if c})
         before = self.rules.budget - bounds[keep, 0]
         # half_starts per row: [first half, second half]; the chunk gives [after the seed, before it]
         after_first = self.rules.forward_after_seed or self.rules.unidirectional
         order = [0, 1] if after_first else [1, 0]
-        return Chunk(points, lengths, ids[keep], peak[keep], before, half_starts[keep][:, order])
+        return Chunk(points, lengths, ids[keep], peak[keep], before, np.ascontiguousarray(half_starts[keep][:, order]),
+                     rows[keep])
 
 
 def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:

@@ -1,8 +1,9 @@
 """``track`` and ``Tracker``: seeds in, tractogram out, in RAS mm, on CPU or CUDA.
 
-A run that needs no gradient goes through the compiled kernels (``engine``); when the field's tensor
-or the seeds require grad, the batched torch loop (``propagation``) tracks them, recording autograd
-history (the kernels and the loop give the same streamlines; tests hold them to it).
+Runs go through the compiled kernels (``engine``); when the field's tensor or the seeds require grad,
+the points carry autograd history whose backward replays the run (``replay``). The batched torch loop
+(``propagation``, ``engine="torch"``) is the reference both are tested against: the same streamlines,
+the same gradients.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .algorithms import algorithm
 from .engine import KernelTracker, TrackingCancelled, point_limits, supported_region
 from .methods import make_method
 from .propagation import HalfStreamlines, propagate
+from .replay import Replay, track_differentiable
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +139,11 @@ class Tracker:
     dropped). Any other object with ``contains`` (torch points -> bool) is tested by the torch loop,
     which is then used for every call (a warning says so).
 
-    engine: ``None`` (default): calls that need no gradient run the compiled kernels
-    (``engine.KernelTracker``, on all CPU cores or CUDA) and calls whose field tensor or seeds require
-    grad run the torch loop on ``device``, whose points carry autograd history. ``"torch"`` always
-    runs the torch loop (the reference the kernels are tested against).
+    engine: ``None`` (default): the compiled kernels (``engine.KernelTracker``, on all CPU cores or
+    CUDA); when the field's tensor or the seeds require grad, the points carry autograd history and
+    the backward pass replays the run on the CPU cores (``replay``). ``"torch"``: the batched torch
+    loop on ``device``, recording autograd history step by step (the reference the kernels and the
+    replay are tested against; slower, memory per point several times larger).
     """
 
     def __init__(self, field, params: TrackingParams | None = None, *, mask=None, engine: str | None = None,
@@ -156,18 +159,27 @@ class Tracker:
         self.limits = point_limits(self.params, self.algorithm.shared_budget)
         self._source, self._mask, self._engine = field, mask, engine
         self._kernels: KernelTracker | None = None
+        self._replay: Replay | None = None
         self.method = None
         if not supported_region(mask):
             log.warning("the stopping region %s is not one the compiled kernels test; tracking with the torch loop",
                         type(mask).__name__)
 
-    def _needs_torch(self, seeds) -> bool:
-        if self._engine == "torch" or not supported_region(self._mask):
-            return True
-        if not torch.is_grad_enabled():
-            return False
-        data = self._source.coeffs if isinstance(self._source, SHField) else self._source.data
-        return any(torch.is_tensor(x) and x.requires_grad for x in (data, seeds))
+    @property
+    def _data(self):
+        return self._source.coeffs if isinstance(self._source, SHField) else self._source.data
+
+    def _wants_grad(self, seeds) -> bool:
+        return torch.is_grad_enabled() and any(torch.is_tensor(x) and x.requires_grad for x in (self._data, seeds))
+
+    def _prepare_kernels(self) -> KernelTracker:
+        """The kernels, with the field's current values when its tensor is a parameter (requires grad:
+        an optimiser may have changed it since the last call)."""
+        if self._kernels is None:
+            self._kernels = KernelTracker(self._source, self._given, mask=self._mask)
+        elif torch.is_tensor(self._data) and self._data.requires_grad:
+            self._kernels.refresh(self._source)
+        return self._kernels
 
     def _prepare(self) -> None:
         """The torch path's field, method and region on ``device``."""
@@ -192,18 +204,25 @@ class Tracker:
         (``engine.TrackingCancelled``). See ``track`` for the result. With gradients, a field that
         requires grad is prepared again at every call, so each call has its own graph and sees the
         field's current values."""
-        if self._needs_torch(seeds):
+        if self._engine == "torch" or not supported_region(self._mask):
             return self._track_torch(seeds, seed_directions, seed_ids, progress, cancel)
-        if self._kernels is None:
-            self._kernels = KernelTracker(self._source, self._given, mask=self._mask)
-        as_array = lambda x: None if x is None else (x.detach().cpu().numpy() if torch.is_tensor(x) else x)  # noqa: E731
-        out = self._kernels(as_array(seeds), seed_directions=as_array(seed_directions), seed_ids=as_array(seed_ids),
-                            progress=progress, cancel=cancel)
+        kernels = self._prepare_kernels()
+        if self._wants_grad(seeds):
+            if self._replay is None:
+                self._replay = Replay(kernels)
+            data = self._data if torch.is_tensor(self._data) else torch.as_tensor(self._data)
+            points, out = track_differentiable(kernels, self._replay, data, seeds, seed_directions=seed_directions,
+                                               seed_ids=seed_ids, progress=progress, cancel=cancel)
+        else:
+            as_array = lambda x: None if x is None else (x.detach().cpu().numpy() if torch.is_tensor(x) else x)  # noqa: E731
+            out = kernels(as_array(seeds), seed_directions=as_array(seed_directions), seed_ids=as_array(seed_ids),
+                          progress=progress, cancel=cancel)
+            points = torch.from_numpy(out.points)
         lengths = torch.from_numpy(out.lengths)
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
         torch.cumsum(lengths, 0, out=offsets[1:])
-        result = Tractogram(torch.from_numpy(out.points), offsets, np.asarray(self._source.affine), self._kernels.shape,
-                            {"seed_index": torch.from_numpy(out.seed_index)}, meta=dict(out.stats))
+        result = Tractogram(points, offsets.to(points.device), np.asarray(self._source.affine), kernels.shape,
+                            {"seed_index": torch.from_numpy(out.seed_index).to(points.device)}, meta=dict(out.stats))
         return result if self.device.type == "cpu" else result.to(self.device)
 
     def _track_torch(self, seeds, seed_directions, seed_ids, progress, cancel) -> Tractogram:

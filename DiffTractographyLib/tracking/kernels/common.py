@@ -113,6 +113,38 @@ def _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz):
 
 
 @jit(inline="always")
+def locate(vol, K, px, py, pz):
+    """Where a RAS-mm point falls in ``vol``: (inside, the two voxel indices and the blend fraction
+    of each axis, the float64 voxel coordinates). ``mrtrix`` rule: strict lower bound and the
+    nearest voxel in the support."""
+    vx, vy, vz = to_voxel(vol.ras_to_voxel, px, py, pz)
+    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
+    inx, i0, i1, fx = _axis(vx, nx, vol.mrtrix)
+    iny, j0, j1, fy = _axis(vy, ny, vol.mrtrix)
+    inz, k0, k1, fz = _axis(vz, nz, vol.mrtrix)
+    inside = inx and iny and inz
+    if inside and vol.mrtrix:
+        ri = min(max(round_half_away(vx), 0), nx - 1)
+        rj = min(max(round_half_away(vy), 0), ny - 1)
+        rk = min(max(round_half_away(vz), 0), nz - 1)
+        inside = vol.support[(ri * ny + rj) * nz + rk]
+    return inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz
+
+
+@jit(inline="always")
+def corner_weight(vol, K, corner, fx, fy, fz):
+    """Trilinear weight of ``corner`` in the working precision (x * (z * y), formed from float64
+    fractions; ``mrtrix`` rule: under 1e-6 set to 0)."""
+    wx = K.f(fx) if corner & 1 else K.f(1.0 - fx)
+    wy = K.f(fy) if corner & 2 else K.f(1.0 - fy)
+    wz = K.f(fz) if corner & 4 else K.f(1.0 - fz)
+    w = wx * (wz * wy)
+    if vol.mrtrix and w < K.weight_floor:
+        w = K.zero
+    return w
+
+
+@jit(inline="always")
 def sample(vol, K, px, py, pz, out):
     """Trilinear interpolation of ``vol`` at a RAS-mm point into ``out`` (C,); returns ``inside``
     (0 everywhere outside). ``interpolation.VolumeField.sample``'s arithmetic: weights formed in
@@ -122,30 +154,13 @@ def sample(vol, K, px, py, pz, out):
     c = out.shape[0]
     for ch in range(c):
         out[ch] = K.zero
-    vx, vy, vz = to_voxel(vol.ras_to_voxel, px, py, pz)
-    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
-    inx, i0, i1, fx = _axis(vx, nx, vol.mrtrix)
-    iny, j0, j1, fy = _axis(vy, ny, vol.mrtrix)
-    inz, k0, k1, fz = _axis(vz, nz, vol.mrtrix)
-    if not (inx and iny and inz):
+    inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
+    if not inside:
         return False
-    if vol.mrtrix:
-        ri = min(max(round_half_away(vx), 0), nx - 1)
-        rj = min(max(round_half_away(vy), 0), ny - 1)
-        rk = min(max(round_half_away(vz), 0), nz - 1)
-        if not vol.support[(ri * ny + rj) * nz + rk]:
-            return False
-    wx0, wx1 = K.f(1.0 - fx), K.f(fx)
-    wy0, wy1 = K.f(1.0 - fy), K.f(fy)
-    wz0, wz1 = K.f(1.0 - fz), K.f(fz)
+    ny, nz = vol.dims[1], vol.dims[2]
     values = vol.values
     for corner in range(8):
-        wx = wx1 if corner & 1 else wx0
-        wy = wy1 if corner & 2 else wy0
-        wz = wz1 if corner & 4 else wz0
-        w = wx * (wz * wy)
-        if vol.mrtrix and w < K.weight_floor:
-            w = K.zero
+        w = corner_weight(vol, K, corner, fx, fy, fz)
         row = values[_corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
         if corner == 0:
             for ch in range(c):

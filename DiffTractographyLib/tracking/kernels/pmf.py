@@ -18,10 +18,11 @@ from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sa
 #: detmax each cone's basis columns ``cone_basis`` (D, C, K); ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
 #: and the vertex lookup grid (empty: none) of ``sphere``; ``rotation`` SH frame -> RAS and
 #: ``voxel_size`` (DIPY's second-half start); for ``seed_peaks``: ``sphere_vertices`` (D, 3) float64
-#: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation)
+#: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation);
+#: the ``temperature`` of the relaxation the backward pass differentiates (``methods.pmf``)
 PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis basis_norm cone_basis vertices cone "
                                 "cone_count lookup "
-                                "rotation voxel_size sphere_vertices edges peak_threshold cos_separation")
+                                "rotation voxel_size sphere_vertices edges peak_threshold cos_separation temperature")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
 MAX_PEAKS = 48
@@ -242,3 +243,80 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
             out[unique] = out[i]
             unique += 1
     return unique
+
+
+@jit
+def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
+    """The backward of the relaxation ``methods.pmf`` defines for the vertex choice: ``cbar`` (C,) =
+    u_bar . d soft / dc for soft = normalize(sum_i y_i s_i v_i), y = softmax((log pmf_i + g_i) / T)
+    over the admissible vertices (cone around the previous direction (dx, dy, dz), DIPY's
+    threshold), s_i the sign along that direction, g the Gumbel noise of the step's draw (prob) or 0
+    (detmax). In float64 (``M`` the float64 data); False when no vertex is admissible."""
+    n = M.vertices.shape[0]
+    pmf, y = W.a[:n], W.b[:n]
+    for d in range(n):
+        pmf[d] = 0.0
+    for j in range(c.shape[0]):
+        cj, row = c[j], M.basis[j]
+        for d in range(n):
+            pmf[d] += cj * row[d]
+    top = 0.0
+    for d in range(n):
+        if pmf[d] > top:
+            top = pmf[d]
+    floor = M.cutoff * top
+    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
+    best = -np.inf
+    for d in range(n):  # logits, -inf where not admissible
+        a = M.vertices[d]
+        cos = (dx * a[0] + dy * a[1]) + dz * a[2]
+        outside = abs(cos) < M.cos_max if M.inclusive else abs(cos) <= M.cos_max
+        if outside or not (pmf[d] > 0.0 and pmf[d] >= floor):
+            y[d] = -np.inf
+            continue
+        logit = math.log(pmf[d])
+        if M.sample:
+            logit -= math.log(-math.log(uniform(key, d)))
+        y[d] = logit / M.temperature
+        best = max(best, y[d])
+    if best == -np.inf:
+        return False
+    total = sx = sy = sz = 0.0
+    for d in range(n):
+        if y[d] == -np.inf:
+            y[d] = 0.0
+            continue
+        y[d] = math.exp(y[d] - best)
+        total += y[d]
+    for d in range(n):
+        y[d] /= total
+        a = M.vertices[d]
+        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+        sx += y[d] * sign * a[0]
+        sy += y[d] * sign * a[1]
+        sz += y[d] * sign * a[2]
+    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
+    for j in range(c.shape[0]):
+        cbar[j] = 0.0
+    if norm < 1e-300:
+        return True
+    sx, sy, sz = sx / norm, sy / norm, sz / norm
+    along = bx * sx + by * sy + bz * sz
+    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
+    mean = 0.0
+    for d in range(n):  # y_bar . y
+        a = M.vertices[d]
+        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+        mean += y[d] * sign * (gx * a[0] + gy * a[1] + gz * a[2])
+    for d in range(n):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf), into y
+        if y[d] > 0.0:
+            a = M.vertices[d]
+            sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+            y[d] = y[d] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[d])
+    for j in range(c.shape[0]):
+        row = M.basis[j]
+        acc = 0.0
+        for d in range(n):
+            acc += row[d] * y[d]
+        cbar[j] = acc
+    return True

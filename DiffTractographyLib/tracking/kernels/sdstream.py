@@ -16,9 +16,16 @@ MAX_ITERATIONS = 50
 #: the (l, m) terms of ``SH::derivatives`` (cos/sin coefficient slots, m as an index and in the
 #: working precision, m^2; the sqrt2 scale in float64 per m); the Legendre rows: ``table`` (n, 3 * T) of the precomputed table (``inc`` rad apart)
 #: or, exact, ``combine`` (3 * T, n_mpos) with the recurrence factors ``factors`` (lmax + 1, lmax + 1)
-#: and ``first_factors`` (lmax + 1,) of ``sh.legendre``; ``polish`` exact Newton iterations
+#: and ``first_factors`` (lmax + 1,) of ``sh.legendre``; ``polish`` exact Newton iterations.
+#: (Every field is an argument of each per-step call: a field more costs every step, which is why
+#: what the backward alone needs is in ``SDStreamAdjoint``.)
 SDStreamData = namedtuple("SDStreamData", "cutoff cos_max rotate rotation cos_slot sin_slot order m m2 trig_scale "
                                           "precomputed table inc combine lmax y00 first_factors factors polish")
+#: the backward's float64 data: ``SDStreamData``'s frame and terms, ``sh.legendre``'s recurrence
+#: factors with the reciprocals ``inverse_factors`` of the factor before each, the P_m^m ratios
+#: ``seed_steps`` (lmax + 1,) and the term of each Legendre slot ``slot_term``
+SDStreamAdjoint = namedtuple("SDStreamAdjoint", "rotate rotation cos_slot sin_slot order m m2 trig_scale lmax y00 "
+                                                "first_factors factors inverse_factors seed_steps slot_term")
 
 
 @jit
@@ -75,6 +82,42 @@ def _legendre_rows(M, K, el, q, work, exact):
         for s in range(n):
             acc += row[s] * al[s]
         q[j] = acc
+
+
+@jit(inline="always")
+def _exact_rows(M, ce, se, q):
+    """The combined Legendre rows (3 T,) at cos / sin elevation (``ce``, ``se``) in float64, for the
+    backward pass: P_l^m and its first and second derivatives in the elevation carried together
+    through ``legendre``'s recurrence (its divisions as precomputed reciprocals, the P_m^m seeds
+    t_m sin^m with t_m = Y00 prod ``seed_steps``), stored at term ``slot_term[l^2/4 + m]``."""
+    t = M.m.shape[0]
+    tm = M.y00
+    pw1 = pw2 = 0.0  # sin^(m-1), sin^(m-2)
+    pw = 1.0  # sin^m
+    for m in range(M.lmax + 1):
+        if m:
+            tm *= M.seed_steps[m]
+            pw2, pw1, pw = pw1, pw, pw * se
+        p0 = tm * pw
+        d0 = tm * m * pw1 * ce if m else 0.0
+        e0 = tm * m * ((m - 1) * pw2 * ce * ce - pw) if m else 0.0
+        if m % 2 == 0:
+            j = M.slot_term[m * m // 4 + m]
+            q[j], q[t + j], q[2 * t + j] = p0, d0, e0
+        if m == M.lmax:
+            break
+        f = M.first_factors[m]
+        p1, d1, e1 = f * ce * p0, f * (ce * d0 - se * p0), f * (ce * e0 - 2.0 * se * d0 - ce * p0)
+        if m % 2 == 1:
+            j = M.slot_term[(m + 1) * (m + 1) // 4 + m]
+            q[j], q[t + j], q[2 * t + j] = p1, d1, e1
+        for k in range(m + 2, M.lmax + 1):
+            f, r = M.factors[m, k], M.inverse_factors[m, k]
+            p0, d0, e0, p1, d1, e1 = (p1, d1, e1, f * (ce * p1 - r * p0), f * (ce * d1 - se * p1 - r * d0),
+                                      f * (ce * e1 - 2.0 * se * d1 - ce * p1 - r * e0))
+            if k % 2 == 0:
+                j = M.slot_term[k * k // 4 + m]
+                q[j], q[t + j], q[2 * t + j] = p1, d1, e1
 
 
 @jit(inline="always")
@@ -237,3 +280,61 @@ def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
     if check_curvature and status == CONTINUE and (dx * ux + dy * uy) + dz * uz < M.cos_max:
         status = HIGH_CURVATURE
     return status, ux, uy, uz
+
+
+@jit
+def sample_vjp(M, K, W, c, ux, uy, uz, bx, by, bz, cbar):
+    """The backward of the peak at a point: ``cbar`` (C,) = u_bar . du*/dc for the peak u* (RAS,
+    unit) of the interpolated coefficients ``c`` and a cotangent u_bar (RAS), by the implicit
+    function theorem at u* (``peaks._ImplicitPeak``): du*/dc = -E H^-1 dg/dc with g the gradient
+    of the amplitude in the orthonormal tangent frame E = (e_el, e_az) and H its Riemannian
+    Hessian, from exact Legendre functions. In float64 (``M`` an ``SDStreamAdjoint``, ``K`` the
+    float64 constants); False at a pole of the SH frame (sin(elevation) < 1e-12), where the frame is
+    undefined."""
+    r = M.rotation
+    if M.rotate:  # RAS -> SH frame: v @ R
+        ux, uy, uz = (ux * r[0, 0] + uy * r[1, 0] + uz * r[2, 0], ux * r[0, 1] + uy * r[1, 1] + uz * r[2, 1],
+                      ux * r[0, 2] + uy * r[1, 2] + uz * r[2, 2])
+        bx, by, bz = (bx * r[0, 0] + by * r[1, 0] + bz * r[2, 0], bx * r[0, 1] + by * r[1, 1] + bz * r[2, 1],
+                      bx * r[0, 2] + by * r[1, 2] + bz * r[2, 2])
+    se = math.sqrt(ux * ux + uy * uy)
+    if se < 1e-12:
+        return False
+    ce = min(max(uz, -1.0), 1.0)
+    ca, sa = ux / se, uy / se
+    t = M.m.shape[0]
+    lmax = M.lmax
+    q, work = W.a[:3 * t], W.b
+    cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
+    cp, sp = 1.0, 0.0
+    for m in range(lmax + 1):  # sqrt2 cos(m az), sqrt2 sin(m az)
+        cm[m], sm[m] = cp * M.trig_scale[m], sp * M.trig_scale[m]
+        cp, sp = cp * ca - sp * sa, sp * ca + cp * sa
+    _exact_rows(M, ce, se, q)
+    g_el = g_az = h_el = h_elaz = h_az = 0.0  # f_el, f_az / se, f_el_el, f_el_az / se, f_az_az / se^2
+    for j in range(t):
+        caz, saz = cm[M.order[j]], sm[M.order[j]]
+        vp = c[M.cos_slot[j]]
+        vm = c[M.sin_slot[j]] if M.sin_slot[j] >= 0 else 0.0
+        x, y = vp * caz + vm * saz, vm * caz - vp * saz
+        q0, q1, q2 = q[j], q[t + j], q[2 * t + j]
+        g_el += x * q1
+        h_el += x * q2
+        g_az += M.m[j] * y * q0
+        h_elaz += M.m[j] * y * q1
+        h_az -= M.m2[j] * x * q0
+    g_az, h_elaz, h_az = g_az / se, h_elaz / se, h_az / (se * se)
+    cot = ce / se  # the Riemannian Hessian in (e_el, e_az): the coordinate one with its connection terms
+    h01 = h_elaz - cot * g_az
+    h11 = h_az + cot * g_el
+    w0 = bx * (ce * ca) + by * (ce * sa) - bz * se  # u_bar along e_el = (ce ca, ce sa, -se)
+    w1 = -bx * sa + by * ca  # along e_az = (-sa, ca, 0)
+    z0, z1 = _solve_negative_definite(K, h_el, h01, h11, w0, w1)
+    for j in range(t):  # cbar = -(z0 dg_el/dc + z1 dg_az/dc)
+        caz, saz = cm[M.order[j]], sm[M.order[j]]
+        q0, q1 = q[j], q[t + j]
+        mq = M.m[j] * q0 / se
+        cbar[M.cos_slot[j]] = -(z0 * caz * q1 - z1 * mq * saz)
+        if M.sin_slot[j] >= 0:
+            cbar[M.sin_slot[j]] = -(z0 * saz * q1 + z1 * mq * caz)
+    return True

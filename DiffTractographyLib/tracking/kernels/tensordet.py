@@ -41,9 +41,10 @@ def _rotate(a, v, p, q):
 
 
 @jit
-def principal_direction(dxx, dyy, dzz, dxy, dxz, dyz, work):
-    """Unit eigenvector (float64) of the largest eigenvalue of the symmetric tensor, by cyclic
-    Jacobi rotations in float64 (``work``: 18 float64)."""
+def eigensystem(dxx, dyy, dzz, dxy, dxz, dyz, work):
+    """Cyclic Jacobi rotations in float64 on the symmetric tensor: afterwards ``work[0], work[4],
+    work[8]`` hold the eigenvalues and the columns of ``work[9:18]`` (row-major 3 x 3) the unit
+    eigenvectors; returns the column of the largest eigenvalue (``work``: 18 float64)."""
     a, v = work[:9], work[9:18]
     a[0], a[1], a[2] = dxx, dxy, dxz
     a[3], a[4], a[5] = dxy, dyy, dyz
@@ -62,6 +63,14 @@ def principal_direction(dxx, dyy, dzz, dxy, dxz, dyz, work):
         best = 1
     if a[8] > a[4 * best]:
         best = 2
+    return best
+
+
+@jit
+def principal_direction(dxx, dyy, dzz, dxy, dxz, dyz, work):
+    """Unit eigenvector (float64) of the largest eigenvalue of the symmetric tensor (``eigensystem``)."""
+    best = eigensystem(dxx, dyy, dzz, dxy, dxz, dyz, work)
+    v = work[9:18]
     return v[best], v[3 + best], v[6 + best]
 
 
@@ -117,3 +126,51 @@ def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
     if dot < K.zero:
         ux, uy, uz = -ux, -uy, -uz
     return status, ux, uy, uz
+
+
+@jit
+def sample_vjp(M, K, W, s, dx, dy, dz, bx, by, bz, sbar):
+    """The backward of the direction at a point: ``sbar`` (G,) = u_bar . du/ds for u = +-e1, the
+    principal eigenvector of the OLS tensor of the interpolated signal ``s`` flipped along the
+    previous direction (dx, dy, dz): de1 = sum_j e_j (e_j' dT e1) / (l1 - l_j), through the OLS fit
+    and -log s (0 where s <= 0). In float64 (``M`` with a float64 ``binv``); False for a tensor
+    with a repeated largest eigenvalue."""
+    g = s.shape[0]
+    y, dt, work = W.a[:g], W.b, W.d
+    for j in range(g):
+        y[j] = -math.log(s[j]) if s[j] > 0.0 else 0.0
+    for i in range(6):
+        row = M.binv[i]
+        acc = 0.0
+        for j in range(g):
+            acc += y[j] * row[j]
+        dt[i] = acc
+    best = eigensystem(dt[0], dt[1], dt[2], dt[3], dt[4], dt[5], work)
+    v = work[9:18]
+    e1x, e1y, e1z = v[best], v[3 + best], v[6 + best]
+    if (dx * e1x + dy * e1y) + dz * e1z < 0.0:  # the flip of ``next_direction``
+        bx, by, bz = -bx, -by, -bz
+    t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = 0.0  # T_bar = sum_j a_j e_j e1'
+    for j in range(3):
+        if j == best:
+            continue
+        gap = work[4 * best] - work[4 * j]
+        if gap == 0.0:
+            return False
+        ex, ey, ez = v[j], v[3 + j], v[6 + j]
+        a = (ex * bx + ey * by + ez * bz) / gap
+        t00 += a * ex * e1x
+        t01 += a * ex * e1y
+        t02 += a * ex * e1z
+        t10 += a * ey * e1x
+        t11 += a * ey * e1y
+        t12 += a * ey * e1z
+        t20 += a * ez * e1x
+        t21 += a * ez * e1y
+        t22 += a * ez * e1z
+    dbar0, dbar1, dbar2, dbar3, dbar4, dbar5 = t00, t11, t22, t01 + t10, t02 + t20, t12 + t21
+    for j in range(g):
+        ybar = (dbar0 * M.binv[0, j] + dbar1 * M.binv[1, j] + dbar2 * M.binv[2, j] + dbar3 * M.binv[3, j]
+                + dbar4 * M.binv[4, j] + dbar5 * M.binv[5, j])
+        sbar[j] = -ybar / s[j] if s[j] > 0.0 else 0.0
+    return True

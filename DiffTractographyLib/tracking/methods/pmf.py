@@ -35,10 +35,9 @@ from ...geometry import voxel_sizes
 from ...stopping import Status
 from ..sphere import (LOOKUP_CELLS, MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere,
                       vertex_lookup)
+from ..algorithms import TEMPERATURE
 from .base import Method
 
-#: softmax temperature of the relaxation (on log pmf: 0.1 weighs the vertices by pmf ** 10)
-TEMPERATURE = 0.1
 
 
 class PmfMethod(Method):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from ... import rng
-from ..algorithms import ALGORITHMS
-from .pmf import TEMPERATURE, PmfMethod
+from ..algorithms import ALGORITHMS, TEMPERATURE
+from .pmf import PmfMethod
 
 
 class Probabilistic(PmfMethod):

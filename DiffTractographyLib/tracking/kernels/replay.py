@@ -1,0 +1,322 @@
+"""The backward pass of a kernel run, by replay of its recorded points (``../shared/docs/ENGINE.md``).
+
+Each step of a half-streamline is ``p[k+1] = p[k] + s U(F(p[k]), d[k])``: F samples the field
+(trilinear in the position), U is the method's direction and d[k] the previous direction, which
+only selects (the peak the search starts from, the eigenvector's sign, the cone) and carries no
+gradient. The adjoint runs from the last point kept back to the seed:
+``lambda[k] = dL/dp[k] + lambda[k+1] + dU/dp[k]' s lambda[k+1]``, and the step's vector-Jacobian
+product with cotangent ``s lambda[k+1]`` gives the sample's cotangent c_bar (``sample_vjp`` of
+the method family, closed forms in float64) and from it the position's, ``sum_corners (c_bar .
+values_corner) dw_corner/dp``. RK4 chains through its four stage points and the normalisation
+(the stage directions are recomputed with the forward's arithmetic). Every step records its cell,
+corner weights and c_bar into a sink: on the CPU ``Records`` (per-step rows that ``scatter`` adds to
+the field's gradient without write conflicts), on CUDA ``kernels.cuda``'s sink, which adds each
+step to the gradient at once with atomic additions.
+
+Previous directions are the point differences (the forward's step directions to rounding; detmax
+and prob snap them to their vertex), so nothing beyond the points is stored by the forward.
+"""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from . import pmf, sdstream, tensordet
+from .common import Scratch, corner_weight, jit, locate
+from .rows import method_next
+
+parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+
+#: float64 work arrays of the backward: the sample ``c`` (C,), method work ``a``, ``b``, ``d``
+Adjoint = namedtuple("Adjoint", "c a b d")
+#: the recorded run: points (P, 3), per streamline offsets (S + 1,), lengths, points before the
+#: seed, each half's start direction (S, 2, 3), seed ids and peak numbers
+Run = namedtuple("Run", "points offsets lengths before half_starts seed_ids peaks")
+#: the CPU's sink: per recorded step its cell (the flat index of its first corner, -1 for none),
+#: corner weights (8,) and c_bar (C,)
+Records = namedtuple("Records", "cells weights cbars")
+
+
+# -- where a step's records go -----------------------------------------------------------------------
+def buffers(sink, at):
+    """The (c_bar, corner weights) arrays the step recorded at ``at`` writes."""
+
+
+@overload(buffers, jit_options={"cache": True})
+def _buffers(sink, at):
+    if isinstance(sink, types.BaseNamedTuple) and sink.instance_class is Records:
+        return lambda sink, at: (sink.cbars[at], sink.weights[at])
+
+
+def deposit(sink, at, cell):
+    """Hand the step recorded at ``at`` (its buffers written, ``cell`` its first corner or -1) to the sink."""
+
+
+@overload(deposit, jit_options={"cache": True})
+def _deposit(sink, at, cell):
+    if isinstance(sink, types.BaseNamedTuple) and sink.instance_class is Records:
+        def impl(sink, at, cell):
+            sink.cells[at] = cell
+        return impl
+
+
+# -- the method's backward, chosen by the type of its data ------------------------------------------
+def sample_vjp(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+    """c_bar (C,) of the direction at a sample ``c`` for the cotangent b (RAS), given the previous
+    direction d and the direction u the forward took; False where the backward is undefined."""
+
+
+@overload(sample_vjp, jit_options={"cache": True})
+def _sample_vjp(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+    kind = M.instance_class
+    if kind is pmf.PmfData:
+        def impl(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+            return pmf.sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar)
+    elif kind is sdstream.SDStreamAdjoint:
+        def impl(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+            return sdstream.sample_vjp(M, K, W, c, ux, uy, uz, bx, by, bz, cbar)
+    else:
+        def impl(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+            return tensordet.sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, cbar)
+    return impl
+
+
+def position_free(M):
+    """Whether the method's direction reads the field at a detached position (dU/dp = 0: ``pmf``)."""
+
+
+@overload(position_free, jit_options={"cache": True})
+def _position_free(M):
+    free = M.instance_class is pmf.PmfData
+    return lambda M: free
+
+
+def previous_direction(M, dx, dy, dz):
+    """The previous step direction from a point difference: a vertex for ``pmf`` (snapped to it),
+    as it is for the others."""
+
+
+@overload(previous_direction, jit_options={"cache": True})
+def _previous_direction(M, dx, dy, dz):
+    if M.instance_class is not pmf.PmfData:
+        return lambda M, dx, dy, dz: (dx, dy, dz)
+
+    def impl(M, dx, dy, dz):
+        best, at = -1.0, 0
+        for v in range(M.vertices.shape[0]):
+            a = M.vertices[v]
+            cos = abs(dx * a[0] + dy * a[1] + dz * a[2])
+            if cos > best:
+                best, at = cos, v
+        if best < 1.0 - 1e-5:
+            return dx, dy, dz
+        a = M.vertices[at]
+        if dx * a[0] + dy * a[1] + dz * a[2] < 0.0:
+            return -a[0], -a[1], -a[2]
+        return a[0], a[1], a[2]
+    return impl
+
+
+# -- one step -----------------------------------------------------------------------------------------
+@jit
+def step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar,
+             weights):
+    """The backward of U at one point for the cotangent b: records the corner weights (8,) and
+    c_bar (C,); returns the flat index of the point's first corner (-1: nothing to scatter) and the
+    position's cotangent, sum over corners of (c_bar . values_corner) dw_corner/dp (3,)."""
+    inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
+    if not inside:
+        return -1, 0.0, 0.0, 0.0
+    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
+    c = W.c
+    n = c.shape[0]
+    for ch in range(n):
+        c[ch] = 0.0
+    for corner in range(8):
+        w = corner_weight(vol, K, corner, fx, fy, fz)
+        weights[corner] = w
+        i = i1 if corner & 1 else i0
+        j = j1 if corner & 2 else j0
+        k = k1 if corner & 4 else k0
+        values = vol.values[(i * ny + j) * nz + k]
+        for ch in range(n):
+            c[ch] += w * values[ch]
+    if not sample_vjp(MB, KB, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
+        return -1, 0.0, 0.0, 0.0
+    gx = gy = gz = 0.0
+    if not position_free(MB):
+        values = vol.values
+        r0, r1 = values[(i0 * ny + j0) * nz + k0], values[(i1 * ny + j0) * nz + k0]
+        r2, r3 = values[(i0 * ny + j1) * nz + k0], values[(i1 * ny + j1) * nz + k0]
+        r4, r5 = values[(i0 * ny + j0) * nz + k1], values[(i1 * ny + j0) * nz + k1]
+        r6, r7 = values[(i0 * ny + j1) * nz + k1], values[(i1 * ny + j1) * nz + k1]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0  # c_bar . values of each corner: eight independent sums
+        for ch in range(n):
+            cb = cbar[ch]
+            s0 += cb * r0[ch]
+            s1 += cb * r1[ch]
+            s2 += cb * r2[ch]
+            s3 += cb * r3[ch]
+            s4 += cb * r4[ch]
+            s5 += cb * r5[ch]
+            s6 += cb * r6[ch]
+            s7 += cb * r7[ch]
+        free_x = 1.0 if 0.0 <= vx <= nx - 1 else 0.0  # the fraction is held at 0 outside the inner cells
+        free_y = 1.0 if 0.0 <= vy <= ny - 1 else 0.0
+        free_z = 1.0 if 0.0 <= vz <= nz - 1 else 0.0
+        a = vol.ras_to_voxel
+        for corner in range(8):
+            if weights[corner] == 0.0:  # a weight the mrtrix rule zeroed, or a zero fraction's corner
+                continue
+            along = (s0, s1, s2, s3, s4, s5, s6, s7)[corner]
+            wx = fx if corner & 1 else 1.0 - fx
+            wy = fy if corner & 2 else 1.0 - fy
+            wz = fz if corner & 4 else 1.0 - fz
+            ex = (1.0 if corner & 1 else -1.0) * free_x * wy * wz * along  # dw / dv, times c_bar . values
+            ey = (1.0 if corner & 2 else -1.0) * free_y * wx * wz * along
+            ez = (1.0 if corner & 4 else -1.0) * free_z * wx * wy * along
+            gx += ex * a[0, 0] + ey * a[1, 0] + ez * a[2, 0]  # dw / dp = dw / dv . dv / dp
+            gy += ex * a[0, 1] + ey * a[1, 1] + ez * a[2, 1]
+            gz += ex * a[0, 2] + ey * a[1, 2] + ez * a[2, 2]
+    return (i0 * ny + j0) * nz + k0, gx, gy, gz
+
+
+@jit
+def _unit(x, y, z):
+    n = math.sqrt(x * x + y * y + z * z)
+    return x / n, y / n, z / n
+
+
+# -- one half-streamline ------------------------------------------------------------------------------
+@jit
+def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                record):
+    """The adjoint of one half: ``n`` steps from the seed at ``points[start]`` along
+    ``points[start + sign k]``, from start direction (sx, sy, sz), for the points' cotangents
+    ``grad``; steps go to ``sink`` from ``record`` on. Returns the seed's cotangent through this half
+    (without its own dL/dp)."""
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    s = np.float64(P.step)
+    h = np.float64(P.half_step)
+    last = start + sign * n
+    lx, ly, lz = np.float64(grad[last, 0]), np.float64(grad[last, 1]), np.float64(grad[last, 2])
+    for k in range(n - 1, -1, -1):
+        i = start + sign * k
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        if k == 0:
+            dx, dy, dz = sx, sy, sz
+        else:
+            back = i - sign
+            ex, ey, ez = _unit(np.float64(px) - points[back, 0], np.float64(py) - points[back, 1],
+                               np.float64(pz) - points[back, 2])
+            ex, ey, ez = previous_direction(MB, ex, ey, ez)
+            dx, dy, dz = K.f(ex), K.f(ey), K.f(ez)
+        bx, by, bz = s * lx, s * ly, s * lz
+        if not P.rk4:
+            nxt = i + sign
+            ux, uy, uz = _unit(np.float64(points[nxt, 0]) - px, np.float64(points[nxt, 1]) - py,
+                               np.float64(points[nxt, 2]) - pz)
+            at = record + (n - 1 - k)
+            cbar, weights = buffers(sink, at)
+            cell, gx, gy, gz = step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id,
+                                        branch, k, cbar, weights)
+            deposit(sink, at, cell)
+        else:  # the stages of ``rows.rk4_direction``, recomputed, then their adjoints in reverse
+            hk = P.half_step
+            k1x, k1y, k1z = method_next(M, K, S, vol, px, py, pz, dx, dy, dz, False, seed_id, branch, k)[1:]
+            q2x, q2y, q2z = px + k1x * hk, py + k1y * hk, pz + k1z * hk
+            k2x, k2y, k2z = method_next(M, K, S, vol, q2x, q2y, q2z, dx, dy, dz, False, seed_id, branch, k)[1:]
+            q3x, q3y, q3z = px + k2x * hk, py + k2y * hk, pz + k2z * hk
+            k3x, k3y, k3z = method_next(M, K, S, vol, q3x, q3y, q3z, dx, dy, dz, False, seed_id, branch, k)[1:]
+            mx, my, mz = _unit(np.float64(k2x + k3x), np.float64(k2y + k3y), np.float64(k2z + k3z))
+            mx, my, mz = K.f(mx), K.f(my), K.f(mz)
+            q4x, q4y, q4z = px + k3x * P.step, py + k3y * P.step, pz + k3z * P.step
+            k4x, k4y, k4z = method_next(M, K, S, vol, q4x, q4y, q4z, mx, my, mz, False, seed_id, branch, k)[1:]
+            nx_ = np.float64(k1x) + 2.0 * k2x + 2.0 * k3x + k4x
+            ny_ = np.float64(k1y) + 2.0 * k2y + 2.0 * k3y + k4y
+            nz_ = np.float64(k1z) + 2.0 * k2z + 2.0 * k3z + k4z
+            norm = math.sqrt(nx_ * nx_ + ny_ * ny_ + nz_ * nz_)
+            ux, uy, uz = nx_ / norm, ny_ / norm, nz_ / norm
+            along = bx * ux + by * uy + bz * uz
+            ax, ay, az = (bx - along * ux) / norm, (by - along * uy) / norm, (bz - along * uz) / norm  # n_bar
+            at = record + 4 * (n - 1 - k)
+            cbar, weights = buffers(sink, at + 3)
+            cell, g4x, g4y, g4z = step_vjp(MB, KB, K, W, vol, q4x, q4y, q4z, mx, my, mz, k4x, k4y, k4z, ax, ay, az,
+                                           seed_id, branch, k, cbar, weights)
+            deposit(sink, at + 3, cell)
+            cbar, weights = buffers(sink, at + 2)
+            cell, g3x, g3y, g3z = step_vjp(MB, KB, K, W, vol, q3x, q3y, q3z, dx, dy, dz, k3x, k3y, k3z,
+                                           2.0 * ax + s * g4x, 2.0 * ay + s * g4y, 2.0 * az + s * g4z,
+                                           seed_id, branch, k, cbar, weights)
+            deposit(sink, at + 2, cell)
+            cbar, weights = buffers(sink, at + 1)
+            cell, g2x, g2y, g2z = step_vjp(MB, KB, K, W, vol, q2x, q2y, q2z, dx, dy, dz, k2x, k2y, k2z,
+                                           2.0 * ax + h * g3x, 2.0 * ay + h * g3y, 2.0 * az + h * g3z,
+                                           seed_id, branch, k, cbar, weights)
+            deposit(sink, at + 1, cell)
+            cbar, weights = buffers(sink, at)
+            cell, g1x, g1y, g1z = step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, k1x, k1y, k1z,
+                                           ax + h * g2x, ay + h * g2y, az + h * g2z, seed_id, branch, k, cbar, weights)
+            deposit(sink, at, cell)
+            gx, gy, gz = g1x + g2x + g3x + g4x, g1y + g2y + g3y + g4y, g1z + g2z + g3z + g4z
+        lx, ly, lz = lx + gx, ly + gy, lz + gz
+        if k > 0:
+            lx, ly, lz = lx + grad[i, 0], ly + grad[i, 1], lz + grad[i, 2]
+    return lx, ly, lz
+
+
+@jit
+def replay_row_half(M, K, S, MB, KB, W, vol, P, run, r, half, grad, sink, record):
+    """The adjoint of half ``half`` (0: the one stored after the seed) of the streamline ``r`` of
+    ``run`` (``Run``); returns its contribution to the seed's cotangent."""
+    after_first = P.forward_after_seed or P.unidirectional
+    start = run.offsets[r] + run.before[r]
+    if half == 0:
+        n, sign, kernel_half = run.lengths[r] - 1 - run.before[r], 1, 0 if after_first else 1
+    else:
+        n, sign, kernel_half = run.before[r], -1, 1 if after_first else 0
+    hs = run.half_starts[r, half]
+    return replay_half(M, K, S, MB, KB, W, vol, P, run.points, start, sign, n, hs[0], hs[1], hs[2], grad,
+                       run.seed_ids[r], 2 * run.peaks[r] + kernel_half, sink, record)
+
+
+@parallel_jit
+def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, grad, seed_grad, sink):
+    """The adjoint of both halves of the streamlines ``rows`` (all cores): ``seed_grad`` (len(rows),
+    2, 3) receives each half's contribution to its seed; the steps of half h of ``rows[i]`` go to
+    ``sink`` (``Records``) from ``records[2 i + h]`` on."""
+    for t in prange(2 * rows.shape[0]):
+        dtype = run.points.dtype
+        S = Scratch(np.empty(sizes[0], dtype), np.empty(sizes[1], dtype), np.empty(sizes[2], dtype),
+                    np.empty(sizes[3], dtype), np.empty(sizes[4], np.float64))
+        W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1]), np.empty(adjoint_sizes[2]),
+                    np.empty(adjoint_sizes[3]))
+        gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])
+        seed_grad[t // 2, t % 2, 0], seed_grad[t // 2, t % 2, 1], seed_grad[t // 2, t % 2, 2] = gx, gy, gz
+
+
+@parallel_jit
+def scatter(order, segments, cells, weights, cbars, ny, nz, out):
+    """Add every record's ``weights[r, corner] * cbars[r]`` to the rows of ``out`` (X Y Z, C) at its
+    cell's eight corners. ``order`` lists records grouped by cell, ``segments`` the group
+    boundaries; the cells of one call must not share corners (one parity class per call), so the
+    groups run in parallel without conflicts."""
+    for g in prange(segments.shape[0] - 1):
+        cell = cells[order[segments[g]]]
+        i0, j0, k0 = cell // (ny * nz), (cell // nz) % ny, cell % nz
+        for at in range(segments[g], segments[g + 1]):
+            r = order[at]
+            for corner in range(8):
+                w = weights[r, corner]
+                if w == 0.0:
+                    continue
+                row = ((i0 + (corner & 1)) * ny + j0 + ((corner >> 1) & 1)) * nz + k0 + ((corner >> 2) & 1)
+                target = out[row]
+                source = cbars[r]
+                for ch in range(out.shape[1]):
+                    target[ch] += w * source[ch]
