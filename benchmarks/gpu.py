@@ -6,10 +6,12 @@ DIPY's CPU tracking on this machine's CPU. Prints a table and writes benchmarks/
     python benchmarks/gpu.py                                  # CUDA: 128x128x90, 10k/100k/1M seeds
     python benchmarks/gpu.py --device cpu --shape 40 40 28 --seeds 2000 --backward-seeds 500
 
-Per run: seeds/s, streamlines/s, peak memory (CUDA: torch.cuda.max_memory_allocated; cuslines
-allocates outside torch, so its memory is not seen), time to first streamline (the first chunk of
-seeds delivered, ``--chunk-size``), and for forward+backward the ratio to forward at the same seeds
-(loss: mean squared point coordinate, gradient to the FOD coefficients). One warm-up run per
+Per run: seeds/s, streamlines/s, peak GPU memory (NVML's reading of the whole device, sampled every
+5 ms: our kernels allocate through numba-cuda and torch, cuslines through the CUDA runtime, so only
+the device's count sees both; it includes the CUDA context), time to first streamline (the first
+chunk of seeds delivered, ``--chunk-size``), and for forward+backward the ratio to forward at the
+same seeds (loss: mean squared point coordinate, gradient to the FOD coefficients). A run whose
+time, projected linearly from the last smaller one, exceeds ``--max-seconds`` is skipped. One warm-up run per
 dataset and algorithm is excluded from the timings (CUDA context, caching allocator, compilation).
 
 Common parameters: step 0.5 voxel, 45 degrees, cutoff 0.1, min length 10 mm, max length 200 mm,
@@ -83,14 +85,43 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+class DeviceMemory:
+    """The device's used memory (MiB, NVML), sampled in a thread while a run lasts; None without NVML."""
 
+    def __init__(self, device: torch.device):
+        self.handle, self.peak, self._stop = None, None, None
+        if device.type != "cuda":
+            return
+        try:
+            import pynvml
 
-def reset_memory(device: torch.device) -> None:
-    if device.type == "cuda":
+            pynvml.nvmlInit()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            self.read = lambda: pynvml.nvmlDeviceGetMemoryInfo(self.handle).used / 2**20
+        except Exception:  # no NVML: memory is not reported
+            self.handle = None
+
+    def __enter__(self):
+        if self.handle is None:
+            return self
+        import threading
+
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+        self.peak, self._stop = self.read(), threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, self.read())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.read())
 
 
 def run_ours(data: dict, algorithm: str, seeds: np.ndarray, args, backward: bool) -> dict:
@@ -100,7 +131,6 @@ def run_ours(data: dict, algorithm: str, seeds: np.ndarray, args, backward: bool
     field = SHField(coeffs, data["affine"], basis)
     tracker = Tracker(field, mask=data["mask"], algorithm=algorithm, device=args.device,
                       chunk_size=args.chunk_size, precision="float32", **params_for(data["affine"]))
-    reset_memory(device)
     first = []
 
     def progress(done: int, total: int) -> None:
@@ -108,18 +138,24 @@ def run_ours(data: dict, algorithm: str, seeds: np.ndarray, args, backward: bool
             synchronize(device)
             first.append(time.perf_counter())
 
-    synchronize(device)
-    start = time.perf_counter()
-    with torch.set_grad_enabled(backward):
-        tractogram = tracker(seeds, progress=progress)
-        if backward:
-            points, _ = tractogram.padded(fill=0.0)
-            (points.square().sum() / max(int(tractogram.lengths.sum()), 1)).backward()
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    with DeviceMemory(device) as memory:
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(backward):
+            tractogram = tracker(seeds, progress=progress)
+            if backward:
+                (tractogram.points.square().sum() / max(len(tractogram.points), 1)).backward()
+        synchronize(device)
+        seconds = time.perf_counter() - start
     return dict(seconds=seconds, seeds=len(seeds), streamlines=len(tractogram),
-                points=int(tractogram.lengths.sum()), first_seconds=first[0] - start,
-                peak_memory_mb=peak_memory_mb(device))
+                points=int(tractogram.lengths.sum()), first_seconds=first[0] - start, peak_memory_mb=memory.peak)
+
+
+def too_long(done: dict, n: int, limit: float) -> bool:
+    """Whether a run of ``n`` seeds would take more than ``limit`` seconds, projected from the largest
+    smaller run in ``done`` (seeds -> result)."""
+    smaller = [k for k in done if k < n]
+    return bool(smaller) and done[max(smaller)]["seconds"] * n / max(smaller) > limit
 
 
 def sphere_odf(coeffs: torch.Tensor, basis: str, affine, vertices: np.ndarray, device) -> np.ndarray:
@@ -162,14 +198,21 @@ def run_cuslines(data: dict, seed_sets: list[np.ndarray], args) -> list[dict] | 
         reference = nib.Nifti1Image(mask.astype(np.float32), affine)
         with tracker as gpu:
             gpu.generate_sft(apply_affine(inverse, seed_sets[0][:1000]), reference)  # warm-up
+            done = {}
             for seeds in seed_sets:
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                sft = gpu.generate_sft(apply_affine(inverse, seeds), reference)
-                torch.cuda.synchronize()
-                seconds = time.perf_counter() - start
-                results.append(dict(seconds=seconds, seeds=len(seeds), streamlines=len(sft.streamlines),
-                                    points=int(sum(len(s) for s in sft.streamlines))))
+                if too_long(done, len(seeds), args.max_seconds):
+                    print(f"  cuslines, {len(seeds)} seeds: skipped (projected over {args.max_seconds} s)")
+                    continue
+                with DeviceMemory(torch.device(args.device)) as memory:
+                    torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    sft = gpu.generate_sft(apply_affine(inverse, seeds), reference)
+                    torch.cuda.synchronize()
+                    seconds = time.perf_counter() - start
+                done[len(seeds)] = r = dict(seconds=seconds, seeds=len(seeds), streamlines=len(sft.streamlines),
+                                            points=int(sum(len(s) for s in sft.streamlines)),
+                                            peak_memory_mb=memory.peak)
+                results.append(r)
     except Exception as exc:  # CUDA errors surface as RuntimeError or cuda-python's own types
         return f"cuslines failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return results
@@ -228,6 +271,7 @@ def main() -> None:
     ap.add_argument("--dipy-seeds", type=int, default=300, help="seeds for DIPY's CPU trackers (slow)")
     ap.add_argument("--chunk-size", type=int, help="seeds per chunk (default: the library's per device)")
     ap.add_argument("--no-cuslines", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="skip a run projected to take longer")
     ap.add_argument("--out", help="JSON record (default benchmarks/results/gpu_<commit>_<device>.json)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -247,11 +291,18 @@ def main() -> None:
                 run_ours(data, algorithm, seed_sets[0][:100], args, backward=True)
             forward = {}
             for seeds in seed_sets:
+                if too_long(forward, len(seeds), args.max_seconds):
+                    print(f"  ours {algorithm} forward, {len(seeds)} seeds: skipped (projected over {args.max_seconds} s)")
+                    continue
                 r = run_ours(data, algorithm, seeds, args, backward=False)
                 forward[len(seeds)] = r
                 record["runs"].append(dict(dataset=name, tool="ours", algorithm=algorithm, mode="forward", **r))
                 print(row(f"ours {algorithm} forward", r))
+            both = {}
             for n in args.backward_seeds:
+                if too_long(both, n, args.max_seconds):
+                    print(f"  ours {algorithm} forward+backward, {n} seeds: skipped (projected over {args.max_seconds} s)")
+                    continue
                 seeds = random_seeds(data["mask"], data["affine"], n)
                 try:
                     r = run_ours(data, algorithm, seeds, args, backward=True)
@@ -261,9 +312,12 @@ def main() -> None:
                 if n not in forward:
                     forward[n] = run_ours(data, algorithm, seeds, args, backward=False)
                 r["over_forward"] = r["seconds"] / forward[n]["seconds"]
+                both[n] = r
                 record["runs"].append(dict(dataset=name, tool="ours", algorithm=algorithm, mode="forward+backward", **r))
                 print(row(f"ours {algorithm} forward+backward", r) + f"   {r['over_forward']:.2f}x forward")
             dipy = run_dipy(data, algorithm, seed_sets[0][:args.dipy_seeds]) if args.dipy_seeds else None
+            if not forward:
+                continue
             if dipy is None and args.dipy_seeds:
                 print(f"  DIPY CPU {algorithm}: skipped (FOD not in DIPY's basis and frame)")
             if dipy:
@@ -277,8 +331,12 @@ def main() -> None:
             record["runs"].append(dict(dataset=name, tool="cuslines", error=cuslines))
             continue
         for r in cuslines:
-            ours = next(x for x in record["runs"] if x["dataset"] == name and x.get("algorithm") == "prob"
-                        and x.get("mode") == "forward" and x["seeds"] == r["seeds"] and x["tool"] == "ours")
+            ours = next((x for x in record["runs"] if x["dataset"] == name and x.get("algorithm") == "prob"
+                         and x.get("mode") == "forward" and x["seeds"] == r["seeds"] and x["tool"] == "ours"), None)
+            if ours is None:
+                record["runs"].append(dict(dataset=name, tool="cuslines", algorithm="prob", mode="forward", **r))
+                print(row("cuslines ProbDirectionGetter", r))
+                continue
             r["ours_over_cuslines"] = (ours["seeds"] / ours["seconds"]) / (r["seeds"] / r["seconds"])
             r["ours_over_cuslines_streamlines"] = (ours["streamlines"] / ours["seconds"]) / (
                 r["streamlines"] / r["seconds"])

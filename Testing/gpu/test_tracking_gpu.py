@@ -1,5 +1,9 @@
 """Tracking on CUDA gives the CPU's streamlines (float64: the same decisions, coordinates within
-float64 rounding), with stopping regions built on the CPU, and backpropagates."""
+float64 rounding), with stopping regions built on the CPU, and its backward pass (the replay, on the
+GPU) gives the CPU's gradients."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +56,33 @@ def test_backward_on_cuda():
         points, directions = seeds(10)
         tracker(points, seed_directions=directions).points.square().sum().backward()
         assert torch.isfinite(coeffs.grad).all() and coeffs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("algorithm", ["sdstream", "detmax", "prob"])
+def test_cuda_gradients_equal_cpu_gradients(algorithm):
+    grads = []
+    for device in ("cpu", "cuda"):
+        coeffs = COEFFS.double().to(device).requires_grad_(True)
+        points, directions = seeds(10)
+        start = torch.tensor(points, device=device, requires_grad=True)
+        tractogram = track(SHField(coeffs, AFFINE), start, algorithm=algorithm, seed_directions=directions, mask=MASK,
+                           step_size=0.5, precision="float64", device=device)
+        (tractogram.points.square().sum() + tractogram.points[:, 0].sum()).backward()
+        grads.append((coeffs.grad.cpu(), start.grad.cpu()))
+    (cpu_coeffs, cpu_seeds), (cuda_coeffs, cuda_seeds) = grads
+    assert cpu_coeffs.abs().sum() > 0 and cpu_seeds.abs().sum() > 0
+    torch.testing.assert_close(cuda_coeffs, cpu_coeffs, rtol=1e-9, atol=1e-9 * float(cpu_coeffs.abs().max()))
+    torch.testing.assert_close(cuda_seeds, cpu_seeds, rtol=1e-9, atol=1e-9 * float(cpu_seeds.abs().max()))
+
+
+def test_float32_cuda_streamlines_stay_within_0_01_mm_of_the_cpu_kernels():
+    """The kernel fidelity cases (MRtrix3's float32 and DIPY's float64 algorithms on the reference
+    phantom): the same streamlines, points within 0.01 mm."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_kernels import simulator_cases
+
+    on_cuda = simulator_cases(device="cuda")
+    for name, (tracker, seeds) in simulator_cases(device="cpu").items():
+        cpu, cuda = tracker(seeds), on_cuda[name][0](seeds)
+        assert cuda.lengths.tolist() == cpu.lengths.tolist(), name
+        assert np.abs(cuda.points - cpu.points).max() < 0.01, name

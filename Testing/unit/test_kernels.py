@@ -173,13 +173,31 @@ SIMULATED = r"""
 import json, sys
 import numpy as np
 sys.path[:0] = sys.argv[1:]
-from test_kernels import simulator_cases
+from test_kernels import REPLAYED, replayed, simulator_cases
 out = {}
 for name, (tracker, seeds) in simulator_cases(device="cuda").items():
     r = tracker(seeds)
     out[name] = [r.points.tolist(), r.lengths.tolist(), r.seed_index.tolist(), dict(r.stats)]
+    if name in REPLAYED:
+        out[name] += [x.tolist() for x in replayed(tracker, seeds)]
 print(json.dumps(out))
 """
+#: the cases whose backward (``tracking.replay``) runs under the simulator too (one per method family
+#: and step rule that the CUDA backward kernel compiles differently: RK4 SD_Stream, a pmf getter)
+REPLAYED = ("sdstream-rk4", "detmax")
+
+
+def replayed(tracker, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """The replay's (seed rows', field's) cotangents of the first 8 seeds' run for a fixed cotangent
+    of the points."""
+    import torch
+
+    from DiffTractographyLib.tracking.replay import Replay
+
+    result = tracker(seeds[:8])
+    grad = torch.from_numpy(np.random.default_rng(0).normal(size=result.points.shape))
+    by_row, volume = Replay(tracker)(result, grad)
+    return by_row, np.asarray(torch.as_tensor(volume))
 
 
 def simulator_cases(device: str) -> dict:
@@ -214,8 +232,13 @@ def test_the_cuda_kernels_under_the_simulator_track_what_the_cpu_kernels_track()
     simulated = json.loads(run.stdout)
     for name, (tracker, seeds) in simulator_cases(device="cpu").items():
         cpu = tracker(seeds)
-        points, lengths, seed_index, stats = simulated[name]
+        points, lengths, seed_index, stats = simulated[name][:4]
         assert lengths == cpu.lengths.tolist() and seed_index == cpu.seed_index.tolist(), name
         assert np.abs(np.asarray(points, dtype=cpu.points.dtype) - cpu.points).max() < 1e-9, name
         assert stats == dict(cpu.stats), name
         assert 100 < len(lengths) and sum(stats.values()) > 300, name
+        if name in REPLAYED:  # the CUDA backward: atomic float64 sums against the CPU's per-cell sums
+            seeds_grad, volume_grad = replayed(tracker, seeds)
+            np.testing.assert_allclose(simulated[name][4], seeds_grad, rtol=1e-9, atol=1e-9)
+            scale = np.abs(volume_grad).max()
+            assert scale > 0 and np.abs(np.asarray(simulated[name][5]) - volume_grad).max() < 1e-6 * scale, name
