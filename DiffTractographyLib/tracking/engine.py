@@ -256,7 +256,19 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
         np.ascontiguousarray(cone_basis), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
-        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE), TEMPERATURE)
+        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE))
+
+
+def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
+    """The backward's float64 data of ``detmax``/``prob`` on ``field`` (``kernels.pmf.PmfAdjoint``)."""
+    from .kernels.pmf import PmfAdjoint
+
+    v = np.asarray(sphere.vertices, dtype=np.float64)
+    basis = sh.basis_matrix(v, field.lmax, field.basis)  # (D, C)
+    declared = algorithm(params.algorithm)
+    return PmfAdjoint(float(params.cutoff), float(np.cos(np.deg2rad(params.max_angle))), declared.cone_inclusive,
+                      declared.choice == "draw", int(params.rng_seed), np.ascontiguousarray(basis.T),
+                      np.ascontiguousarray(basis), np.ascontiguousarray(v @ field.rotation().T), TEMPERATURE)
 
 
 class KernelTracker:

@@ -23,7 +23,7 @@ import torch
 
 from .. import sh
 from ..fields import SHField
-from .engine import KernelResult, KernelTracker, _pmf_data, out_of_memory, sdstream_adjoint, tensor_solver_matrix
+from .engine import KernelResult, KernelTracker, out_of_memory, pmf_adjoint, sdstream_adjoint, tensor_solver_matrix
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Replay:
             self.method = TensorData(0.0, 0.0, tensor_solver_matrix(field, np.float64))
             sizes = (c, c, 7, 18)
         elif family == "pmf":
-            self.method = _pmf_data(field, params, np.float64, kernels.sphere)
+            self.method = pmf_adjoint(field, params, kernels.sphere)
             d = len(kernels.sphere.vertices)
             sizes = (c, d, d, 1)
         else:

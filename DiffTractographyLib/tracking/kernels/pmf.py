@@ -18,11 +18,14 @@ from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sa
 #: detmax each cone's basis columns ``cone_basis`` (D, C, K); ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts,
 #: and the vertex lookup grid (empty: none) of ``sphere``; ``rotation`` SH frame -> RAS and
 #: ``voxel_size`` (DIPY's second-half start); for ``seed_peaks``: ``sphere_vertices`` (D, 3) float64
-#: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation);
-#: the ``temperature`` of the relaxation the backward pass differentiates (``methods.pmf``)
+#: in the SH frame and ``edges`` (E, 2), DIPY's relative peak threshold and cos(minimum separation)
 PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis basis_norm cone_basis vertices cone "
                                 "cone_count lookup "
-                                "rotation voxel_size sphere_vertices edges peak_threshold cos_separation temperature")
+                                "rotation voxel_size sphere_vertices edges peak_threshold cos_separation")
+#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D) and its rows per vertex
+#: ``vertex_basis`` (D, C), ``vertices`` (D, 3) RAS, and the ``temperature`` of the relaxation the
+#: backward pass differentiates (``methods.pmf``)
+PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertex_basis vertices temperature")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
 MAX_PEAKS = 48
@@ -251,7 +254,7 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     u_bar . d soft / dc for soft = normalize(sum_i y_i s_i v_i), y = softmax((log pmf_i + g_i) / T)
     over the admissible vertices (cone around the previous direction (dx, dy, dz), DIPY's
     threshold), s_i the sign along that direction, g the Gumbel noise of the step's draw (prob) or 0
-    (detmax). In float64 (``M`` the float64 data); False when no vertex is admissible."""
+    (detmax). In float64 (``M`` a ``PmfAdjoint``); False when no vertex is admissible."""
     n = M.vertices.shape[0]
     pmf, y = W.a[:n], W.b[:n]
     for d in range(n):
@@ -313,10 +316,9 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
             a = M.vertices[d]
             sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
             y[d] = y[d] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[d])
-    for j in range(c.shape[0]):
-        row = M.basis[j]
-        acc = 0.0
-        for d in range(n):
-            acc += row[d] * y[d]
-        cbar[j] = acc
+    for d in range(n):  # cbar = basis . pmf_bar, as axpys over the admissible vertices' rows
+        if y[d] != 0.0:
+            row, yd = M.vertex_basis[d], y[d]
+            for j in range(c.shape[0]):
+                cbar[j] += row[j] * yd
     return True

@@ -73,7 +73,7 @@ def sample_vjp(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, 
 @overload(sample_vjp, jit_options={"cache": True})
 def _sample_vjp(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
     kind = M.instance_class
-    if kind is pmf.PmfData:
+    if kind is pmf.PmfAdjoint:
         def impl(M, K, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
             return pmf.sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar)
     elif kind is sdstream.SDStreamAdjoint:
@@ -91,7 +91,7 @@ def position_free(M):
 
 @overload(position_free, jit_options={"cache": True})
 def _position_free(M):
-    free = M.instance_class is pmf.PmfData
+    free = M.instance_class is pmf.PmfAdjoint
     return lambda M: free
 
 
@@ -102,7 +102,7 @@ def previous_direction(M, dx, dy, dz):
 
 @overload(previous_direction, jit_options={"cache": True})
 def _previous_direction(M, dx, dy, dz):
-    if M.instance_class is not pmf.PmfData:
+    if M.instance_class is not pmf.PmfAdjoint:
         return lambda M, dx, dy, dz: (dx, dy, dz)
 
     def impl(M, dx, dy, dz):
