@@ -49,7 +49,7 @@ class Replay:
         elif family == "pmf":
             self.method = pmf_adjoint(field, params, kernels.sphere)
             d = len(kernels.sphere.vertices)
-            sizes = (c, d, d, 1)
+            sizes = (c, d, d, d)
         else:
             self.method = sdstream_adjoint(field)
             sizes = (c, 3 * len(self.method.m), 2 * (field.lmax + 1), 1)

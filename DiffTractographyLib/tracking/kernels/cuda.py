@@ -51,7 +51,7 @@ if not SIMULATOR:
 #: inputs served (SH up to lmax 12, 512 DWI volumes, spheres of 1024 vertices)
 LIMITS = {"sdstream": (96, 64, 64, 256, 1), "tensordet": (512, 8, 512, 1, 18), "pmf": (96, 1024, 1024, 1, 1024)}
 #: the backward's float64 work arrays (``replay.Adjoint`` c, a, b, d) for the same inputs
-ADJOINT_LIMITS = {"sdstream": (96, 192, 192, 1), "tensordet": (512, 512, 7, 18), "pmf": (96, 1024, 1024, 1)}
+ADJOINT_LIMITS = {"sdstream": (96, 192, 192, 1), "tensordet": (512, 512, 7, 18), "pmf": (96, 1024, 1024, 1024)}
 
 #: the arrays of one call: inputs (seeds, starts, seed ids, peaks) and outputs (slots, bounds, status,
 #: fate, each half's start direction)

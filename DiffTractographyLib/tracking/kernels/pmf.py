@@ -256,7 +256,7 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     threshold), s_i the sign along that direction, g the Gumbel noise of the step's draw (prob) or 0
     (detmax). In float64 (``M`` a ``PmfAdjoint``); False when no vertex is admissible."""
     n = M.vertices.shape[0]
-    pmf, y = W.a[:n], W.b[:n]
+    pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # at: the admissible vertices (as float64), y their logits
     for d in range(n):
         pmf[d] = 0.0
     for j in range(c.shape[0]):
@@ -270,39 +270,55 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     floor = M.cutoff * top
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
     best = -np.inf
-    for d in range(n):  # logits, -inf where not admissible
+    count = 0
+    for d in range(n):  # the admissible vertices and their logits
         a = M.vertices[d]
         cos = (dx * a[0] + dy * a[1]) + dz * a[2]
         outside = abs(cos) < M.cos_max if M.inclusive else abs(cos) <= M.cos_max
         if outside or not (pmf[d] > 0.0 and pmf[d] >= floor):
-            y[d] = -np.inf
             continue
         logit = math.log(pmf[d])
         if M.sample:
             logit -= math.log(-math.log(uniform(key, d)))
-        y[d] = logit / M.temperature
-        best = max(best, y[d])
-    if best == -np.inf:
-        return False
-    total = sx = sy = sz = 0.0
-    for d in range(n):
-        if y[d] == -np.inf:
-            y[d] = 0.0
-            continue
-        y[d] = math.exp(y[d] - best)
-        total += y[d]
-    for d in range(n):
-        y[d] /= total
-        a = M.vertices[d]
-        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        sx += y[d] * sign * a[0]
-        sy += y[d] * sign * a[1]
-        sz += y[d] * sign * a[2]
-    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
+        y[count] = logit / M.temperature
+        at[count] = d
+        best = max(best, y[count])
+        count += 1
     for j in range(c.shape[0]):
         cbar[j] = 0.0
+    if count == 0:
+        return False
+    total = sx = sy = sz = 0.0
+    for k in range(count):
+        y[k] = math.exp(y[k] - best)
+        total += y[k]
+    for k in range(count):
+        y[k] /= total
+        a = M.vertices[np.int64(at[k])]
+        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+        sx += y[k] * sign * a[0]
+        sy += y[k] * sign * a[1]
+        sz += y[k] * sign * a[2]
+    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
     if norm < 1e-300:
         return True
+    sx, sy, sz = sx / norm, sy / norm, sz / norm
+    along = bx * sx + by * sy + bz * sz
+    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
+    mean = 0.0
+    for k in range(count):  # y_bar . y, with y_bar_k = sign_k v_k . d_bar kept in at's place
+        a = M.vertices[np.int64(at[k])]
+        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+        mean += y[k] * sign * (gx * a[0] + gy * a[1] + gz * a[2])
+    for k in range(count):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
+        d = np.int64(at[k])
+        a = M.vertices[d]
+        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
+        yd = y[k] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[d])
+        row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the admissible vertices' rows
+        for j in range(c.shape[0]):
+            cbar[j] += row[j] * yd
+    return True
     sx, sy, sz = sx / norm, sy / norm, sz / norm
     along = bx * sx + by * sy + bz * sz
     gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
