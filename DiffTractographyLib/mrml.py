@@ -22,6 +22,9 @@ from .geometry import as_affine, axes_rotation
 from .polydata import vtk_modules as _vtk
 from .tracking.algorithms import DEFAULT_FOR, algorithm
 
+#: fibers a bundle node displays before SlicerDMRI subsamples (its own threshold); the ratio is set
+#: on every write, so a node reused after a large run shows all of a smaller one
+SHOWN_FIBERS = 10_000
 FIBER_BUNDLE = "vtkMRMLFiberBundleNode"
 DWI_NODE = "vtkMRMLDiffusionWeightedVolumeNode"
 DTI_NODE = "vtkMRMLDiffusionTensorVolumeNode"
@@ -268,13 +271,16 @@ def box_from_node(node):
 
 
 def control_points(node) -> np.ndarray:
-    """(M, 3) world RAS positions of a markups node's control points."""
+    """(M, 3) world RAS positions of a markups node's placed control points, in order. A point still
+    being placed (preview), unset or marked missing has no position to seed from and is left out."""
     p = [0.0, 0.0, 0.0]
-    out = np.zeros((node.GetNumberOfControlPoints(), 3))
-    for i in range(len(out)):
+    out = []
+    for i in range(node.GetNumberOfControlPoints()):
+        if node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
+            continue
         node.GetNthControlPointPositionWorld(i, p)
-        out[i] = p
-    return out
+        out.append(list(p))
+    return np.array(out, dtype=float).reshape(-1, 3)
 
 
 def seeds_from_node(node, *, voxel_volume: float, seeds_per_voxel: int = 1, seed_placement: str = "random",
@@ -299,7 +305,7 @@ def seeds_from_node(node, *, voxel_volume: float, seeds_per_voxel: int = 1, seed
     if node.IsA("vtkMRMLMarkupsNode"):
         points = control_points(node)
         if len(points) == 0:
-            raise InputError(f"the markups {_name(node)} has no control points to seed around")
+            raise InputError(f"the markups {_name(node)} has no placed control points to seed around")
         return seeding.seeds_in_spheres(points, seed_radius, seeds_per_point, rng_seed)
     mask, affine = mask_from_node(node, segments)
     return seeding.seeds_from_mask(mask, affine, seeds_per_voxel, seed_placement, rng_seed)
@@ -374,6 +380,8 @@ def bundle_node(scene, tractogram, node=None, name: str = "DiffTractography"):
         kind = FIBER_BUNDLE if scene.IsNodeClassRegistered(FIBER_BUNDLE) else "vtkMRMLModelNode"
         node = scene.AddNewNodeByClass(kind, scene.GenerateUniqueName(name))
     node.SetAndObservePolyData(tractogram_to_polydata(tractogram))
+    if hasattr(node, "SetSubsamplingRatio"):  # a fiber bundle: show all, or SlicerDMRI's 10,000 of many
+        node.SetSubsamplingRatio(min(1.0, SHOWN_FIBERS / max(len(tractogram), 1)))
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     return node

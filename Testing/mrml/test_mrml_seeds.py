@@ -38,6 +38,27 @@ def test_fiducial_seeds_fill_a_ball_around_each_point_in_world_ras(scene, build)
                                                                seed_radius=2.5, rng_seed=7))
 
 
+
+def test_only_placed_points_seed(scene):
+    """A point being placed (preview), unset or missing has no position: it seeds nothing, and the
+    placed points seed as they would alone."""
+    node = fiducials(scene, [(10.0, 20.0, 30.0), (50.0, 50.0, 50.0), (-4.0, 0.0, 2.0), (7.0, 7.0, 7.0),
+                             (0.0, 9.0, 0.0)])
+    node.SetNthControlPointPosition(1, 50.0, 50.0, 50.0, node.PositionPreview)
+    node.UnsetNthControlPointPosition(3)
+    node.SetNthControlPointPositionMissing(4)
+    placed = fiducials(scene, [(10.0, 20.0, 30.0), (-4.0, 0.0, 2.0)])
+
+    np.testing.assert_array_equal(mrml.control_points(node), [[10.0, 20.0, 30.0], [-4.0, 0.0, 2.0]])
+    seeds = mrml.seeds_from_node(node, voxel_volume=8.0, seeds_per_point=50, seed_radius=2.5, rng_seed=1)
+    np.testing.assert_array_equal(seeds, mrml.seeds_from_node(placed, voxel_volume=8.0, seeds_per_point=50,
+                                                               seed_radius=2.5, rng_seed=1))
+    for i in range(node.GetNumberOfControlPoints()):
+        node.UnsetNthControlPointPosition(i)
+    with pytest.raises(InputError, match="no placed control points"):
+        mrml.seeds_from_node(node, voxel_volume=8.0)
+
+
 def test_roi_seeds_fill_the_turned_box(scene):
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
     roi.SetSize(4.0, 6.0, 8.0)
@@ -106,5 +127,5 @@ def test_segmentation_seeds_use_the_chosen_segment(scene, build, oblique_affine)
 
 
 def test_a_fiducial_list_without_points_is_refused(scene):
-    with pytest.raises(InputError, match="the markups 'points' has no control points"):
+    with pytest.raises(InputError, match="the markups 'points' has no placed control points"):
         mrml.seeds_from_node(fiducials(scene, []), voxel_volume=1.0)

@@ -19,12 +19,21 @@ UI = MODULE_DIR / "Resources" / "UI" / "DiffTractography.ui"
 
 
 def cmake_lists(path: Path) -> dict[str, list[str]]:
-    """The ``set(NAME item ...)`` lists of a CMake file, with ${VAR} of earlier one-item sets expanded."""
+    """The ``set(NAME item ...)`` lists of a CMake file, and ``string(REPLACE a b NAME input)``, in
+    order, with ${VAR} of earlier one-item values expanded."""
     text = re.sub(r"(^|\s)#.*", "", path.read_text(), flags=re.M)
     values: dict[str, list[str]] = {}
-    for name, body in re.findall(r"\bset\(\s*(\w+)\s+([^)]*)\)", text):
-        items = [re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)][0], item) for item in body.split()]
-        values[name] = [item.strip('"') for item in items]
+
+    def expand(item: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)][0], item).strip('"')
+
+    for command, body in re.findall(r"\b(set|string)\(\s*([^)]*)\)", text):
+        words = body.split()
+        if command == "set":
+            values[words[0]] = [expand(item) for item in words[1:]]
+        elif words[0] == "REPLACE":
+            old, new, name, source = (expand(w) for w in words[1:5])
+            values[words[3]] = [source.replace(old, new)]
     return values
 
 
@@ -81,8 +90,15 @@ def test_extension_metadata():
     values = cmake_lists(ROOT / "CMakeLists.txt")
     assert values["EXTENSION_CATEGORY"] == ["Diffusion"]
     assert values["EXTENSION_DEPENDS"] == ["SlicerDMRI", "PyTorch"]
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
-        assert values[key][0].startswith("https://")
+    repository = values["EXTENSION_REPOSITORY"][0]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository)
+    assert values["EXTENSION_HOMEPAGE"][0].startswith(repository)
+    files = repository.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):  # files of this repository that exist
+        for url in values[key]:
+            assert url.startswith(files) and (ROOT / url[len(files):]).is_file(), url
+    assert (ROOT / "LICENSE.txt").is_file()
+    assert f'href="{values["EXTENSION_HOMEPAGE"][0]}"' in MODULE.read_text()  # the help text links the README
     assert "add_subdirectory(DiffTractography)" in (ROOT / "CMakeLists.txt").read_text()
 
 
@@ -140,6 +156,13 @@ def test_imports_at_load_time_stay_light(module_ast):
     assert "torch" not in top_level_imports(module_ast)
     adapter = top_level_imports(ast.parse((LIB_DIR / "mrml.py").read_text()))
     assert not adapter & {"torch", "vtk", "slicer", "qt", "ctk"}
+
+
+def test_reload_reads_the_library_again(module_ast):
+    widget = next(n for n in module_ast.body if isinstance(n, ast.ClassDef) and n.name == "DiffTractographyWidget")
+    reload = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "onReload")
+    calls = {ast.unparse(n.func) for n in ast.walk(reload) if isinstance(n, ast.Call)}
+    assert {"DiffTractographyLib.unload", "ScriptedLoadableModuleWidget.onReload"} <= calls
 
 
 def test_module_file_compiles(tmp_path):

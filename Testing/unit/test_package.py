@@ -15,3 +15,12 @@ def test_import_pulls_in_neither_torch_nor_vtk():
 def test_public_names_resolve():
     for name in DiffTractographyLib.__all__:
         assert getattr(DiffTractographyLib, name) is not None
+
+
+def test_unload_makes_the_next_import_read_the_files_again():
+    code = ("import DiffTractographyLib, DiffTractographyLib.config as c; old = c\n"
+            "names = DiffTractographyLib.unload()\n"
+            "import DiffTractographyLib.config as c\n"
+            "print('DiffTractographyLib.config' in names, 'DiffTractographyLib' in names, c is not old)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
