@@ -37,6 +37,8 @@ from DiffTractographyLib.config import ALGORITHMS
 
 #: Python packages the library needs besides torch (from the PyTorch extension) and what Slicer ships.
 REQUIREMENTS_FILE = "requirements.txt"
+#: the torch the library needs (pyproject.toml), asked of the PyTorch extension's installer
+TORCH_REQUIREMENT = ">=2.1"
 #: Milliseconds a dragged seed point must rest before the interactive re-track starts.
 INTERACTIVE_DELAY_MS = 30
 
@@ -253,24 +255,33 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.stopInteractive()
 
 
-def ensureDependencies() -> bool:
-    """Check torch, dipy, nibabel and trx-python at first use; ask before installing anything.
-    torch comes from the PyTorch extension (it picks the CUDA build for the driver); the others
-    from pip, pinned so that Slicer's own numpy is never replaced. Returns False if declined."""
+def ensureDependencies(interactive: bool = True) -> bool:
+    """Check torch, dipy, nibabel, numba and trx-python at first use; ask before installing anything,
+    and install only what is missing. torch comes from the PyTorch extension (it picks the CUDA build
+    for the driver); the others from pip, pinned so that Slicer's own numpy is never replaced.
+    Returns False if declined. Not ``interactive`` (no main window to ask in): a RuntimeError that
+    names what to install."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
+        if not interactive:
+            raise RuntimeError(f"DiffTractography needs torch{TORCH_REQUIREMENT}: install the PyTorch extension "
+                               "and run PyTorchUtils.PyTorchUtilsLogic().installTorch()")
         try:
             import PyTorchUtils
         except ImportError:
             raise RuntimeError(_("DiffTractography needs PyTorch: install the PyTorch extension from the "
                                  "Extensions Manager and restart Slicer."))
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                         torchVersionRequirement=TORCH_REQUIREMENT) is None:
             return False
     requirements = _requirementsPath()
     missing = _missingRequirements(requirements)
     if not missing:
         return True
+    if not interactive:
+        raise RuntimeError(f"DiffTractography needs these Python packages: {', '.join(missing)}; install them "
+                           f"with slicer.util.pip_install({missing!r})")
     question = _("DiffTractography needs these Python packages: {names}. Install them now?")
     if not slicer.util.confirmOkCancelDisplay(question.format(names=", ".join(missing))):
         return False
@@ -332,6 +343,8 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
     def run(self, inputNode, seedNode, outputNode=None, **parameters):
         """Track and return the output fiber bundle node; ``parameters`` as ``DiffTractographyLib.mrml.run``
         (``step_size``, ``max_angle``, ``cutoff``, ``seeds_per_voxel``, ``mask``, ``device``, ...)."""
+        if not ensureDependencies(interactive=slicer.util.mainWindow() is not None):
+            raise RuntimeError(_("DiffTractography's dependencies were not installed"))
         from DiffTractographyLib import mrml
 
         return mrml.run(slicer.mrmlScene, inputNode, seedNode, outputNode, **parameters)

@@ -165,6 +165,15 @@ def test_reload_reads_the_library_again(module_ast):
     assert {"DiffTractographyLib.unload", "ScriptedLoadableModuleWidget.onReload"} <= calls
 
 
+def test_console_runs_ensure_the_dependencies_and_ask_for_a_minimum_torch(module_ast):
+    logic = next(n for n in module_ast.body if isinstance(n, ast.ClassDef) and n.name == "DiffTractographyLogic")
+    run = next(n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    calls = {ast.unparse(n.func): n.lineno for n in ast.walk(run) if isinstance(n, ast.Call)}
+    assert calls["ensureDependencies"] < calls["mrml.run"]
+    install = next(n for n in ast.walk(module_ast) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith("installTorch"))
+    assert {k.arg for k in install.keywords} == {"askConfirmation", "torchVersionRequirement"}
+
+
 def test_module_file_compiles(tmp_path):
     py_compile.compile(str(MODULE), cfile=str(tmp_path / "module.pyc"), doraise=True)
 
