@@ -161,3 +161,25 @@ def test_clustering_makes_one_coloured_node_per_cluster_in_a_folder(scene, dwi_i
     for node, k in zip(children, kept):
         assert node.GetPolyData().GetNumberOfLines() == sizes[k]
         np.testing.assert_allclose(node.GetDisplayNode().GetColor(), colors[k])
+
+
+def test_a_run_cancelled_from_its_progress_leaves_the_scene_as_it_was(scene, build, dwi_inputs):
+    """The module's Cancel raises from the progress callback (between chunks): no node is added,
+    the inputs and an existing output stay as they were."""
+    from DiffTractographyLib.tracking.engine import TrackingCancelled
+
+    dwi, points, _, _ = dwi_inputs
+    output = mrml.run(scene, dwi, points, seeds_per_point=5, seed_radius=1.5, device="cpu")
+    before = scene.GetNumberOfNodes(), build.checksum(dwi), build.checksum(points), output.GetPolyData().GetNumberOfLines()
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        raise TrackingCancelled("cancelled")
+
+    with pytest.raises(TrackingCancelled):
+        mrml.run(scene, dwi, points, output, seeds_per_point=400, seed_radius=1.5, device="cpu", chunk_size=64,
+                 progress=progress)
+    assert calls == [(64, 800)]
+    assert (scene.GetNumberOfNodes(), build.checksum(dwi), build.checksum(points),
+            output.GetPolyData().GetNumberOfLines()) == before
