@@ -71,6 +71,47 @@ def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
     return count
 
 
+#: MRtrix3's .tck data types
+TCK_TYPES = {"Float32LE": "<f4", "Float32BE": ">f4", "Float64LE": "<f8", "Float64BE": ">f8"}
+
+
+def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
+    """MRtrix3's .tck as (points (P, 3) float32 RAS mm, lengths (N,)), read in one pass over a memory
+    map: the triplets up to the end marker (an Inf triplet) split on the NaN delimiters. A file that
+    MRtrix3 left unfinished (``count: 0``, no end marker) reads as MRtrix3 reads it: every streamline
+    closed by a delimiter, a trailing open one left out."""
+    with open(path, "rb") as f:
+        if f.readline().rstrip(b"\r\n") != b"mrtrix tracks":
+            raise InputError(f"{path}: not an MRtrix3 .tck file (no 'mrtrix tracks' first line)")
+        fields: dict[str, str] = {}
+        for line in f:
+            line = line.decode("latin-1").strip()
+            if line == "END":
+                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        else:
+            raise InputError(f"{path}: the .tck header has no END line")
+    datatype = TCK_TYPES.get(fields.get("datatype", ""))
+    where = fields.get("file", "").split()
+    if datatype is None or len(where) != 2 or where[0] != ".":
+        raise InputError(f"{path}: unsupported .tck header (datatype {fields.get('datatype')!r}, "
+                         f"file {fields.get('file')!r})")
+    offset = int(where[1])
+    size = (Path(path).stat().st_size - offset) // (3 * np.dtype(datatype).itemsize)
+    if size <= 0:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+    data = np.memmap(path, dtype=datatype, mode="r", offset=offset, shape=(size, 3))
+    x = data[:, 0]
+    end = np.flatnonzero(np.isinf(x))
+    triplets = data[:end[0]] if len(end) else data
+    delimiters = np.flatnonzero(np.isnan(triplets[:, 0]))
+    lengths = np.diff(np.r_[-1, delimiters]) - 1
+    closed = delimiters[-1] + 1 if len(delimiters) else 0
+    keep = ~np.isnan(triplets[:closed, 0])
+    return np.ascontiguousarray(triplets[:closed][keep], dtype=np.float32), lengths.astype(np.int64)
+
+
 def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:
     """Write ``tractogram`` (RAS mm) to ``path``; the format follows the extension.
 
@@ -154,13 +195,15 @@ def _read(path: str, fmt: str) -> Tractogram:
         from .polydata import read_polydata_file
 
         return read_polydata_file(path)
-    if fmt in (".tck", ".trk"):
+    if fmt == ".tck":
+        data, lengths = read_tck(path)
+        return Tractogram(torch.from_numpy(data), _lengths_to_offsets(torch.from_numpy(lengths)), affine, dims)
+    if fmt == ".trk":
         import nibabel as nib
 
         obj = nib.streamlines.load(path)
-        if fmt == ".trk":
-            affine = obj.header[nib.streamlines.Field.VOXEL_TO_RASMM]
-            dims = tuple(int(d) for d in obj.header[nib.streamlines.Field.DIMENSIONS])
+        affine = obj.header[nib.streamlines.Field.VOXEL_TO_RASMM]
+        dims = tuple(int(d) for d in obj.header[nib.streamlines.Field.DIMENSIONS])
         streamlines = obj.streamlines
         dps = {k: torch.as_tensor(np.asarray(v)).reshape(len(streamlines), -1).squeeze(1)
                for k, v in obj.tractogram.data_per_streamline.items()}

@@ -76,3 +76,52 @@ def test_large_seed_indices_survive_trx(tmp_path):
     t.data_per_streamline["seed_index"] = torch.tensor([16777217, 20000001, 3])
     save_tractogram(t, tmp_path / "big.trx")
     assert load_tractogram(tmp_path / "big.trx").seed_index.tolist() == [16777217, 20000001, 3]
+
+
+# -- .tck as MRtrix3 writes and reads it ------------------------------------------------------------
+def tck_bytes(streamlines, datatype="Float32LE", count=None, end=True) -> bytes:
+    """A .tck file as MRtrix3 lays it out: header, triplets, a NaN triplet after each streamline and an
+    Inf triplet at the end (``end``)."""
+    from DiffTractographyLib.io import TCK_TYPES
+
+    dtype = TCK_TYPES[datatype]
+    rows = [np.vstack([s, np.full((1, 3), np.nan)]) for s in streamlines] + ([np.full((1, 3), np.inf)] if end else [])
+    data = np.vstack(rows).astype(dtype).tobytes()
+    head = f"mrtrix tracks\ndatatype: {datatype}\ncount: {len(streamlines) if count is None else count}\n"
+    offset = len(head) + len("file: . 0000\nEND\n")
+    return f"{head}file: . {offset:04d}\nEND\n".encode() + data
+
+
+@pytest.mark.parametrize("datatype", ["Float32LE", "Float32BE", "Float64LE", "Float64BE"])
+def test_tck_reads_every_datatype_mrtrix3_writes(tmp_path, datatype):
+    streamlines = [np.arange(6, dtype=np.float32).reshape(2, 3) + 0.25, np.zeros((0, 3)), np.ones((3, 3)) * -7.5]
+    (tmp_path / "t.tck").write_bytes(tck_bytes(streamlines, datatype))
+    t = load_tractogram(tmp_path / "t.tck")
+    assert t.lengths.tolist() == [2, 0, 3] and t.points.dtype == torch.float32
+    np.testing.assert_array_equal(t.points.numpy(), np.vstack(streamlines))
+
+
+def test_an_unfinished_tck_reads_the_streamlines_mrtrix3_would(tmp_path):
+    """Tracking killed midway: count 0 in the header, no end marker, the last streamline open."""
+    streamlines = [np.ones((4, 3)), np.full((2, 3), 2.0)]
+    data = tck_bytes(streamlines, count=0, end=False) + np.full((5, 3), 3.0, dtype="<f4").tobytes()
+    (tmp_path / "t.tck").write_bytes(data)
+    t = load_tractogram(tmp_path / "t.tck")
+    assert t.lengths.tolist() == [4, 2]
+    np.testing.assert_array_equal(t.points.numpy(), np.vstack(streamlines))
+
+
+def test_tck_reading_matches_nibabel_on_an_mrtrix3_file():
+    import nibabel as nib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "Data" / "invivo_small" / "sdstream_ref.tck"
+    ours, theirs = load_tractogram(path), nib.streamlines.load(path).streamlines
+    assert ours.lengths.tolist() == list(theirs._lengths) and len(ours) == 1421
+    np.testing.assert_array_equal(ours.points.numpy(), theirs.get_data())
+
+
+def test_a_file_that_is_not_a_tck_is_an_input_error(tmp_path):
+    (tmp_path / "t.tck").write_bytes(b"not a track file\n")
+    with pytest.raises(InputError, match="not an MRtrix3 .tck file"):
+        load_tractogram(tmp_path / "t.tck")
