@@ -61,8 +61,11 @@ def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
         f.write(f"{head}count: {0:010d}\nfile: . {offset}\nEND\n".encode("latin-1"))
         for points, lengths in chunks:
             n, p = len(lengths), len(points)
-            data = np.full((p + n, 3), np.nan, dtype="<f4")
-            data[np.arange(p) + np.repeat(np.arange(n), lengths)] = points
+            data = np.empty((p + n, 3), dtype="<f4")
+            delimiter = np.zeros(p + n, dtype=bool)
+            delimiter[np.cumsum(lengths) + np.arange(n)] = True  # a NaN triplet after each streamline
+            data[~delimiter] = points
+            data[delimiter] = np.nan
             f.write(data.tobytes())
             count += n
         f.write(np.full(3, np.inf, dtype="<f4").tobytes())
@@ -76,12 +79,12 @@ TCK_TYPES = {"Float32LE": "<f4", "Float32BE": ">f4", "Float64LE": "<f8", "Float6
 
 
 def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
-    """MRtrix3's .tck as (points (P, 3) float32 RAS mm, lengths (N,)), read in one pass over a memory
-    map: the triplets up to the end marker (an Inf triplet) split on the NaN delimiters. A file that
+    """MRtrix3's .tck as (points (P, 3) float32 RAS mm, lengths (N,)), read in one call: the triplets
+    up to the end marker (an Inf triplet), split on the NaN delimiters. A file that
     MRtrix3 left unfinished (``count: 0``, no end marker) reads as MRtrix3 reads it: every streamline
     closed by a delimiter, a trailing open one left out."""
     with open(path, "rb") as f:
-        if f.readline().rstrip(b"\r\n") != b"mrtrix tracks":
+        if f.readline().strip() != b"mrtrix tracks":  # MRtrix3 pads the line with spaces
             raise InputError(f"{path}: not an MRtrix3 .tck file (no 'mrtrix tracks' first line)")
         fields: dict[str, str] = {}
         for line in f:
@@ -99,17 +102,17 @@ def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
                          f"file {fields.get('file')!r})")
     offset = int(where[1])
     size = (Path(path).stat().st_size - offset) // (3 * np.dtype(datatype).itemsize)
-    if size <= 0:
-        return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
-    data = np.memmap(path, dtype=datatype, mode="r", offset=offset, shape=(size, 3))
+    data = np.fromfile(path, dtype=datatype, count=3 * max(size, 0), offset=offset).reshape(-1, 3)
     x = data[:, 0]
     end = np.flatnonzero(np.isinf(x))
-    triplets = data[:end[0]] if len(end) else data
-    delimiters = np.flatnonzero(np.isnan(triplets[:, 0]))
-    lengths = np.diff(np.r_[-1, delimiters]) - 1
-    closed = delimiters[-1] + 1 if len(delimiters) else 0
-    keep = ~np.isnan(triplets[:closed, 0])
-    return np.ascontiguousarray(triplets[:closed][keep], dtype=np.float32), lengths.astype(np.int64)
+    if len(end):
+        data, x = data[:end[0]], x[:end[0]]
+    delimiter = np.isnan(x)
+    at = np.flatnonzero(delimiter)
+    lengths = np.diff(np.r_[-1, at]) - 1
+    closed = at[-1] + 1 if len(at) else 0
+    points = data[:closed][~delimiter[:closed]]
+    return points.astype(np.float32, copy=False), lengths.astype(np.int64)
 
 
 def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:

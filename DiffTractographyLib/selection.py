@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .polylines import polyline_lengths, within_length
 from .stopping import BinaryMask, Region
 from .streamlines import Tractogram
 
@@ -89,17 +90,10 @@ def load_mask(path, labels: Sequence[int] | None = None) -> BinaryMask:
 
 
 _NUMBERS = {"sphere": 4, "box": 6, "obox": 9}
-REGION_HELP = (
-    "A region is a NIfTI mask or label volume (LABELS.nii.gz, non-zero voxels; LABELS.nii.gz:3,5 "
-    "for label values 3 and 5), sphere:X,Y,Z,R (centre and radius, RAS mm), "
-    "box:XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX (axis-aligned, RAS mm) or "
-    "obox:X,Y,Z,SX,SY,SZ,RX,RY,RZ (oriented box: centre, side lengths in mm, rotations in degrees "
-    "about the R, A then S axes). Boundaries are included."
-)
 
 
 def parse_region(spec: str) -> Region:
-    """A region from its command-line text (see ``REGION_HELP``)."""
+    """A region from its command-line text (``cli.select.REGION_HELP``)."""
     kind, _, rest = spec.partition(":")
     if kind in _NUMBERS:
         try:
@@ -132,24 +126,7 @@ def parse_region(spec: str) -> Region:
 def streamline_lengths(tractogram: Tractogram) -> torch.Tensor:
     """(N,) float32 length in mm as MRtrix3 computes it: float32 segment norms added one after the
     other in float32 (0 for a single point)."""
-    points = tractogram.points.detach().cpu().numpy().astype(np.float32, copy=False)
-    d = np.diff(points, axis=0)
-    d = d * d
-    seg = np.sqrt(d[:, 0] + d[:, 1] + d[:, 2])
-    lengths = tractogram.lengths.cpu().numpy()
-    starts = tractogram.offsets[:-1].cpu().numpy()
-    out = np.zeros(len(lengths), dtype=np.float32)
-    order = np.argsort(lengths, kind="stable")          # similar lengths share a padded block
-    for block in np.array_split(order, max(1, len(order) // 4096)):
-        n_seg = lengths[block] - 1
-        width = int(n_seg.max()) if len(block) else 0
-        if width <= 0:
-            continue
-        j = np.arange(width)[None, :]
-        valid = j < n_seg[:, None]
-        padded = np.where(valid, seg[np.where(valid, starts[block, None] + j, 0)], np.float32(0))
-        out[block] = np.cumsum(padded, axis=1, dtype=np.float32)[:, -1]
-    return torch.from_numpy(out)
+    return torch.from_numpy(polyline_lengths(tractogram.points.detach().cpu().numpy(), tractogram.lengths.cpu().numpy()))
 
 
 def _visits(tractogram: Tractogram, region: Region, ends_only: bool) -> torch.Tensor:
@@ -181,11 +158,8 @@ def select_streamlines(tractogram: Tractogram, include: Sequence[Region] = (), e
     """
     keep = torch.ones(len(tractogram), dtype=torch.bool)
     if min_length is not None or max_length is not None:
-        length = streamline_lengths(tractogram)
-        if min_length is not None:
-            keep &= length >= np.float32(min_length)
-        if max_length is not None:
-            keep &= length <= np.float32(max_length)
+        keep = torch.from_numpy(within_length(tractogram.points.detach().cpu().numpy(), tractogram.lengths.cpu().numpy(),
+                                              min_length, max_length))
     for region in include:
         keep &= _visits(tractogram, region, ends_only).cpu()
     for region in exclude:

@@ -13,12 +13,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from . import COMMANDS
 from ..files import FORMATS, atomic_path, check_output, tractogram_format
-from ..selection import REGION_HELP
+
+#: the region syntax of ``selection.parse_region``
+REGION_HELP = (
+    "A region is a NIfTI mask or label volume (LABELS.nii.gz, non-zero voxels; LABELS.nii.gz:3,5 "
+    "for label values 3 and 5), sphere:X,Y,Z,R (centre and radius, RAS mm), "
+    "box:XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX (axis-aligned, RAS mm) or "
+    "obox:X,Y,Z,SX,SY,SZ,RX,RY,RZ (oriented box: centre, side lengths in mm, rotations in degrees "
+    "about the R, A then S axes). Boundaries are included."
+)
 
 EPILOG = f"""\
 Regions: {REGION_HELP}
@@ -59,9 +66,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..io import load_tractogram, save_tractogram
-    from ..selection import cluster_distances, lesion_distances, parse_region, select_streamlines
-
     tractogram_format(check_output(args.out, force=args.force))
     if args.distance_out is not None:
         check_output(args.distance_out)
@@ -70,6 +74,12 @@ def run(args) -> int:
             raise InputError(f"{flag} must be a length in mm >= 0, got {value}")
     if args.distance_out is not None and args.distance_to is None:
         raise InputError("--distance-out needs --distance-to")
+    if not (args.include or args.exclude or args.distance_to or args.cluster_labels) \
+            and tractogram_format(args.input) == tractogram_format(args.out) == ".tck":
+        return _lengths_only(args)
+    from ..io import load_tractogram, save_tractogram
+    from ..selection import cluster_distances, lesion_distances, parse_region, select_streamlines
+
     include = [parse_region(spec) for spec in args.include]
     exclude = [parse_region(spec) for spec in args.exclude]
     lesion = _lesion(args.distance_to) if args.distance_to is not None else None
@@ -96,9 +106,26 @@ def run(args) -> int:
         if distances is not None and labels is not None:
             kept_labels = labels[keep]
             per_cluster = cluster_distances(distances, kept_labels, int(labels.max()) + 1)
-            for k in torch.nonzero(torch.isfinite(per_cluster)).flatten().tolist():
+            for k in np.flatnonzero(np.isfinite(per_cluster.numpy())).tolist():
                 print(f"cluster {k}: {int((kept_labels == k).sum())} kept streamlines, "
                       f"closest {float(per_cluster[k]):.2f} mm", file=sys.stderr)
+    return 0
+
+
+def _lengths_only(args) -> int:
+    """Length limits from .tck to .tck, as tckedit does it: numpy on the file's arrays, no torch."""
+    from ..io import read_tck, write_tck
+    from ..polylines import within_length
+
+    if not Path(args.input).exists():
+        raise InputError(f"{args.input}: no such file")
+    points, lengths = read_tck(args.input)
+    if len(lengths) == 0:
+        raise InputError(f"{args.input}: the tractogram has no streamlines")
+    keep = within_length(points, lengths, args.min_length, args.max_length)
+    kept = write_tck(args.out, [(points[np.repeat(keep, lengths)], lengths[keep])])
+    if not args.quiet:
+        print(f"kept {kept} of {len(lengths)} streamlines -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -123,7 +150,10 @@ def _lesion(spec: str):
     return points
 
 
-def _cluster_labels(path: str, n: int) -> torch.Tensor:
+def _cluster_labels(path: str, n: int):
+    """(n,) int64 tensor of cluster labels from a labels file."""
+    import torch
+
     if not Path(path).exists():
         raise InputError(f"{path}: no such labels file")
     try:
