@@ -152,6 +152,7 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self.ui.interactiveCheckBox.checked = False  # the session ends with the scene: one click restarts it
         self._stopInteractive()
         self.setParameterNode(None)
 
@@ -184,6 +185,17 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.interactiveCheckBox.enabled = fiducials
         if self._observedSeeds is not None and (not fiducials or self._parameterNode.seeds != self._observedSeeds):
             self.ui.interactiveCheckBox.checked = False
+        elif self._observedSeeds is not None and self.logic.interactiveOutdated(self._parameterNode):
+            self._restartInteractive()  # a parameter changed during the session: track with it
+
+    def _restartInteractive(self) -> None:
+        try:
+            self.logic.startInteractive(self._parameterNode)
+        except Exception as exc:
+            self.ui.interactiveCheckBox.checked = False
+            slicer.util.errorDisplay(_("Interactive seeding stopped: {cause}").format(cause=exc))
+            return
+        self._retrackTimer.start()
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Tracking failed."), waitCursor=True):
@@ -335,7 +347,7 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._interactive = None
+        self._interactive = self._interactiveStarted = None
 
     def getParameterNode(self):
         return DiffTractographyParameterNode(super().getParameterNode())
@@ -371,10 +383,20 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
         """Prepare interactive re-tracking of the fiducial seeds of ``node`` (field kept on the device)."""
         from DiffTractographyLib import mrml
 
-        options = self.parameters(node)
-        options.pop("seeds_per_voxel")
+        options = self._interactiveOptions(node)
         self._interactive = mrml.InteractiveSeeding(slicer.mrmlScene, node.inputVolume, node.seeds,
                                                     node.outputBundle, **options)
+        self._interactiveStarted = (node.inputVolume, options)
+
+    def _interactiveOptions(self, node: DiffTractographyParameterNode) -> dict:
+        options = self.parameters(node)
+        options.pop("seeds_per_voxel")
+        return options
+
+    def interactiveOutdated(self, node: DiffTractographyParameterNode) -> bool:
+        """Whether ``node``'s input or tracking parameters differ from those the session started with."""
+        return self._interactive is not None and (node.inputVolume, self._interactiveOptions(node)) != \
+            self._interactiveStarted
 
     def retrack(self) -> float:
         """Re-track the seed points that moved; returns the seconds from call to new polydata."""
@@ -388,7 +410,7 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
         return self._interactive.outputNode if self._interactive else None
 
     def stopInteractive(self) -> None:
-        self._interactive = None
+        self._interactive = self._interactiveStarted = None
 
 
 class DiffTractographyTest(ScriptedLoadableModuleTest):
