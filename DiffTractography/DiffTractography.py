@@ -172,8 +172,10 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            # connectGui sets the combo box to the parameter's type (vtkMRMLModelNode); offer fiber bundles only.
+            # connectGui sets the combo box to the parameter's type (vtkMRMLModelNode); offer fiber bundles only,
+            # and show the node the parameter holds (what Apply will write), not "None" after the type change.
             self.ui.outputSelector.nodeTypes = ["vtkMRMLFiberBundleNode"]
+            self.ui.outputSelector.setCurrentNode(self._parameterNode.outputBundle)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
