@@ -11,7 +11,7 @@ in world RAS. No function here changes an input node.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -349,27 +349,6 @@ def tracking_params(node, parameters: dict) -> TrackingParams:
     return TrackingParams(**{"algorithm": default_algorithm(node), **parameters}).validate()
 
 
-def with_tensors(tractogram, field):
-    """``tractogram`` with per-point ``tensor`` (P, 9; RAS, mm^2/s, row-major) and ``FA`` (P,): the
-    least-squares tensor of the DWI signal interpolated at each point (MRtrix3's rule, as Tensor_Det
-    fits it), the arrays SlicerDMRI colours and glyphs by. A last point past the image edge takes the
-    tensor at the edge."""
-    import torch
-
-    from .interpolation import VolumeField
-    from .models.dti import fit_tensor
-
-    volume = VolumeField(field.data, field.affine, rule="mrtrix")
-    grid = volume.grid
-    affine = torch.as_tensor(grid.affine, dtype=torch.float64, device=field.data.device)
-    voxels = grid.to_voxel(tractogram.points.detach().to(field.data.device))
-    voxels = voxels.clamp(min=0).minimum(torch.as_tensor(grid.shape, device=voxels.device) - 1.0)
-    signal, _ = volume.sample(voxels @ affine[:3, :3].T + affine[:3, 3])
-    fit = fit_tensor(signal.double(), field.bvals, field.bvecs, method="OLS")
-    return dataclasses.replace(tractogram, data_per_point={
-        **tractogram.data_per_point, "tensor": fit.tensor.reshape(-1, 9).float().cpu(), "FA": fit.fa.float().cpu()})
-
-
 def bundle_node(scene, tractogram, node=None, name: str = "DiffTractography"):
     """Put ``tractogram`` (RAS mm) into ``node`` (its polydata is replaced) or into a new node: a
     vtkMRMLFiberBundleNode when the scene knows the class (SlicerDMRI is loaded), else a
@@ -422,6 +401,27 @@ def cluster_nodes(scene, tractogram, labels, colors, name: str = "DiffTractograp
     return folder, nodes
 
 
+class Setup(NamedTuple):
+    """What ``run`` and ``InteractiveSeeding`` prepare from the nodes: the parameters, the field on
+    the tracking device, the stopping region (or None) and the include / exclude regions."""
+    params: TrackingParams
+    field: object
+    stop: object
+    include: list
+    exclude: list
+
+
+def _setup(inputNode, mask, include, exclude, sh_basis: str, sh_frame: str | None, parameters: dict) -> Setup:
+    from .devices import resolve_device
+
+    params = tracking_params(inputNode, parameters)
+    device = resolve_device(params.device)
+    field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
+    stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
+    return Setup(params, field, stop, regions(include, params.algorithm, device),
+                 regions(exclude, params.algorithm, device))
+
+
 def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None, exclude=None,
         segment_ids: list[str] | None = None, seeds_per_voxel: int = 1, seed_placement: str = "random",
         seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
@@ -442,21 +442,19 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
         make one node per cluster of at least ``min_cluster_size`` streamlines (``cluster_nodes``).
     progress: called with (seeds done, seeds total) after each chunk; raise from it to cancel.
     """
-    from .devices import resolve_device
+    from .models.dti import tensors_along
     from .tracking import track
 
-    params = tracking_params(inputNode, parameters)
-    device = resolve_device(params.device)
-    field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
+    setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+    params, field = setup.params, setup.field
     seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(as_affine(field.affine)[:3, :3])),
                             seeds_per_voxel=seeds_per_voxel, seed_placement=seed_placement,
                             seeds_per_point=seeds_per_point, seed_radius=seed_radius, segments=segment_ids,
                             rng_seed=params.rng_seed)
-    stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
-    tractogram = select(track(field, seeds, params, mask=stop, progress=progress),
-                        regions(include, params.algorithm, device), regions(exclude, params.algorithm, device))
+    tractogram = select(track(field, seeds, params, mask=setup.stop, progress=progress), setup.include,
+                        setup.exclude)
     if not algorithm(params.algorithm).tracks_fod:  # the DWI's tensors along the streamlines, for SlicerDMRI
-        tractogram = with_tensors(tractogram, field)
+        tractogram = tensors_along(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)
     if cluster_threshold > 0:
         labels, colors = _clusters(tractogram, cluster_threshold)
@@ -474,9 +472,9 @@ def _clusters(tractogram, threshold: float):
 
 class InteractiveSeeding:
     """Interactive planning with a markups fiducial list: ``update()`` re-tracks only the seed balls
-    of control points that moved or were added since the last update and replaces the output node's
-    polydata (``SetAndObservePolyData``). The field, mask and parameters are prepared once and stay
-    on the tracking device.
+    of control points that moved or were added since the last update (``tracking.session``) and
+    replaces the output node's polydata (``SetAndObservePolyData``). The field, mask and parameters
+    are prepared once, as ``run`` prepares them, and stay on the tracking device.
 
     Streamlines of control point m carry ``seed_index`` in ``m * seeds_per_point + (0..seeds_per_point-1)``,
     as ``run`` numbers them. Per-point tensors are left out: fitting them at every point costs about
@@ -486,42 +484,22 @@ class InteractiveSeeding:
     def __init__(self, scene, inputNode, fiducialNode, outputNode=None, *, mask=None, include=None, exclude=None,
                  seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
                  sh_frame: str | None = None, name: str = "DiffTractography", **parameters):
-        from .devices import resolve_device
         from .tracking import Tracker
+        from .tracking.session import RetrackSession
 
         _require(fiducialNode, "vtkMRMLMarkupsFiducialNode", "interactive seeding")
-        params = tracking_params(inputNode, parameters)
-        device = resolve_device(params.device)
-        field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
-        algorithm = params.algorithm
-        stop = region_from_node(mask, algorithm, device=device) if mask is not None else None
-        self.tracker = Tracker(field, params, mask=stop)
-        self.include, self.exclude = regions(include, algorithm, device), regions(exclude, algorithm, device)
+        setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+        tracker = Tracker(setup.field, setup.params, mask=setup.stop)
+        self.session = RetrackSession(tracker, seeds_per_point, seed_radius, include=setup.include,
+                                      exclude=setup.exclude)
         self.scene, self.fiducials, self.outputNode, self.name = scene, fiducialNode, outputNode, name
-        self.seeds_per_point, self.seed_radius = seeds_per_point, seed_radius
-        self._positions = np.zeros((0, 3))
-        self._parts: list = []
+
+    @property
+    def tracker(self):
+        return self.session.tracker
 
     def update(self) -> int:
         """Re-track the control points that changed; returns how many were re-tracked."""
-
-        from . import seeding
-        from .streamlines import Tractogram
-
-        points = control_points(self.fiducials)
-        changed = [m for m in range(len(points)) if m >= len(self._positions)
-                   or not np.array_equal(points[m], self._positions[m])]
-        parts = self._parts[:len(points)] + [None] * max(0, len(points) - len(self._parts))
-        if changed:  # all moved balls in one tracking call
-            seeds = seeding.seeds_in_spheres(points[changed], self.seed_radius, self.seeds_per_point,
-                                             self.tracker.params.rng_seed, indices=changed)
-            count = self.seeds_per_point
-            ids = (np.asarray(changed)[:, None] * count + np.arange(count)).reshape(-1)  # as ``run`` numbers them
-            tracked = select(self.tracker(seeds, seed_ids=ids), self.include, self.exclude)
-            point = tracked.data_per_streamline["seed_index"] // count
-            for m in changed:
-                parts[m] = tracked.subset(point == m)
-        self._positions, self._parts = points, parts
-        result = Tractogram.concatenate(parts) if parts else Tractogram.from_list([])
-        self.outputNode = bundle_node(self.scene, result, self.outputNode, self.name)
-        return len(changed)
+        tractogram, changed = self.session.update(control_points(self.fiducials))
+        self.outputNode = bundle_node(self.scene, tractogram, self.outputNode, self.name)
+        return changed

@@ -7,6 +7,7 @@ directions are in the frame of the b-vectors given (``fit_dti``: RAS ``world`` o
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,3 +129,21 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sqrt with a zero (not infinite) gradient at 0."""
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def tensors_along(tractogram, field):
+    """``tractogram`` with per-point ``tensor`` (P, 9; RAS, mm^2/s, row-major) and ``FA`` (P,): the
+    least-squares tensor of ``field``'s DWI signal (a ``DWIField``) interpolated at each point
+    (MRtrix3's rule, as Tensor_Det fits it), the arrays SlicerDMRI colours and glyphs by. A last
+    point past the image edge takes the tensor at the edge."""
+    from ..interpolation import VolumeField
+
+    volume = VolumeField(field.data, field.affine, rule="mrtrix")
+    grid = volume.grid
+    affine = torch.as_tensor(grid.affine, dtype=torch.float64, device=field.data.device)
+    voxels = grid.to_voxel(tractogram.points.detach().to(field.data.device))
+    voxels = voxels.clamp(min=0).minimum(torch.as_tensor(grid.shape, device=voxels.device) - 1.0)
+    signal, _ = volume.sample(voxels @ affine[:3, :3].T + affine[:3, 3])
+    fit = fit_tensor(signal.double(), field.bvals, field.bvecs, method="OLS")
+    return dataclasses.replace(tractogram, data_per_point={
+        **tractogram.data_per_point, "tensor": fit.tensor.reshape(-1, 9).float().cpu(), "FA": fit.fa.float().cpu()})

@@ -10,6 +10,7 @@ pytest.importorskip("slicer")
 pytestmark = pytest.mark.mrml
 
 from DiffTractographyLib import mrml  # noqa: E402
+from DiffTractographyLib.models.dti import tensors_along  # noqa: E402
 from DiffTractographyLib.streamlines import Tractogram  # noqa: E402
 
 LINES = [np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [2.0, 4.0, 1.0]]),
@@ -76,7 +77,7 @@ def test_per_point_tensors_and_fa_are_those_of_the_tracked_dwi(oblique_affine):
     voxels = np.array([[1.0, 1.0, 1.0], [2.5, 3.0, 4.0]])
     inside = Tractogram.from_list([voxels @ oblique_affine[:3, :3].T + oblique_affine[:3, 3]])
 
-    out = mrml.with_tensors(inside, field)
+    out = tensors_along(inside, field)
 
     # the signal is stored in float32: tensors and FA agree to that precision
     np.testing.assert_allclose(out.data_per_point["tensor"].numpy().reshape(-1, 3, 3), tensors[:2, 0, 0], atol=1e-9)
