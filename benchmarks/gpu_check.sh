@@ -74,7 +74,7 @@ for device in ('cuda', 'cpu'):
 print('fidelity cases compiled')"
 }
 export -f warm warm_fidelity
-step warm 220 bash -c 'for a in sdstream detmax prob; do for p in float32 float64; do warm $a $p & done; done; warm_fidelity & wait'
+step warm 180 bash -c 'for a in sdstream detmax prob; do for p in float32 float64; do warm $a $p & done; done; warm_fidelity & wait'
 
-step tests 150 python3 -m pytest -q -p no:cacheprovider Testing/gpu
-step bench 180 python3 benchmarks/gpu.py --reference --dipy-seeds 0 --max-seconds 20 --out "$OUT/gpu.json"
+step tests 120 python3 -m pytest -q -p no:cacheprovider Testing/gpu
+step bench 200 python3 benchmarks/gpu.py --reference --dipy-seeds 0 --max-seconds 20 --out "$OUT/gpu.json"
