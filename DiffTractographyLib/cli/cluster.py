@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from . import COMMANDS
@@ -120,6 +119,8 @@ def _write_folder(tractogram, clusters, out: Path, fmt: str) -> None:
 
 
 def _write_centroids(tractogram, clusters, path) -> None:
+    import torch
+
     from ..io import save_tractogram
     from ..streamlines import Tractogram
 
@@ -131,6 +132,8 @@ def _write_centroids(tractogram, clusters, path) -> None:
 
 
 def _summary(levels, n: int) -> None:
+    import torch
+
     for level in levels:
         sizes = level.sizes.cpu()
         clustered = int(sizes.sum())

@@ -13,18 +13,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..config import BASES, FRAMES
-from ..devices import resolve_device
 from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
 from . import COMMANDS
 from ..files import atomic_path
 from ..images import save_nifti
-from ..models import csd, dti
+from ..models import defaults
 
 
 def add_parser(subparsers) -> None:
@@ -50,7 +48,7 @@ def add_parser(subparsers) -> None:
     compute.add_argument("--precision", choices=("float64", "float32"), default="float64")
 
     tensor = models.add_parser("dti", parents=[common], help="diffusion tensor (DIPY's estimators)")
-    tensor.add_argument("--method", choices=dti.METHODS, default="WLS", help="log-signal least squares (default WLS)")
+    tensor.add_argument("--method", choices=defaults.METHODS, default="WLS", help="log-signal least squares (default WLS)")
     tensor.add_argument("--shell", type=float, metavar="B",
                         help="fit the b=0 volumes and the shell at B s/mm^2 only (default: all volumes)")
 
@@ -60,17 +58,21 @@ def add_parser(subparsers) -> None:
     fod.add_argument("--shell", type=float, metavar="B", help="shell to fit, s/mm^2 (default: the largest)")
     fod.add_argument("--response", metavar="FILE",
                      help="response 'l1 l2 l3 S0' (mm^2/s, signal; a PREFIX_response.txt) instead of estimating it")
-    fod.add_argument("--fa-threshold", type=float, default=csd.FA_THRESHOLD,
-                     help=f"FA above which voxels are single-fibre for the response (default {csd.FA_THRESHOLD})")
-    fod.add_argument("--roi-radii", type=int, default=csd.ROI_RADII,
-                     help=f"half-width in voxels of the central cube searched for the response (default {csd.ROI_RADII})")
-    fod.add_argument("--tau", type=float, default=csd.TAU, help=f"constraint threshold, x mean amplitude (default {csd.TAU})")
-    fod.add_argument("--lambda", dest="lambda_", type=float, default=csd.LAMBDA,
-                     help=f"constraint weight (default {csd.LAMBDA})")
+    fod.add_argument("--fa-threshold", type=float, default=defaults.FA_THRESHOLD,
+                     help=f"FA above which voxels are single-fibre for the response (default {defaults.FA_THRESHOLD})")
+    fod.add_argument("--roi-radii", type=int, default=defaults.ROI_RADII,
+                     help=f"half-width in voxels of the central cube searched for the response (default {defaults.ROI_RADII})")
+    fod.add_argument("--tau", type=float, default=defaults.TAU, help=f"constraint threshold, x mean amplitude (default {defaults.TAU})")
+    fod.add_argument("--lambda", dest="lambda_", type=float, default=defaults.LAMBDA,
+                     help=f"constraint weight (default {defaults.LAMBDA})")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    import torch
+
+    from ..devices import resolve_device
+
     dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
     mask = load_mask(args.mask, dwi) if args.mask else None
     device = resolve_device(args.device)
@@ -82,6 +84,8 @@ def run(args) -> int:
 
 
 def _fit_dti(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
+    from ..models import dti
+
     if args.shell is not None:
         dwi = dwi.select_shell(args.shell)
     fit = dti.fit_dti(dwi, mask, method=args.method, frame=args.frame, device=device, dtype=dtype)
@@ -97,6 +101,8 @@ def _fit_dti(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
 
 
 def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
+    from ..models import csd
+
     dwi = dwi.select_shell(args.shell)
     response = _read_response(args.response) if args.response else csd.estimate_response(
         dwi, mask, roi_radii=args.roi_radii, fa_threshold=args.fa_threshold)
@@ -116,7 +122,10 @@ def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
     return [fod_path, json_path, response_path]
 
 
-def _read_response(path) -> csd.Response:
+def _read_response(path):
+    """A response file ('l1 l2 l3 S0') as ``csd.Response``."""
+    from ..models import csd
+
     try:
         values = np.loadtxt(path, comments="#", dtype=np.float64).ravel()
     except (OSError, ValueError) as exc:

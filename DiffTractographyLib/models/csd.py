@@ -32,14 +32,10 @@ import torch
 from .. import sh
 from ..dwi import DWI
 from ..errors import InputError
+from .defaults import FA_THRESHOLD, LAMBDA, MAX_ITER, ROI_RADII, TAU
 from .dti import fit_tensor
 from .volumes import as_mask, check_frame, frame_bvecs, gather_voxels, scatter_voxels
 
-FA_THRESHOLD = 0.7
-ROI_RADII = 10
-TAU = 0.1
-LAMBDA = 1.0
-MAX_ITER = 50
 _DIPY_RIDGE = 1e-5
 _LOW_ORDER = sh.n_coeffs(4)  # the first constraint set comes from the lmax-4 part, as in DIPY
 

@@ -16,10 +16,9 @@ import torch
 from ..dwi import DWI
 from ..dwi import design_matrix as dwi_design_matrix
 from ..errors import InputError
+from .defaults import METHODS, MIN_SIGNAL
 from .volumes import as_mask, frame_bvecs, gather_voxels, scatter_voxels
 
-METHODS = ("WLS", "OLS")
-MIN_SIGNAL = 1e-4  # DIPY's MIN_POSITIVE_SIGNAL
 
 
 def design_matrix(bvals, bvecs, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:

@@ -24,3 +24,15 @@ def test_unload_makes_the_next_import_read_the_files_again():
             "print('DiffTractographyLib.config' in names, 'DiffTractographyLib' in names, c is not old)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True", "True"]
+
+
+def test_every_command_answers_help_without_torch():
+    from DiffTractographyLib.cli import COMMANDS
+
+    code = ("import sys, contextlib, io\nfrom DiffTractographyLib.cli import main\n"
+            "for name in sys.argv[1:]:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main([name, '--help'])\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
