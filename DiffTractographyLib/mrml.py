@@ -331,13 +331,6 @@ def regions(nodes, algorithm: str, device=None) -> list:
     return [region_from_node(n, algorithm, device=device) for n in listed]
 
 
-def select(tractogram, include: list, exclude: list):
-    """The streamlines of ``tractogram`` that visit every ``include`` region and no ``exclude`` region."""
-    from .selection import select_streamlines
-
-    return tractogram.subset(select_streamlines(tractogram, include, exclude)) if include or exclude else tractogram
-
-
 def tracking_params(node, parameters: dict) -> TrackingParams:
     """``TrackingParams`` from keyword ``parameters`` (its field names); the algorithm defaults to
     ``default_algorithm(node)``. Unknown names are an InputError."""
@@ -443,6 +436,7 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     progress: called with (seeds done, seeds total) after each chunk; raise from it to cancel.
     """
     from .models.dti import tensors_along
+    from .selection import selected
     from .tracking import track
 
     setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
@@ -451,8 +445,8 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
                             seeds_per_voxel=seeds_per_voxel, seed_placement=seed_placement,
                             seeds_per_point=seeds_per_point, seed_radius=seed_radius, segments=segment_ids,
                             rng_seed=params.rng_seed)
-    tractogram = select(track(field, seeds, params, mask=setup.stop, progress=progress), setup.include,
-                        setup.exclude)
+    tractogram = selected(track(field, seeds, params, mask=setup.stop, progress=progress), setup.include,
+                          setup.exclude)
     if not algorithm(params.algorithm).tracks_fod:  # the DWI's tensors along the streamlines, for SlicerDMRI
         tractogram = tensors_along(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)

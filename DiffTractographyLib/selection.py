@@ -167,6 +167,12 @@ def select_streamlines(tractogram: Tractogram, include: Sequence[Region] = (), e
     return keep
 
 
+def selected(tractogram: Tractogram, include: Sequence[Region] = (), exclude: Sequence[Region] = ()) -> Tractogram:
+    """The streamlines of ``tractogram`` that visit every ``include`` region and enter no ``exclude``
+    region (``tractogram`` itself when there are none)."""
+    return tractogram.subset(select_streamlines(tractogram, include, exclude)) if include or exclude else tractogram
+
+
 def lesion_distances(tractogram: Tractogram, lesion) -> torch.Tensor:
     """(N,) float64 smallest distance in mm from each streamline's vertices to a lesion.
 

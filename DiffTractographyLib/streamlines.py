@@ -27,9 +27,10 @@ def _lengths_to_offsets(lengths):
     return offsets
 
 
-def as_numpy(x) -> np.ndarray:
-    """A numpy view of a numpy array or (detached, on the host) of a torch tensor."""
-    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+def as_numpy(x):
+    """A torch tensor as a numpy view (detached, on the host); a numpy array (or anything else) as
+    it is."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else x
 
 
 @dataclass

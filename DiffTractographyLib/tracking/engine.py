@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, namedtuple
 from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..errors import InputError
 from ..fields import DWIField, SHField
 from ..geometry import mean_voxel_size, voxel_sizes
 from ..stopping import AllOf, BinaryMask, Status, StreamlineStatus, ThresholdMap
+from ..streamlines import as_numpy
 from .algorithms import TEMPERATURE, algorithm, mrtrix_cos_threshold
 from .sphere import MIN_SEPARATION_ANGLE, RELATIVE_PEAK_THRESHOLD, cone_table, default_sphere, vertex_lookup
 
@@ -67,19 +67,11 @@ class Chunk(NamedTuple):
     seed_row: np.ndarray
 
 
-@dataclass
-class KernelResult:
-    """A run's chunks joined (see ``Chunk``), and the termination counts ``stats`` (``Status`` and
-    ``StreamlineStatus`` names)."""
+class KernelResult(namedtuple("KernelResult", (*Chunk._fields, "stats"))):
+    """A run's chunks joined (the fields of ``Chunk``), and the termination counts ``stats``
+    (``Status`` and ``StreamlineStatus`` names)."""
 
-    points: np.ndarray
-    lengths: np.ndarray
-    seed_index: np.ndarray
-    peak: np.ndarray
-    before: np.ndarray
-    half_starts: np.ndarray
-    seed_row: np.ndarray
-    stats: Counter
+    __slots__ = ()
 
 
 def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[int, int]:
@@ -97,11 +89,6 @@ def point_limits(params: TrackingParams, shared_budget: bool = True) -> tuple[in
         return min_points, 1 + max(1, round(params.max_length / params.step_size))
     max_points = 3 + int(np.ceil(f(params.max_length) / min_step))
     return min_points, max_points
-
-
-def as_numpy(x) -> np.ndarray:
-    """A numpy view of a numpy array or a (detached, host) torch tensor."""
-    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
 def _volume(data: np.ndarray, affine: np.ndarray, rule: str, dtype):
@@ -268,7 +255,7 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     declared = algorithm(params.algorithm)
     return PmfAdjoint(float(params.cutoff), float(np.cos(np.deg2rad(params.max_angle))), declared.cone_inclusive,
                       declared.choice == "draw", int(params.rng_seed), np.ascontiguousarray(basis.T),
-                      np.ascontiguousarray(basis), np.ascontiguousarray(v @ field.rotation().T), TEMPERATURE)
+                      np.ascontiguousarray(basis), np.einsum("dj,ij->di", v, field.rotation()), TEMPERATURE)
 
 
 class KernelTracker:
@@ -377,6 +364,7 @@ class KernelTracker:
                cancel: Callable[[], bool] | None = None, stats: Counter | None = None) -> Iterator[Chunk]:
         """``__call__`` a chunk at a time: yields each chunk's accepted streamlines (``Chunk``), in
         seed order, so that a writer can stream them; ``stats`` gathers the counts."""
+        seeds, seed_directions, seed_ids = as_numpy(seeds), as_numpy(seed_directions), as_numpy(seed_ids)
         seeds = np.asarray(seeds, dtype=self.dtype)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
             raise InputError(f"seeds must be an (N, 3) array of RAS mm points, got shape {seeds.shape}")

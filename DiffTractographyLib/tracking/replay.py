@@ -52,7 +52,8 @@ class Replay:
             sizes = (c, d, d, d)
         else:
             self.method = sdstream_adjoint(field)
-            sizes = (c, 3 * len(self.method.m), 2 * (field.lmax + 1), 1)
+            t = len(self.method.m)
+            sizes = (c, 3 * t, 2 * (field.lmax + 1) + 2 * t, 1)  # Legendre rows; trig rows and coefficients
         self.sizes = np.array(sizes, dtype=np.int64)
         self.consts = make_consts(np.float64)
         self.stages = 4 if params.rk4 else 1
@@ -192,9 +193,7 @@ def track_differentiable(kernels: KernelTracker, replay: Replay, data: torch.Ten
     """Run ``kernels`` (whose field holds ``data``'s current values) from ``seeds`` ((N, 3) tensor or
     array); returns the points (P, 3) with autograd history to ``data`` and to ``seeds`` (when
     they require grad), and the run's ``KernelResult``."""
-    as_array = lambda x: None if x is None else (x.detach().cpu().numpy() if torch.is_tensor(x) else x)  # noqa: E731
-    result = kernels(as_array(seeds), seed_directions=as_array(seed_directions), seed_ids=as_array(seed_ids),
-                     progress=progress, cancel=cancel)
+    result = kernels(seeds, seed_directions=seed_directions, seed_ids=seed_ids, progress=progress, cancel=cancel)
     seeds_t = seeds if torch.is_tensor(seeds) else None
     run = _Run(replay, result, data, seeds_t.dtype if seeds_t is not None else data.dtype)
     return _KernelTrack.apply(run, seeds_t, data), result

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..selection import select_streamlines
+from ..selection import selected
 from ..streamlines import Tractogram
 from .tracker import Tracker
 
@@ -37,9 +37,7 @@ class RetrackSession:
             seeds = seeds_in_spheres(points[changed], self.seed_radius, count, self.tracker.params.rng_seed,
                                      indices=changed)
             ids = (np.asarray(changed)[:, None] * count + np.arange(count)).reshape(-1)
-            tracked = self.tracker(seeds, seed_ids=ids)
-            if self.include or self.exclude:
-                tracked = tracked.subset(select_streamlines(tracked, self.include, self.exclude))
+            tracked = selected(self.tracker(seeds, seed_ids=ids), self.include, self.exclude)
             point = tracked.data_per_streamline["seed_index"] // count
             for m in changed:
                 parts[m] = tracked.subset(point == m)

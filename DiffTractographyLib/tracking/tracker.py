@@ -214,9 +214,7 @@ class Tracker:
             points, out = track_differentiable(kernels, self._replay, data, seeds, seed_directions=seed_directions,
                                                seed_ids=seed_ids, progress=progress, cancel=cancel)
         else:
-            as_array = lambda x: None if x is None else (x.detach().cpu().numpy() if torch.is_tensor(x) else x)  # noqa: E731
-            out = kernels(as_array(seeds), seed_directions=as_array(seed_directions), seed_ids=as_array(seed_ids),
-                          progress=progress, cancel=cancel)
+            out = kernels(seeds, seed_directions=seed_directions, seed_ids=seed_ids, progress=progress, cancel=cancel)
             points = torch.from_numpy(out.points)
         lengths = torch.from_numpy(out.lengths)
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)

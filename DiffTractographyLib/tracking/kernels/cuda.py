@@ -193,12 +193,12 @@ def _gather_kernel():
     return gather
 
 
-def _check_sizes(M, sizes) -> tuple:
-    limits = LIMITS[family(M)]
+def _check_sizes(M, sizes, table=LIMITS, what: str = "kernels") -> None:
+    """A one-line error when the work arrays ``sizes`` exceed the per-thread ``table`` of M's family."""
+    limits = table[family(M)]
     if any(int(s) > lim for s, lim in zip(sizes, limits)):
-        raise ValueError(f"the CUDA kernels hold at most {limits} work values per thread for {family(M)} "
+        raise ValueError(f"the CUDA {what} hold at most {limits} work values per thread for {family(M)} "
                          f"(this input needs {[int(s) for s in sizes]}); track on the CPU")
-    return limits
 
 
 def to_device(t):
@@ -265,10 +265,7 @@ def replay(M, K, vol, MB, KB, P, sizes, adjoint_sizes, run, grad, shape):
     the simulator, the CPU). Returns each half's contribution to its seed (S, 2, 3) (host) and the
     gradient of the sampled volume ``shape`` (X Y Z, C) float64 (a CUDA tensor; numpy under the
     simulator)."""
-    limits = ADJOINT_LIMITS[family(M)]
-    if any(int(s) > lim for s, lim in zip(adjoint_sizes, limits)):
-        raise ValueError(f"the CUDA backward holds at most {limits} work values per thread for {family(M)} "
-                         f"(this input needs {[int(s) for s in adjoint_sizes]})")
+    _check_sizes(M, adjoint_sizes, ADJOINT_LIMITS, "backward kernels")
     kernel = _replay_kernel(run.points.dtype.name, family(M))
     if SIMULATOR:
         halves, out = np.zeros((len(run.lengths), 2, 3)), np.zeros(shape)

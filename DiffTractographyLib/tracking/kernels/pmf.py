@@ -257,25 +257,12 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     (detmax). In float64 (``M`` a ``PmfAdjoint``); False when no vertex is admissible."""
     n = M.vertices.shape[0]
     pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # at: the admissible vertices (as float64), y their logits
-    for d in range(n):
-        pmf[d] = 0.0
-    for j in range(c.shape[0]):
-        cj, row = c[j], M.basis[j]
-        for d in range(n):
-            pmf[d] += cj * row[d]
-    top = 0.0
-    for d in range(n):
-        if pmf[d] > top:
-            top = pmf[d]
-    floor = M.cutoff * top
+    floor = M.cutoff * _sphere(M, K, c, pmf)  # a step the forward took has no NaN in its pmf
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
     best = -np.inf
     count = 0
     for d in range(n):  # the admissible vertices and their logits
-        a = M.vertices[d]
-        cos = (dx * a[0] + dy * a[1]) + dz * a[2]
-        outside = abs(cos) < M.cos_max if M.inclusive else abs(cos) <= M.cos_max
-        if outside or not (pmf[d] > 0.0 and pmf[d] >= floor):
+        if _outside_cone(M, dx, dy, dz, d) or not (pmf[d] > 0.0 and pmf[d] >= floor):
             continue
         logit = math.log(pmf[d])
         if M.sample:

@@ -121,22 +121,33 @@ def _exact_rows(M, ce, se, q):
 
 
 @jit(inline="always")
-def derivatives(M, K, vp, vm, ca, sa, el, se, q, work, exact):
-    """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` (f, df/del,
-    (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2) of prepared
-    coefficients at azimuth (cos ``ca``, sin ``sa``) and elevation ``el`` (sin ``se``)."""
-    lmax = M.lmax
-    cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
-    # sqrt2 cos(m az), sqrt2 sin(m az), stored in the working precision: by the angle-addition
-    # recurrence in double from cos(az), sin(az) (MRtrix3 evaluates cos(m az) with m az rounded to
-    # float: the two differ by that rounding, ~1e-7 relative, a tenth of the cost)
+def _trig(M, K, ca, sa, cm, sm):
+    """sqrt2 cos(m az), sqrt2 sin(m az) for m = 0..lmax into ``cm``, ``sm``, stored in the working
+    precision: by the angle-addition recurrence in double from cos(az) ``ca``, sin(az) ``sa``
+    (MRtrix3 evaluates cos(m az) with m az rounded to float: the two differ by that rounding, ~1e-7
+    relative, a tenth of the cost)."""
     c1, s1 = np.float64(ca), np.float64(sa)
     cp, sp = 1.0, 0.0
-    for m in range(lmax + 1):
+    for m in range(M.lmax + 1):
         cm[m] = K.f(cp * M.trig_scale[m])
         sm[m] = K.f(sp * M.trig_scale[m])
         cp, sp = cp * c1 - sp * s1, sp * c1 + cp * s1
-    _legendre_rows(M, K, el, q, work[2 * lmax + 2:], exact)
+
+
+@jit(inline="always")
+def _coefficients(M, K, c, vp, vm):
+    """The coefficients of each (l, m) term from the SH vector ``c``: cos part ``vp``, sin part
+    ``vm`` (0 for m = 0)."""
+    for j in range(M.m.shape[0]):
+        vp[j] = c[M.cos_slot[j]]
+        vm[j] = c[M.sin_slot[j]] if M.sin_slot[j] >= 0 else K.zero
+
+
+@jit(inline="always")
+def _sums(M, K, vp, vm, cm, sm, q):
+    """``SH::derivatives``' sums over the terms, from the trigonometric rows ``cm``, ``sm`` and the
+    Legendre rows ``q`` (3 T,): (f, df/del, sum m y P, d2f/del2, sum m y dP, sum m^2 x P, the pole's
+    azimuth term), with x, y the term's cos / sin combination at the azimuth."""
     t = M.m.shape[0]
     amp = d_el = d2_el = d_az = d2_elaz = d2_az = pole_az = K.zero
     for j in range(t):
@@ -152,6 +163,19 @@ def derivatives(M, K, vp, vm, ca, sa, el, se, q, work, exact):
         d2_elaz += my * q1
         d2_az += M.m2[j] * x * q0
         pole_az += y * q1
+    return amp, d_el, d_az, d2_el, d2_elaz, d2_az, pole_az
+
+
+@jit(inline="always")
+def derivatives(M, K, vp, vm, ca, sa, el, se, q, work, exact):
+    """Amplitude and the plain coordinate derivatives of ``SH::derivatives`` (f, df/del,
+    (1/sin el) df/daz, d2f/del2, (1/sin el) d2f/del daz, (1/sin2 el) d2f/daz2) of prepared
+    coefficients at azimuth (cos ``ca``, sin ``sa``) and elevation ``el`` (sin ``se``)."""
+    lmax = M.lmax
+    cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
+    _trig(M, K, ca, sa, cm, sm)
+    _legendre_rows(M, K, el, q, work[2 * lmax + 2:], exact)
+    amp, d_el, d_az, d2_el, d2_elaz, d2_az, pole_az = _sums(M, K, vp, vm, cm, sm, q)
     if se < K.pole:
         return amp, d_el, pole_az, d2_el, K.zero, K.zero
     return amp, d_el, d_az / se, d2_el, d2_elaz / se, -d2_az / (se * se)
@@ -235,9 +259,7 @@ def peak(M, K, S, ux, uy, uz):
     direction, its amplitude and whether the search converged (else NaN, NaN)."""
     t = M.m.shape[0]
     vp, vm = S.a, S.b
-    for j in range(t):
-        vp[j] = S.c[M.cos_slot[j]]
-        vm[j] = S.c[M.sin_slot[j]] if M.sin_slot[j] >= 0 else K.zero
+    _coefficients(M, K, S.c, vp, vm)
     q, work = S.q[:3 * t], S.q[3 * t:]
     for _ in range(MAX_ITERATIONS):
         ux, uy, uz, amp, dt = _iterate(M, K, vp, vm, ux, uy, uz, q, work)
@@ -306,24 +328,12 @@ def sample_vjp(M, K, W, c, ux, uy, uz, bx, by, bz, cbar):
     lmax = M.lmax
     q, work = W.a[:3 * t], W.b
     cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
-    cp, sp = 1.0, 0.0
-    for m in range(lmax + 1):  # sqrt2 cos(m az), sqrt2 sin(m az)
-        cm[m], sm[m] = cp * M.trig_scale[m], sp * M.trig_scale[m]
-        cp, sp = cp * ca - sp * sa, sp * ca + cp * sa
+    vp, vm = work[2 * lmax + 2:2 * lmax + 2 + t], work[2 * lmax + 2 + t:2 * lmax + 2 + 2 * t]
+    _trig(M, K, ca, sa, cm, sm)
     _exact_rows(M, ce, se, q)
-    g_el = g_az = h_el = h_elaz = h_az = 0.0  # f_el, f_az / se, f_el_el, f_el_az / se, f_az_az / se^2
-    for j in range(t):
-        caz, saz = cm[M.order[j]], sm[M.order[j]]
-        vp = c[M.cos_slot[j]]
-        vm = c[M.sin_slot[j]] if M.sin_slot[j] >= 0 else 0.0
-        x, y = vp * caz + vm * saz, vm * caz - vp * saz
-        q0, q1, q2 = q[j], q[t + j], q[2 * t + j]
-        g_el += x * q1
-        h_el += x * q2
-        g_az += M.m[j] * y * q0
-        h_elaz += M.m[j] * y * q1
-        h_az -= M.m2[j] * x * q0
-    g_az, h_elaz, h_az = g_az / se, h_elaz / se, h_az / (se * se)
+    _coefficients(M, K, c, vp, vm)
+    _, g_el, g_az, h_el, h_elaz, h_az, _ = _sums(M, K, vp, vm, cm, sm, q)
+    g_az, h_elaz, h_az = g_az / se, h_elaz / se, -h_az / (se * se)  # f_az, f_el_az / se, f_az_az / se^2
     cot = ce / se  # the Riemannian Hessian in (e_el, e_az): the coordinate one with its connection terms
     h01 = h_elaz - cot * g_az
     h11 = h_az + cot * g_el

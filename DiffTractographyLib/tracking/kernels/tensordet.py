@@ -74,6 +74,21 @@ def principal_direction(dxx, dyy, dzz, dxy, dxz, dyz, work):
     return v[best], v[3 + best], v[6 + best]
 
 
+@jit(inline="always")
+def _ols(M, K, s, y, dt, rows):
+    """The first ``rows`` OLS coefficients of -log s (0 where s <= 0) in ``K``'s precision:
+    ``dt[i] = binv[i] . y`` for y = -log s (written to ``y``)."""
+    g = s.shape[0]
+    for j in range(g):
+        y[j] = -K.f(math.log(s[j])) if s[j] > K.zero else K.zero
+    for i in range(rows):
+        row = M.binv[i]
+        acc = K.zero
+        for j in range(g):
+            acc += y[j] * row[j]
+        dt[i] = acc
+
+
 @jit
 def _tensor(M, K, S, vol, px, py, pz):
     """Signal at the point, OLS tensor of -log S: (inside, FA, principal direction)."""
@@ -82,16 +97,7 @@ def _tensor(M, K, S, vol, px, py, pz):
     if not inside or s[0] != s[0]:
         return False, K.zero, K.zero, K.zero, K.zero
     dt = S.a
-    g = s.shape[0]
-    y = S.b
-    for j in range(g):
-        y[j] = -K.f(math.log(s[j])) if s[j] > K.zero else K.zero
-    for i in range(7):
-        row = M.binv[i]
-        acc = K.zero
-        for j in range(g):
-            acc += y[j] * row[j]
-        dt[i] = acc
+    _ols(M, K, s, S.b, dt, 7)
     md = (dt[0] + dt[1] + dt[2]) / K.three
     off = (dt[3] * dt[3] + dt[4] * dt[4]) + dt[5] * dt[5]
     norm2 = (dt[0] * dt[0] + dt[1] * dt[1]) + dt[2] * dt[2] + K.two * off
@@ -136,15 +142,8 @@ def sample_vjp(M, K, W, s, dx, dy, dz, bx, by, bz, sbar):
     and -log s (0 where s <= 0). In float64 (``M`` with a float64 ``binv``); False for a tensor
     with a repeated largest eigenvalue."""
     g = s.shape[0]
-    y, dt, work = W.a[:g], W.b, W.d
-    for j in range(g):
-        y[j] = -math.log(s[j]) if s[j] > 0.0 else 0.0
-    for i in range(6):
-        row = M.binv[i]
-        acc = 0.0
-        for j in range(g):
-            acc += y[j] * row[j]
-        dt[i] = acc
+    dt, work = W.b, W.d
+    _ols(M, K, s, W.a[:g], dt, 6)
     best = eigensystem(dt[0], dt[1], dt[2], dt[3], dt[4], dt[5], work)
     v = work[9:18]
     e1x, e1y, e1z = v[best], v[3 + best], v[6 + best]
