@@ -176,20 +176,13 @@ def selected(tractogram: Tractogram, include: Sequence[Region] = (), exclude: Se
 def lesion_distances(tractogram: Tractogram, lesion) -> torch.Tensor:
     """(N,) float64 smallest distance in mm from each streamline's vertices to a lesion.
 
-    lesion: a ``Mask`` (distance to the nearest lesion voxel centre; 0 for a vertex that lies in
-    a lesion voxel by the nearest-voxel rule) or (V, 3) RAS mm points, e.g. the vertices of a
-    surface mesh. Streamlines without vertices get inf.
+    lesion: a label map (``Mask`` or ``planning.distance.LesionSurface``: signed distance to its
+    surface, negative inside) or (V, 3) RAS mm points, e.g. surface mesh vertices (unsigned); see
+    ``planning.distance.point_distances``. Streamlines without vertices get inf.
     """
-    from scipy.spatial import cKDTree
+    from .planning.distance import point_distances
 
-    points = lesion.voxel_centres() if isinstance(lesion, BinaryMask) else np.asarray(lesion, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-        raise InputError("the lesion must be a mask or a non-empty (V, 3) array of RAS mm points")
-    vertices = tractogram.points.detach().cpu()
-    dist, _ = cKDTree(points).query(vertices.double().numpy(), workers=-1)
-    dist = torch.from_numpy(dist)
-    if isinstance(lesion, BinaryMask):
-        dist = torch.where(lesion.contains(vertices), 0.0, dist)
+    dist = torch.from_numpy(point_distances(tractogram.points.detach().cpu().double().numpy(), lesion))
     out = torch.full((len(tractogram),), float("inf"), dtype=torch.float64)
     owner = torch.repeat_interleave(torch.arange(len(tractogram)), tractogram.lengths.cpu())
     return out.scatter_reduce(0, owner, dist, "amin")

@@ -32,9 +32,9 @@ Regions: {REGION_HELP}
 Coordinates are RAS mm (the world space of the NIfTI affine); lengths and distances are in mm.
 
 --distance-to LESION measures, for every kept streamline, the smallest distance in mm from its
-vertices to the lesion: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; distance to
-the nearest lesion voxel centre, 0 inside) or a text file of surface points 'x y z' per row (RAS
-mm). The distances are stored with the streamlines as 'lesion_distance' (.trk/.trx) and written to
+vertices to the lesion: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance
+to the surface of its voxels, negative inside) or a text file of surface points 'x y z' per row (RAS
+mm; unsigned distance to the nearest point). The distances are stored with the streamlines as 'lesion_distance' (.trk/.trx) and written to
 --distance-out (one per kept streamline, output order). With --cluster-labels (the --labels-out
 file of 'difftract cluster') the smallest distance of every cluster is printed as well.
 

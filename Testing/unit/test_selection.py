@@ -87,13 +87,13 @@ def test_lengths_are_float32_sums_and_limits_are_inclusive():
 
 def test_lesion_distances_per_streamline_and_per_cluster():
     data = np.zeros((20, 20, 20), bool)
-    data[10, 10, 10] = data[10, 10, 12] = True                # centres (0, 0, 0) and (0, 0, 4) mm
+    data[10, 10, 10] = data[10, 10, 12] = True                # cubes of 2 mm about (0, 0, 0) and (0, 0, 4) mm
     lesion = BinaryMask(data, AFFINE)
     t = Tractogram.from_list([np.array([[6, 0, 0], [3, 4, 0]], np.float32),
                               np.array([[0, 0, 8], [0, 0, 5.5]], np.float32),
                               np.array([[0.5, 0, 0.5], [9, 9, 9]], np.float32)])
-    d = lesion_distances(t, lesion)
-    torch.testing.assert_close(d, torch.tensor([5.0, 1.5, 0.0], dtype=torch.float64))
+    d = lesion_distances(t, lesion)                           # signed, to the cubes' surface
+    torch.testing.assert_close(d, torch.tensor([math.sqrt(13), 0.5, -0.5], dtype=torch.float64))
     surface = lesion.voxel_centres()
     torch.testing.assert_close(lesion_distances(t, surface), torch.tensor([5.0, 1.5, math.sqrt(0.5)], dtype=torch.float64))
-    assert cluster_distances(d, torch.tensor([1, 1, -1]), 3).tolist() == [math.inf, 1.5, math.inf]
+    assert cluster_distances(d, torch.tensor([1, 1, -1]), 3).tolist() == [math.inf, 0.5, math.inf]
