@@ -38,6 +38,22 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
     return np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
+def nifti_grid(path, what: str = "template") -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape of the first three axes, affine voxel -> RAS) of a NIfTI file, from its header alone."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise InputError(f"{path}: cannot read the {what} as a NIfTI image ({exc})") from exc
+    if len(img.shape) < 3:
+        raise InputError(f"{path}: the {what} must have three spatial axes, got shape {img.shape}")
+    return tuple(int(s) for s in img.shape[:3]), as_affine(img.affine)
+
+
 def save_nifti(array, affine, path, description: str = "") -> None:
     """Write a float32 NIfTI (X, Y, Z[, C]) atomically; ``description`` goes to the header
     (truncated to NIfTI's 80 characters)."""

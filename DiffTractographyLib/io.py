@@ -44,14 +44,16 @@ def _nib_tractogram(t: Tractogram):
     return tractogram
 
 
-def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], properties: dict | None = None) -> int:
     """Write MRtrix3's .tck (float32 little-endian xyz triplets in RAS mm, a NaN triplet after each
     streamline, an Inf triplet at the end) from (points (P, 3), lengths (N,)) chunks as they come,
     atomically; the header's count (zero-padded, as MRtrix3 writes it) is filled in at the end.
+    ``properties`` are extra header fields (e.g. ``step_size`` in mm, which tckmap reads).
     Returns the number of streamlines."""
     from datetime import datetime
 
-    head = f"mrtrix tracks\ntimestamp: {datetime.now().timestamp():.6f}\ndatatype: Float32LE\n"
+    extra = "".join(f"{k}: {v}\n" for k, v in (properties or {}).items())
+    head = f"mrtrix tracks\ntimestamp: {datetime.now().timestamp():.6f}\ndatatype: Float32LE\n{extra}"
     base = len(head) + len("count: 0000000000\nfile: . \nEND\n")
     offset = base
     while offset != base + len(str(offset)):  # the offset counts its own digits
@@ -78,11 +80,9 @@ def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
 TCK_TYPES = {"Float32LE": "<f4", "Float32BE": ">f4", "Float64LE": "<f8", "Float64BE": ">f8"}
 
 
-def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
-    """MRtrix3's .tck as (points (P, 3) float32 RAS mm, lengths (N,)), read in one call: the triplets
-    up to the end marker (an Inf triplet), split on the NaN delimiters. A file that
-    MRtrix3 left unfinished (``count: 0``, no end marker) reads as MRtrix3 reads it: every streamline
-    closed by a delimiter, a trailing open one left out."""
+def read_tck_header(path) -> tuple[dict[str, str], int, str]:
+    """The key-value fields of a .tck header (first value of a repeated key), the byte offset of its
+    data and the numpy dtype of its triplets."""
     with open(path, "rb") as f:
         if f.readline().strip() != b"mrtrix tracks":  # MRtrix3 pads the line with spaces
             raise InputError(f"{path}: not an MRtrix3 .tck file (no 'mrtrix tracks' first line)")
@@ -100,7 +100,15 @@ def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
     if datatype is None or len(where) != 2 or where[0] != ".":
         raise InputError(f"{path}: unsupported .tck header (datatype {fields.get('datatype')!r}, "
                          f"file {fields.get('file')!r})")
-    offset = int(where[1])
+    return fields, int(where[1]), datatype
+
+
+def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
+    """MRtrix3's .tck as (points (P, 3) float32 RAS mm, lengths (N,)), read in one call: the triplets
+    up to the end marker (an Inf triplet), split on the NaN delimiters. A file that
+    MRtrix3 left unfinished (``count: 0``, no end marker) reads as MRtrix3 reads it: every streamline
+    closed by a delimiter, a trailing open one left out."""
+    _, offset, datatype = read_tck_header(path)
     size = (Path(path).stat().st_size - offset) // (3 * np.dtype(datatype).itemsize)
     data = np.fromfile(path, dtype=datatype, count=3 * max(size, 0), offset=offset).reshape(-1, 3)
     x = data[:, 0]

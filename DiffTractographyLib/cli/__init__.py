@@ -21,6 +21,7 @@ COMMANDS = {
     "fit": "fit DTI or CSD to a DWI and write NIfTI maps",
     "cluster": "cluster streamlines with QuickBundles",
     "select": "select streamlines with regions of interest (tckedit) and lesion distances",
+    "density": "streamline density map on an image grid (tckmap)",
 }
 
 

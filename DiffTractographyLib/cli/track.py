@@ -220,7 +220,8 @@ def run_track(args) -> int:
 
     try:
         if out.suffix.lower() == ".tck":  # streamed to the file chunk by chunk: memory stays flat
-            count = write_tck(out, ((chunk.points, chunk.lengths) for chunk in accepted()))
+            count = write_tck(out, ((chunk.points, chunk.lengths) for chunk in accepted()),
+                              {"method": args.algorithm, "step_size": f"{tracker.params.step_size:g}"})
         else:
             parts = list(accepted())
             lengths = np.concatenate([p.lengths for p in parts])

@@ -1,0 +1,103 @@
+"""Density maps reproduce MRtrix3's tckmap: counts, -precise lengths and -ends_only, on native, finer
+and oblique flipped grids (references in Testing/Data/tckmap, made by tckmap 3.0.3)."""
+import shutil
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from DiffTractographyLib.cli import main as difftract
+from DiffTractographyLib.errors import InputError
+from DiffTractographyLib.io import read_tck, read_tck_header
+from DiffTractographyLib.planning.density import density_map, upsample_ratio
+
+TRACTOGRAMS = {"invivo": "invivo_small/sdstream_ref.tck", "phantom": "phantom_cross/sdstream_ref_subset.tck"}
+
+
+def reference(data_dir, name: str, grid: str, mode: str):
+    template = nib.load(data_dir / "tckmap" / f"{name}_{grid}_template.nii.gz")
+    expected = np.asarray(nib.load(data_dir / "tckmap" / f"{name}_{grid}_{mode}.nii.gz").dataobj, dtype=np.float64)
+    return template.shape, template.affine, expected
+
+
+def ours(data_dir, name, shape, affine, mode):
+    tck = data_dir / TRACTOGRAMS[name]
+    points, lengths = read_tck(tck)
+    step = read_tck_header(tck)[0].get("step_size")
+    return density_map(points, lengths, shape, affine, step_size=float(step) if step else None,
+                       precise=mode == "precise", endpoints=mode == "ends").astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["invivo", "phantom"])
+@pytest.mark.parametrize("grid", ["native", "fine", "oblique"])
+@pytest.mark.parametrize("mode", ["count", "ends"])
+def test_counts_are_tckmaps_voxel_for_voxel(data_dir, name, grid, mode):
+    shape, affine, expected = reference(data_dir, name, grid, mode)
+    np.testing.assert_array_equal(ours(data_dir, name, shape, affine, mode), expected)
+
+
+@pytest.mark.parametrize("name", ["invivo", "phantom"])
+@pytest.mark.parametrize("grid", ["native", "fine", "oblique"])
+def test_precise_lengths_match_tckmap_to_a_fiftieth_of_a_mm(data_dir, name, grid):
+    shape, affine, expected = reference(data_dir, name, grid, "precise")
+    got = ours(data_dir, name, shape, affine, "precise")
+    visited, ref_visited = got > 0, expected > 0
+    assert (visited & ref_visited).sum() / (visited | ref_visited).sum() >= 0.9997
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] >= 0.999998
+    assert np.abs(got - expected).max() < 0.025
+    assert got.sum() == pytest.approx(expected.sum(), rel=1e-6)     # total length in mm
+
+
+def test_upsampling_ratio_is_tckmaps():
+    affine = np.diag([0.5, 0.5, 0.7, 1.0])
+    assert upsample_ratio(0.25, affine) == 2                         # ceil(0.25 / (0.5 x 0.333))
+    assert upsample_ratio(0.25, affine, precise=True) == 5           # ceil(0.25 / (0.5 x 0.1))
+    assert upsample_ratio(None, affine) == upsample_ratio(float("nan"), affine) == 1
+
+
+def test_cli_writes_the_map_on_the_templates_grid(data_dir, tmp_path):
+    template = data_dir / "tckmap" / "invivo_oblique_template.nii.gz"
+    out = tmp_path / "tdi.nii.gz"
+    assert difftract(["density", str(data_dir / TRACTOGRAMS["invivo"]), "--template", str(template),
+                      "--out", str(out), "--quiet"]) == 0
+    written, expected = nib.load(out), nib.load(data_dir / "tckmap" / "invivo_oblique_count.nii.gz")
+    np.testing.assert_allclose(written.affine, expected.affine, atol=1e-6)
+    np.testing.assert_array_equal(written.get_fdata(), expected.get_fdata())
+
+
+def test_bad_options_end_in_one_line(data_dir, tmp_path, capsys):
+    template = data_dir / "tckmap" / "invivo_native_template.nii.gz"
+    argv = ["density", str(data_dir / TRACTOGRAMS["invivo"]), "--template", str(template), "--out",
+            str(tmp_path / "m.nii.gz")]
+    assert difftract([*argv, "--step", "0"]) == 2
+    assert capsys.readouterr().err == "difftract: error: --step must be a positive number of mm\n"
+    assert difftract([*argv[:3], str(tmp_path / "none.nii"), *argv[4:]]) == 2
+    assert "none.nii: no such template file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                  # argparse: not allowed together
+        difftract([*argv, "--precise", "--endpoints"])
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_lengths_must_add_up():
+    with pytest.raises(InputError, match="add up to 3 points, not 2"):
+        density_map(np.zeros((2, 3)), [3], (4, 4, 4), np.eye(4))
+
+
+@pytest.mark.mrtrix
+@pytest.mark.skipif(shutil.which("tckmap") is None, reason="needs MRtrix3's tckmap")
+def test_against_tckmap_live_on_a_tractogram_we_wrote(data_dir, tmp_path):
+    """difftract track records step_size in its .tck, so tckmap upsamples our files as we do."""
+    folder = data_dir / "invivo_small"
+    tracks = tmp_path / "t.tck"
+    assert difftract(["track", "--fod", str(folder / "fod_mrtrix_masked.nii.gz"), "--seed-image",
+                      str(folder / "mask.nii.gz"), "--seeds-per-voxel", "3", "--mask", str(folder / "mask.nii.gz"),
+                      "--step", "0.3", "--out", str(tracks), "--quiet"]) == 0
+    template = data_dir / "tckmap" / "invivo_fine_template.nii.gz"
+    for flags in ([], ["--precise"]):
+        assert difftract(["density", str(tracks), "--template", str(template), "--out", str(tmp_path / "a.nii"),
+                          "--force", "--quiet", *flags]) == 0
+        subprocess.run(["tckmap", str(tracks), str(tmp_path / "b.nii"), "-template", str(template), "-force",
+                        "-quiet", *(["-precise"] if flags else [])], check=True)
+        a, b = nib.load(tmp_path / "a.nii").get_fdata(), nib.load(tmp_path / "b.nii").get_fdata()
+        assert np.abs(a - b).max() < (0.025 if flags else 0.5)
