@@ -206,7 +206,8 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             progress = slicer.util.createProgressDialog(labelText=_("Tracking..."), maximum=100)
             try:
                 started = time.perf_counter()
-                output = self.logic.runFromParameterNode(self._parameterNode, progress=self._progressCallback(progress))
+                output = self.logic.runFromParameterNode(self._parameterNode, progress=self._progressCallback(progress),
+                                                         notice=self._noticeCallback(progress))
             except TrackingCancelled:
                 logging.info("DiffTractography: tracking cancelled")
                 return
@@ -225,6 +226,13 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if dialog.wasCanceled:
                 raise TrackingCancelled()
         return report
+
+    @staticmethod
+    def _noticeCallback(dialog):
+        def show(message: str) -> None:
+            dialog.labelText = message[:1].upper() + message[1:] + "..."
+            slicer.app.processEvents()
+        return show
 
     def onInteractiveToggled(self, checked: bool) -> None:
         self._stopInteractive()
@@ -376,8 +384,8 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
                     seeds_per_point=node.seedsPerPoint, seed_radius=node.seedRadius,
                     include=node.includeRegion, exclude=node.excludeRegion)
 
-    def runFromParameterNode(self, node: DiffTractographyParameterNode, progress=None):
-        return self.run(node.inputVolume, node.seeds, node.outputBundle, progress=progress,
+    def runFromParameterNode(self, node: DiffTractographyParameterNode, progress=None, notice=None):
+        return self.run(node.inputVolume, node.seeds, node.outputBundle, progress=progress, notice=notice,
                         cluster_threshold=node.clusterThreshold, min_cluster_size=node.minClusterSize,
                         **self.parameters(node))
 

@@ -419,7 +419,8 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
         segment_ids: list[str] | None = None, seeds_per_voxel: int = 1, seed_placement: str = "random",
         seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
         sh_frame: str | None = None, cluster_threshold: float = 0.0, min_cluster_size: int = 1,
-        name: str = "DiffTractography", progress: Callable[[int, int], None] | None = None, **parameters):
+        name: str = "DiffTractography", progress: Callable[[int, int], None] | None = None,
+        notice: Callable[[str], None] | None = None, **parameters):
     """Track from ``seedNode`` through ``inputNode`` and put the streamlines (world RAS) into
     ``outputNode`` or a new fiber bundle (model) node, which is returned. Input nodes are not modified.
 
@@ -434,10 +435,12 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     cluster_threshold: when positive, QuickBundles the result with this MDF threshold (mm) and also
         make one node per cluster of at least ``min_cluster_size`` streamlines (``cluster_nodes``).
     progress: called with (seeds done, seeds total) after each chunk; raise from it to cancel.
+    notice: called with a one-line message before a long pause (the kernels' first compile).
     """
     from .models.dti import tensors_along
     from .selection import selected
-    from .tracking import track
+    from .tracking import Tracker
+    from .tracking.engine import COMPILING
 
     setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
     params, field = setup.params, setup.field
@@ -445,8 +448,10 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
                             seeds_per_voxel=seeds_per_voxel, seed_placement=seed_placement,
                             seeds_per_point=seeds_per_point, seed_radius=seed_radius, segments=segment_ids,
                             rng_seed=params.rng_seed)
-    tractogram = selected(track(field, seeds, params, mask=setup.stop, progress=progress), setup.include,
-                          setup.exclude)
+    tracker = Tracker(field, params, mask=setup.stop)
+    if notice is not None and tracker.needs_compiling():
+        notice(COMPILING)
+    tractogram = selected(tracker(seeds, progress=progress), setup.include, setup.exclude)
     if not algorithm(params.algorithm).tracks_fod:  # the DWI's tensors along the streamlines, for SlicerDMRI
         tractogram = tensors_along(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)

@@ -170,7 +170,7 @@ def run_track(args) -> int:
     from ..images import load_nifti
     from ..io import save_tractogram, write_tck
     from ..streamlines import Tractogram
-    from ..tracking.engine import KernelTracker, warm_up
+    from ..tracking.engine import COMPILING, KernelTracker, warm_up
 
     out = check_output(args.out, force=args.force)
     tractogram_format(out)
@@ -196,6 +196,8 @@ def run_track(args) -> int:
     start = time.perf_counter()
     warming.join()
     tracker = KernelTracker(field, params, mask=mask)
+    if not args.quiet and tracker.needs_compiling():
+        print(COMPILING, file=sys.stderr)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

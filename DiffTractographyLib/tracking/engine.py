@@ -317,6 +317,20 @@ class KernelTracker:
         self._memory_bound = False  # a chunk ran out of GPU memory: chunks stay at the size that fitted
         self._set_args()
 
+    def needs_compiling(self) -> bool:
+        """Whether the first call compiles the CPU kernels for this method and precision (neither
+        loaded in this process nor in numba's on-disk cache): about a minute, once per machine.
+        False where it cannot tell (CUDA, numba internals changed)."""
+        if self.device != "cpu":
+            return False
+        from .kernels import cpu
+
+        f = self.dtype
+        rows = (np.empty((1, 3), f), np.empty((1, 3), f), np.empty(1, np.int64), np.empty(1, np.int64),
+                np.empty((1, 2, 3), f), np.empty((1, 2), np.int64), np.empty((1, 2), np.int8), np.empty(1, np.int8),
+                np.empty((1, 2, 3), f))
+        return _needs_compiling(cpu.track_rows, (*self._args, self.sizes, *rows))
+
     def _set_args(self) -> None:
         args = (self.method, self.consts, self.volume, self.regions, self.rules)
         if self.device == "cuda":
@@ -504,6 +518,23 @@ def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:
     from ..dwi import tensor_solver
 
     return np.ascontiguousarray(tensor_solver(field.bvals, field.bvecs).astype(dtype))
+
+
+#: what a command or the module says before a run that compiles the kernels
+COMPILING = "compiling the tracking kernels, once (about a minute; later runs load them from numba's cache)"
+
+
+def _needs_compiling(dispatcher, args) -> bool:
+    """Whether calling a ``numba`` dispatcher with ``args`` compiles: no overload in memory and none
+    under the same key in its on-disk cache index (numba's own lookup)."""
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if sig in dispatcher.overloads:
+            return False
+        cache = dispatcher._cache
+        return cache._index_key(sig, dispatcher.targetctx.codegen()) not in cache._cache_file._load_index()
+    except Exception:  # numba's private cache API moved: say nothing rather than something wrong
+        return False
 
 
 def warm_up() -> None:

@@ -181,6 +181,10 @@ class Tracker:
             self._kernels.refresh(self._source)
         return self._kernels
 
+    def needs_compiling(self) -> bool:
+        """Whether the next call compiles the kernels (``KernelTracker.needs_compiling``)."""
+        return self._engine is None and supported_region(self._mask) and self._prepare_kernels().needs_compiling()
+
     def _prepare(self) -> None:
         """The torch path's field, method and region on ``device``."""
         self.field = _field_to(self._source, self.device, self.dtype)
