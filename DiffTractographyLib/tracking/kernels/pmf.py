@@ -306,22 +306,3 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
         for j in range(c.shape[0]):
             cbar[j] += row[j] * yd
     return True
-    sx, sy, sz = sx / norm, sy / norm, sz / norm
-    along = bx * sx + by * sy + bz * sz
-    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
-    mean = 0.0
-    for d in range(n):  # y_bar . y
-        a = M.vertices[d]
-        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        mean += y[d] * sign * (gx * a[0] + gy * a[1] + gz * a[2])
-    for d in range(n):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf), into y
-        if y[d] > 0.0:
-            a = M.vertices[d]
-            sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-            y[d] = y[d] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[d])
-    for d in range(n):  # cbar = basis . pmf_bar, as axpys over the admissible vertices' rows
-        if y[d] != 0.0:
-            row, yd = M.vertex_basis[d], y[d]
-            for j in range(c.shape[0]):
-                cbar[j] += row[j] * yd
-    return True
