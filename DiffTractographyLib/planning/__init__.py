@@ -1,3 +1,26 @@
 """Surgical planning on a tractogram: density maps (``density``), signed distance to a lesion
-(``distance``), the uncertainty envelope of a bundle (``envelope``) and seeds placed by gradient
-(``seeds``). RAS mm throughout."""
+(``distance``), the uncertainty envelope of a bundle (``envelope``), seeds placed by gradient
+(``seeds``) and their MRML side (``scene``). RAS mm throughout. Names resolve on first use, so
+importing the package loads neither torch nor numba."""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "density_map": "density",
+    "LesionSurface": "distance",
+    "point_distances": "distance",
+    "signed_distance_map": "distance",
+    "optimise_seeds": "seeds",
+    "SeedResult": "seeds",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
