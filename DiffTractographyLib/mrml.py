@@ -404,7 +404,7 @@ class Setup(NamedTuple):
     exclude: list
 
 
-def _setup(inputNode, mask, include, exclude, sh_basis: str, sh_frame: str | None, parameters: dict) -> Setup:
+def setup(inputNode, mask, include, exclude, sh_basis: str, sh_frame: str | None, parameters: dict) -> Setup:
     from .devices import resolve_device
 
     params = tracking_params(inputNode, parameters)
@@ -442,7 +442,7 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     from .tracking import Tracker
     from .tracking.engine import COMPILING
 
-    setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+    setup = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
     params, field = setup.params, setup.field
     seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(as_affine(field.affine)[:3, :3])),
                             seeds_per_voxel=seeds_per_voxel, seed_placement=seed_placement,
@@ -487,7 +487,7 @@ class InteractiveSeeding:
         from .tracking.session import RetrackSession
 
         _require(fiducialNode, "vtkMRMLMarkupsFiducialNode", "interactive seeding")
-        setup = _setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+        setup = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
         tracker = Tracker(setup.field, setup.params, mask=setup.stop)
         self.session = RetrackSession(tracker, seeds_per_point, seed_radius, include=setup.include,
                                       exclude=setup.exclude)

@@ -77,6 +77,19 @@ class OrientedBox:
         return (local.abs() <= half).all(1)
 
 
+@dataclass(frozen=True)
+class AnyOf:
+    """The union of regions, e.g. the seed balls of a list of control points."""
+
+    regions: tuple
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        inside = self.regions[0].contains(points)
+        for region in self.regions[1:]:
+            inside = inside | region.contains(points)
+        return inside
+
+
 def load_mask(path, labels: Sequence[int] | None = None) -> BinaryMask:
     """A NIfTI label volume as a region: its non-zero voxels, or those whose value is in ``labels``."""
     from .images import load_nifti

@@ -1,5 +1,6 @@
-"""Planning in the MRML scene: a bundle's density map as a volume node, and its distance to a lesion
-as a per-point array, a summary and optionally a bundle of the streamlines within a margin.
+"""Planning in the MRML scene: a bundle's density map as a volume node, its distance to a lesion as
+a per-point array, a summary and optionally a bundle of the streamlines within a margin, and seeds
+refined by gradient into a new fiducial node.
 
 Runs on a plain ``vtkMRMLScene`` (``slicer-core``) as in Slicer. Input nodes are not modified; the
 lesion distance is added, as a point array, to the bundle node it measures (what SlicerDMRI colours by).
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..mrml import bundle_node, mask_from_node, node_affine, node_to_world, volume_node
+from ..mrml import (box_from_node, bundle_node, control_points, mask_from_node, node_affine, node_to_world,
+                    region_from_node, seeds_from_node, setup, volume_node)
 from ..streamlines import Tractogram
 
 #: name of the per-point lesion distance array (mm, negative inside the lesion)
@@ -95,6 +97,49 @@ def lesion_distance(scene, bundleNode, lesionNode, *, margin: float = 5.0, segme
         report.near_node = bundle_node(scene, tractogram.subset(torch.from_numpy(near)),
                                        name=f"{bundleNode.GetName()} within {margin:g} mm of {lesionNode.GetName()}")
     return report
+
+
+def start_region(seedNode, algorithm: str, seed_radius: float):
+    """The region seeds of ``seedNode`` are drawn in: its ROI box, the balls of ``seed_radius`` mm
+    about its control points, or its label map / segmentation."""
+    from ..selection import AnyOf, Sphere
+
+    if seedNode is not None and seedNode.IsA("vtkMRMLMarkupsROINode"):
+        return box_from_node(seedNode)
+    if seedNode is not None and seedNode.IsA("vtkMRMLMarkupsNode"):
+        return AnyOf(tuple(Sphere(tuple(p), seed_radius) for p in control_points(seedNode)))
+    return region_from_node(seedNode, algorithm)
+
+
+def refine_seeds(scene, inputNode, seedNode, targetNode, avoidNode=None, *, mask=None, seeds_per_voxel: int = 1,
+                 seeds_per_point: int = 100, seed_radius: float = 2.5, sh_basis: str = "tournier07",
+                 iterations: int = 30, step: float = 0.5, name: str | None = None, progress=None, **parameters):
+    """Seeds of ``seedNode`` (drawn as ``mrml.run`` draws them) moved by gradient descent through the
+    tracker (``planning.optimise_seeds``) so that their streamlines reach ``targetNode`` and avoid
+    ``avoidNode`` (region nodes: label map, segmentation or ROI), staying in the seed region. Writes
+    them to a new fiducial node (the seed node is not modified); returns (node, ``SeedResult``).
+    Track exactly these seeds with one seed per point and a seed radius of 0."""
+    from .seeds import optimise_seeds
+
+    if targetNode is None:
+        raise InputError("choose a target region: the streamlines of the refined seeds should reach it")
+    prepared = setup(inputNode, mask, targetNode, avoidNode, sh_basis, None, parameters)
+    params, field = prepared.params, prepared.field
+    seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(field.affine[:3, :3])),
+                            seeds_per_voxel=seeds_per_voxel, seeds_per_point=seeds_per_point, seed_radius=seed_radius,
+                            rng_seed=params.rng_seed)
+    result = optimise_seeds(field, seeds, start_region(seedNode, params.algorithm, seed_radius),
+                            prepared.include[0], prepared.exclude, params, mask=prepared.stop,
+                            iterations=iterations, step=step, progress=progress)
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode",
+                                   scene.GenerateUniqueName(name or f"{seedNode.GetName()} refined"))
+    from ..polydata import vtk_modules
+
+    vtk, ns = vtk_modules()
+    points = vtk.vtkPoints()
+    points.SetData(ns.numpy_to_vtk(np.ascontiguousarray(result.seeds), deep=True))
+    node.SetControlPointPositionsWorld(points)
+    return node, result
 
 
 def _add_point_array(node, values: np.ndarray) -> None:

@@ -82,3 +82,28 @@ def test_an_empty_bundle_is_refused_in_one_line(scene, build):
     empty = mrml.bundle_node(scene, Tractogram.from_list([]), name="empty")
     with pytest.raises(Exception, match="the bundle empty has no streamlines"):
         planning.lesion_distance(scene, empty, lesion(scene, build))
+
+
+def test_refined_seeds_go_to_a_new_fiducial_node_inside_the_seed_balls(scene, build):
+    from DiffTractographyLib.phantoms import Bundle, fod_phantom
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-28.0, -16.0, -10.0]
+    straight = Bundle.straight([-30, -5, 0], [30, -5, 0], 7.5)            # reaches the target
+    turning = Bundle.arc([-14, 25, 0], [0, -1, 0], [1, 0, 0], 20.0, 7.5, -40, 90)   # turns away
+    fod = build.volume(scene, "vtkMRMLVectorVolumeNode", fod_phantom((29, 19, 11), affine, [straight, turning],
+                                                                      lmax=6)[0].numpy(), affine, "fod")
+    seeds = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "seeds")
+    seeds.AddControlPoint(-14.0, 0.0, 0.0)
+    target = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "target")
+    target.SetCenter(14.0, -5.0, 0.0)
+    target.SetSize(8.0, 8.0, 8.0)
+
+    node, result = planning.refine_seeds(scene, fod, seeds, target, seeds_per_point=32, seed_radius=5.0,
+                                         step_size=0.5, cutoff=0.05)
+
+    assert node.GetName() == "seeds refined" and node.GetNumberOfControlPoints() == 32
+    refined = mrml.control_points(node)
+    assert (np.linalg.norm(refined - [-14.0, 0.0, 0.0], axis=1) <= 5.0 + 1e-6).all()
+    assert result.share[0] < 0.2 and result.share[-1] >= 0.8
+    assert seeds.GetNumberOfControlPoints() == 1 and mrml.control_points(seeds).tolist() == [[-14.0, 0.0, 0.0]]
