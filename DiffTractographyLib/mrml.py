@@ -442,16 +442,16 @@ def run(scene, inputNode, seedNode, outputNode=None, *, mask=None, include=None,
     from .tracking import Tracker
     from .tracking.engine import COMPILING
 
-    setup = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
-    params, field = setup.params, setup.field
+    prepared = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+    params, field = prepared.params, prepared.field
     seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(as_affine(field.affine)[:3, :3])),
                             seeds_per_voxel=seeds_per_voxel, seed_placement=seed_placement,
                             seeds_per_point=seeds_per_point, seed_radius=seed_radius, segments=segment_ids,
                             rng_seed=params.rng_seed)
-    tracker = Tracker(field, params, mask=setup.stop)
+    tracker = Tracker(field, params, mask=prepared.stop)
     if notice is not None and tracker.needs_compiling():
         notice(COMPILING)
-    tractogram = selected(tracker(seeds, progress=progress), setup.include, setup.exclude)
+    tractogram = selected(tracker(seeds, progress=progress), prepared.include, prepared.exclude)
     if not algorithm(params.algorithm).tracks_fod:  # the DWI's tensors along the streamlines, for SlicerDMRI
         tractogram = tensors_along(tractogram, field)
     output = bundle_node(scene, tractogram, outputNode, name)
@@ -487,10 +487,10 @@ class InteractiveSeeding:
         from .tracking.session import RetrackSession
 
         _require(fiducialNode, "vtkMRMLMarkupsFiducialNode", "interactive seeding")
-        setup = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
-        tracker = Tracker(setup.field, setup.params, mask=setup.stop)
-        self.session = RetrackSession(tracker, seeds_per_point, seed_radius, include=setup.include,
-                                      exclude=setup.exclude)
+        prepared = setup(inputNode, mask, include, exclude, sh_basis, sh_frame, parameters)
+        tracker = Tracker(prepared.field, prepared.params, mask=prepared.stop)
+        self.session = RetrackSession(tracker, seeds_per_point, seed_radius, include=prepared.include,
+                                      exclude=prepared.exclude)
         self.scene, self.fiducials, self.outputNode, self.name = scene, fiducialNode, outputNode, name
 
     @property
