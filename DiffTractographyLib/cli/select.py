@@ -88,7 +88,7 @@ def run(args) -> int:
         raise InputError(f"{args.input}: the tractogram has no streamlines")
     labels = _cluster_labels(args.cluster_labels, len(tractogram)) if args.cluster_labels else None
     keep = select_streamlines(tractogram, include, exclude, ends_only=args.ends_only,
-                              min_length=args.min_length, max_length=args.max_length)
+                              **_length_limits(args))
     kept = tractogram.subset(keep)
     distances = None
     if lesion is not None:
@@ -113,20 +113,39 @@ def run(args) -> int:
 
 
 def _lengths_only(args) -> int:
-    """Length limits from .tck to .tck, as tckedit does it: numpy on the file's arrays, no torch."""
-    from ..io import read_tck, write_tck
-    from ..polylines import within_length
+    """Length limits from .tck to .tck, as tckedit does it: numpy on the file's stored rows
+    (memory-mapped, NaN rows in place), the kept ones written back in one block; no torch."""
+    from ..io import read_tck_rows, subset_tck_rows, write_tck_rows
+    from ..polylines import packed_starts, within_length
 
     if not Path(args.input).exists():
         raise InputError(f"{args.input}: no such file")
-    points, lengths = read_tck(args.input)
+    rows, lengths = read_tck_rows(args.input)
     if len(lengths) == 0:
         raise InputError(f"{args.input}: the tractogram has no streamlines")
-    keep = within_length(points, lengths, args.min_length, args.max_length)
-    kept = write_tck(args.out, [(points[np.repeat(keep, lengths)], lengths[keep])])
+    limits = _length_limits(args)
+    keep = within_length(rows, lengths, limits["min_length"], limits["max_length"], starts=packed_starts(lengths, gap=1))
+    if not keep.all():
+        rows = subset_tck_rows(rows, lengths, keep)
+    elif Path(args.out).resolve() == Path(args.input).resolve():
+        rows = np.array(rows)  # release the mapping before the output replaces its file
+    kept = write_tck_rows(args.out, [(rows, int(keep.sum()))])
     if not args.quiet:
         print(f"kept {kept} of {len(lengths)} streamlines -> {args.out}", file=sys.stderr)
     return 0
+
+
+def _length_limits(args) -> dict:
+    """--min-length / --max-length as tckedit applies them: widened by a tenth of the step for a .tck
+    whose header has a step_size (``polylines.tckedit_limits``)."""
+    from ..polylines import tckedit_limits
+
+    limits = args.min_length, args.max_length
+    if any(v is not None for v in limits) and tractogram_format(args.input) == ".tck" and Path(args.input).exists():
+        from ..io import read_tck_header
+
+        limits = tckedit_limits(*limits, read_tck_header(args.input)[0])
+    return dict(zip(("min_length", "max_length"), limits))
 
 
 def _lesion(spec: str):

@@ -78,3 +78,29 @@ def test_same_streamlines_as_tckedit(scene, case):
     assert 0 < len(reference) < len(tractogram)
     assert kept.lengths.tolist() == reference.lengths.tolist()
     assert torch.equal(kept.points, reference.points)
+
+
+@pytest.mark.parametrize("regions", [[], ["--include", "sphere:0.1,-15.7,13.2,40"]])
+def test_a_header_step_size_widens_the_limits_as_tckedit_does(scene, regions):
+    """tckedit keeps streamlines up to 0.1 step beyond the limits of a file with a step_size (tckgen's):
+    limits 0.03 mm inside the lengths of two streamlines keep them and all as long (step 0.5 mm: 0.05 mm
+    of margin)."""
+    from DiffTractographyLib.cli import main as difftract
+    from DiffTractographyLib.io import read_tck, write_tck
+    from DiffTractographyLib.polylines import polyline_lengths
+
+    folder, tractogram = scene
+    points, lengths = read_tck(folder / "in.tck")
+    write_tck(folder / "stepped.tck", [(points, lengths)], {"step_size": "0.5"})
+    mm = np.sort(polyline_lengths(points, lengths))
+    low, high = float(mm[50]) + 0.03, float(mm[-50]) - 0.03
+    subprocess.run(["tckedit", str(folder / "stepped.tck"), str(folder / "ref.tck"), "-force", "-quiet",
+                    "-minlength", str(low), "-maxlength", str(high)] + (["-include", "0.1,-15.7,13.2,40"] if regions else []),
+                   check=True)
+    assert difftract(["select", str(folder / "stepped.tck"), "--min-length", str(low), "--max-length", str(high),
+                      *regions, "--out", str(folder / "ours.tck"), "--force", "--quiet"]) == 0
+    reference, kept = read_tck(folder / "ref.tck"), read_tck(folder / "ours.tck")
+    assert kept[1].tolist() == reference[1].tolist()
+    np.testing.assert_array_equal(kept[0], reference[0])
+    if not regions:    # lengths are multiples of the step, to rounding: 27 streamlines lie in the margins
+        assert len(kept[1]) == int(((mm >= low) & (mm <= high)).sum()) + 27 == 177

@@ -53,3 +53,24 @@ def test_select_on_lengths_keeps_what_tckedit_keeps_without_importing_torch(tmp_
     assert 50 < len(ours[1]) < len(lengths)
     np.testing.assert_array_equal(ours[1], theirs[1])
     np.testing.assert_array_equal(ours[0], theirs[0])
+
+
+def test_limits_at_a_streamlines_exact_length_decide_as_mrtrix3_sums():
+    """Limits placed on, and one float32 step either side of, streamlines' lengths in MRtrix3's
+    summation order: the fast sums must not decide these differently."""
+    points, lengths = streamlines(2)
+    exact = polyline_lengths(points, lengths)
+    for limit in exact[3:40]:
+        for value in (np.nextafter(limit, np.float32(0)), limit, np.nextafter(limit, np.float32(np.inf))):
+            np.testing.assert_array_equal(within_length(points, lengths, float(value), None), exact >= value)
+            np.testing.assert_array_equal(within_length(points, lengths, None, float(value)), exact <= value)
+
+
+def test_lengths_in_tck_rows_measure_the_streamlines_in_place():
+    from DiffTractographyLib.io import tck_rows
+    from DiffTractographyLib.polylines import packed_starts
+
+    points, lengths = streamlines(3)
+    rows, starts = tck_rows(points, lengths), packed_starts(lengths, gap=1)
+    np.testing.assert_array_equal(polyline_lengths(rows, lengths, starts), polyline_lengths(points, lengths))
+    np.testing.assert_array_equal(within_length(rows, lengths, 30.0, 90.0, starts), within_length(points, lengths, 30.0, 90.0))
