@@ -171,18 +171,11 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
         return
     with atomic_path(path) as tmp:
         if fmt == ".trk":
-            import nibabel as nib
-            from nibabel.orientations import aff2axcodes
+            from .trk import write_trk
 
-            nt = _nib_tractogram(tractogram)
-            nt.data_per_streamline = {k: v.astype(np.float32) for k, v in nt.data_per_streamline.items()}
-            header = {
-                nib.streamlines.Field.VOXEL_TO_RASMM: tractogram.affine.astype(np.float32),
-                nib.streamlines.Field.DIMENSIONS: np.array(tractogram.dimensions, dtype=np.int16),
-                nib.streamlines.Field.VOXEL_SIZES: np.linalg.norm(tractogram.affine[:3, :3], axis=0).astype(np.float32),
-                nib.streamlines.Field.VOXEL_ORDER: "".join(aff2axcodes(tractogram.affine)),
-            }
-            nib.streamlines.TrkFile(nt, header=header).save(tmp)
+            write_trk(tmp, as_numpy(tractogram.points), np.diff(as_numpy(tractogram.offsets)), tractogram.affine,
+                      tractogram.dimensions, {k: as_numpy(v) for k, v in tractogram.data_per_streamline.items()},
+                      {k: as_numpy(v) for k, v in tractogram.data_per_point.items()})
         elif fmt == ".trx":
             import trx.trx_file_memmap as tmm
 
@@ -244,16 +237,11 @@ def _read(path: str, fmt: str) -> Tractogram:
         data, lengths = read_tck(path)
         return Tractogram(torch.from_numpy(data), _lengths_to_offsets(torch.from_numpy(lengths)), affine, dims)
     if fmt == ".trk":
-        import nibabel as nib
+        from .trk import read_trk
 
-        obj = nib.streamlines.load(path)
-        affine = obj.header[nib.streamlines.Field.VOXEL_TO_RASMM]
-        dims = tuple(int(d) for d in obj.header[nib.streamlines.Field.DIMENSIONS])
-        streamlines = obj.streamlines
-        dps = {k: torch.as_tensor(np.asarray(v)).reshape(len(streamlines), -1).squeeze(1)
-               for k, v in obj.tractogram.data_per_streamline.items()}
-        dpp = {k: torch.as_tensor(np.asarray(v.get_data())).squeeze(-1) for k, v in obj.tractogram.data_per_point.items()}
-        data, lengths = np.asarray(streamlines.get_data(), dtype=np.float32), np.asarray(streamlines._lengths)
+        data, lengths, affine, dims, properties, scalars = read_trk(path)
+        dps = {k: torch.from_numpy(v).reshape(len(lengths), -1).squeeze(1) for k, v in properties.items()}
+        dpp = {k: torch.from_numpy(v).squeeze(-1) for k, v in scalars.items()}
     else:
         import trx.trx_file_memmap as tmm
 

@@ -91,6 +91,48 @@ def test_trk_agrees_with_nibabel(tmp_path):
     np.testing.assert_array_equal(theirs.tractogram.data_per_streamline["seed_index"].ravel(), t.seed_index.numpy())
 
 
+def test_trk_bytes_are_nibabels_and_nibabels_files_read_alike(tmp_path):
+    """A .trk with a per-point scalar and a property: our writer's bytes are nibabel's (the header and
+    every count word exactly; coordinates to the last bit of float32, which nibabel's own per-streamline
+    BLAS products do not fix), and our reader gives exactly what nibabel reads."""
+    import nibabel as nib
+
+    t = tractogram()
+    fa = np.linspace(0.1, 0.9, len(t.points), dtype=np.float32)
+    theirs = nib.streamlines.Tractogram(t.numpy_streamlines(), affine_to_rasmm=np.eye(4),
+                                       data_per_streamline={"seed_index": t.seed_index.numpy()[:, None]},
+                                       data_per_point={"fa": list(np.split(fa[:, None], np.cumsum(t.lengths)[:-1]))})
+    header = {nib.streamlines.Field.VOXEL_TO_RASMM: AFFINE.astype(np.float32),
+              nib.streamlines.Field.DIMENSIONS: np.array((40, 30, 20), np.int16),
+              nib.streamlines.Field.VOXEL_SIZES: np.linalg.norm(AFFINE[:3, :3], axis=0).astype(np.float32),
+              nib.streamlines.Field.VOXEL_ORDER: "".join(nib.orientations.aff2axcodes(AFFINE))}
+    nib.streamlines.TrkFile(theirs, header=header).save(tmp_path / "nibabel.trk")
+    ours = Tractogram(t.points, t.offsets, AFFINE, (40, 30, 20), {"seed_index": t.seed_index}, {"fa": torch.from_numpy(fa)})
+    save_tractogram(ours, tmp_path / "ours.trk")
+    a, b = (tmp_path / "ours.trk").read_bytes(), (tmp_path / "nibabel.trk").read_bytes()
+    assert a[:1000] == b[:1000] and len(a) == len(b)
+    words, expected = np.frombuffer(a[1000:], "<i4"), np.frombuffer(b[1000:], "<i4")
+    counts = np.cumsum(np.r_[0, t.lengths.numpy()[:-1] * 4 + 1 + 1])   # 3 coordinates + fa per point, 1 property
+    np.testing.assert_array_equal(words[counts], t.lengths.numpy())
+    np.testing.assert_array_equal(words[counts], expected[counts])
+    np.testing.assert_allclose(words.view("<f4"), expected.view("<f4"), rtol=2e-7, atol=1e-5)
+    back = load_tractogram(tmp_path / "nibabel.trk")
+    reference = nib.streamlines.load(tmp_path / "nibabel.trk")
+    np.testing.assert_array_equal(back.points.numpy(), reference.streamlines.get_data())
+    np.testing.assert_array_equal(back.lengths.numpy(), t.lengths.numpy())
+    np.testing.assert_array_equal(back.seed_index.numpy(), t.seed_index.numpy())
+    np.testing.assert_array_equal(back.data_per_point["fa"].numpy(), fa)
+    assert back.dimensions == (40, 30, 20)
+
+
+def test_a_truncated_trk_is_one_line_error(tmp_path):
+    save_tractogram(tractogram(), tmp_path / "t.trk")
+    data = (tmp_path / "t.trk").read_bytes()
+    (tmp_path / "cut.trk").write_bytes(data[:-8])
+    with pytest.raises(Exception, match="ends inside a streamline"):
+        load_tractogram(tmp_path / "cut.trk")
+
+
 def test_trx_agrees_with_trx_python(tmp_path):
     import trx.trx_file_memmap as tmm
 
