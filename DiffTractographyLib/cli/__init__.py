@@ -22,6 +22,7 @@ COMMANDS = {
     "cluster": "cluster streamlines with QuickBundles",
     "select": "select streamlines with regions of interest (tckedit) and lesion distances",
     "density": "streamline density map on an image grid (tckmap)",
+    "batch": "a BIDS dataset on Dask: fit, track and cluster every participant (BIDS App)",
 }
 
 
