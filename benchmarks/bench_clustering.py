@@ -2,21 +2,22 @@
 
     python benchmarks/bench_clustering.py                          # 100k generated streamlines, CPU
     python benchmarks/bench_clustering.py --n 100000 1000000 --threads 2
-    python benchmarks/bench_clustering.py --device cuda --n 1000000 --skip-dipy
+    python benchmarks/bench_clustering.py --n 1000000 --skip-dipy
     python benchmarks/bench_clustering.py --reference-data ../shared/data --truth
 
 Generated tractograms come from ``Testing/synthetic_tractograms.py`` (60 bundles in a brain-sized box,
 truncated and randomly oriented streamlines of 20-150 vertices, --spurious of them random curves
 (default 5 %; each spurious streamline tends to found its own cluster), random order).
-Both sides start from the same in-memory streamlines and include their resampling; ours is timed
-after a warm-up on a small set, with ``torch.cuda.synchronize()`` on CUDA. Ratio = DIPY time / our
+Both sides start from the same in-memory streamlines (numpy arrays) and include their resampling;
+ours is timed after a warm-up on a small set (Numba compiles or loads its cache). Ratio = DIPY time / our
 time (> 1: we are faster). Agreement is the adjusted Rand index of the two labelings and whether
 labels and centroids are identical. ``--reference-data`` adds the project's reference tractograms;
 ``--truth`` scores flat and hierarchical QuickBundles against phantom_cross's true bundles
 (purity: share of a cluster's valid streamlines from its main bundle, averaged over streamlines;
 completeness: share of a bundle's valid streamlines in its largest cluster, averaged over
 bundles). OMP_WAIT_POLICY defaults to PASSIVE (spinning OpenMP threads steal a shared machine's
-cores). One JSON record is printed last (``--save`` writes benchmarks/results/clustering_<commit>_<device>.json).
+cores). One JSON record is printed last (``--save`` writes benchmarks/results/clustering_<commit>_cpu.json).
+``bench_cluster_process.py`` times whole processes (reading and writing files) instead.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT / "Testing"))
 
 import nibabel as nib  # noqa: E402
 
-from DiffTractographyLib import load_tractogram  # noqa: E402
+from DiffTractographyLib import Tractogram, load_tractogram  # noqa: E402
 from DiffTractographyLib.bundle_scores import assign_bundles  # noqa: E402
 from DiffTractographyLib.clustering import hierarchical_quickbundles, quickbundles  # noqa: E402
 from synthetic_tractograms import bundle_tractogram  # noqa: E402
@@ -69,30 +71,26 @@ def dipy_quickbundles(streamlines, threshold):
     return labels, np.array([c.centroid for c in clusters], dtype=np.float32), seconds
 
 
-def ours_timed(tractogram, threshold, device, repeat):
-    tractogram = tractogram.to(device)
+def ours_timed(tractogram, threshold, repeat):
+    arrays = Tractogram(tractogram.points.numpy(), tractogram.offsets.numpy())
     quickbundles(tractogram.subset(torch.arange(min(2000, len(tractogram)))), threshold)
     best, result = float("inf"), None
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         start = time.perf_counter()
-        result = quickbundles(tractogram, threshold)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        result = quickbundles(arrays, threshold)
         best = min(best, time.perf_counter() - start)
     return result, best
 
 
-def compare(name, tractogram, threshold, device, repeat, skip_dipy):
-    ours, seconds = ours_timed(tractogram, threshold, device, repeat)
+def compare(name, tractogram, threshold, repeat, skip_dipy):
+    ours, seconds = ours_timed(tractogram, threshold, repeat)
     row = {"input": name, "n": len(tractogram), "threshold_mm": threshold, "clusters": len(ours),
            "ours_s": round(seconds, 3)}
     if not skip_dipy:
         labels, centroids, dipy_s = dipy_quickbundles(tractogram.numpy_streamlines(), threshold)
-        mine = ours.labels.cpu().numpy()
-        row.update(dipy_s=round(dipy_s, 3), ratio=round(dipy_s / seconds, 2), ari=round(adjusted_rand_index(mine, labels), 6),
-                   identical=bool(np.array_equal(mine, labels) and np.array_equal(ours.centroids.cpu().numpy(), centroids)))
+        row.update(dipy_s=round(dipy_s, 3), ratio=round(dipy_s / seconds, 2),
+                   ari=round(adjusted_rand_index(ours.labels, labels), 6),
+                   identical=bool(np.array_equal(ours.labels, labels) and np.array_equal(ours.centroids, centroids)))
     print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return row
 
@@ -136,8 +134,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[100_000], help="generated streamline counts")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[10.0, 5.0], help="QuickBundles thresholds, mm")
     parser.add_argument("--spurious", type=float, default=0.05, help="share of spurious streamlines (default 0.05)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, help="Numba threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of ours (best kept)")
     parser.add_argument("--skip-dipy", action="store_true")
     parser.add_argument("--reference-data", type=Path, help="folder with phantom_cross/ and invivo_small/")
@@ -145,29 +142,26 @@ def main() -> None:
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    record = {"benchmark": "clustering", "device": str(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "rows": []}
-    if device.type == "cuda":
-        record["gpu"] = torch.cuda.get_device_name(device)
+        numba.set_num_threads(args.threads)
+    record = {"benchmark": "clustering", "device": "cpu", "numba": numba.__version__,
+              "threads": numba.get_num_threads(), "cpu_count": os.cpu_count(), "rows": []}
     for n in args.n:
         tractogram, _ = bundle_tractogram(n, n_bundles=60, spurious=args.spurious, seed=1)
         for threshold in args.thresholds:
             name = f"generated {n} ({args.spurious:.0%} spurious)"
-            record["rows"].append(compare(name, tractogram, threshold, device, args.repeat, args.skip_dipy))
+            record["rows"].append(compare(name, tractogram, threshold, args.repeat, args.skip_dipy))
     if args.reference_data:
         for name in ("phantom_cross/sdstream_ref.tck", "phantom_cross/detmax_ref.trk", "phantom_cross/ifod2_ref.tck",
                      "phantom_cross/tensordet_ref.tck", "invivo_small/sdstream_ref.tck"):
             tractogram = load_tractogram(args.reference_data / name)
             for threshold in args.thresholds:
-                record["rows"].append(compare(name, tractogram, threshold, device, 1, args.skip_dipy))
+                record["rows"].append(compare(name, tractogram, threshold, 1, args.skip_dipy))
         if args.truth:
             record["truth"] = truth_section(args.reference_data / "phantom_cross")
     record["commit"] = commit()
     print(json.dumps(record))
     if args.save:
-        save(record, f"clustering_{record['commit']}_{device.type}")
+        save(record, f"clustering_{record['commit']}_cpu")
 
 
 if __name__ == "__main__":

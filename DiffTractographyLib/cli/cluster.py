@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from . import COMMANDS
 from ..files import FORMATS, atomic_path, check_output, tractogram_format
+from ..streamlines import Tractogram, _lengths_to_offsets, as_numpy
+from . import COMMANDS
 
 EPILOG = """\
 Units: --threshold in mm (DIPY's examples use 10; there is no default), coordinates RAS mm.
@@ -28,6 +29,10 @@ streamlines with fewer than two distinct points (they cannot be resampled) and f
 clusters smaller than --min-size. With several thresholds the files hold the finest level, and
 .trk/.trx outputs also carry each coarser level as data 'cluster_level0', 'cluster_level1', ...
 Colours depend only on the cluster number, so they are the same in every run.
+
+Give at least one of --out, --labels-out and --centroids-out; only what is asked for is written.
+A .tck input is read without torch (numpy and the compiled clustering only); the clustering runs on
+the CPU, on every core for the levels of a hierarchy.
 
 Example: difftract cluster tracks.tck --threshold 10 --min-size 20 --out bundles.trx --labels-out labels.txt
 """
@@ -42,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--points", type=int, default=12, metavar="M", help="points per resampled streamline (default 12)")
     p.add_argument("--min-size", type=int, default=1, metavar="N",
                    help="drop clusters with fewer than N streamlines (their label becomes -1; default 1)")
-    p.add_argument("--out", required=True, metavar="OUT", help="a .trx file (clusters as groups) or a folder")
+    p.add_argument("--out", metavar="OUT", help="a .trx file (clusters as groups) or a folder")
     p.add_argument("--format", choices=[f[1:] for f in FORMATS], default="trk",
                    help="file format of the per-cluster files when --out is a folder (default trk)")
     p.add_argument("--labels-out", metavar="FILE",
@@ -50,96 +55,113 @@ def add_parser(sub) -> None:
                         "(one column per level, coarse to fine, with several thresholds)")
     p.add_argument("--centroids-out", metavar="FILE", help="tractogram of the cluster centroids (finest level)")
     p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no summary")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..clustering import hierarchical_quickbundles, quickbundles
-    from ..io import load_tractogram
-    from ..devices import resolve_device
+    from ..clustering import hierarchical_quickbundles
 
     if args.min_size < 1:
         raise InputError(f"--min-size must be at least 1, got {args.min_size}")
-    out = check_output(args.out)
-    to_folder = out.suffix.lower() != ".trx"
+    if args.out is None and args.labels_out is None and args.centroids_out is None:
+        raise InputError("nothing to write: give --out, --labels-out or --centroids-out")
+    out = check_output(args.out) if args.out is not None else None
     for path in (args.labels_out, args.centroids_out):
         if path is not None:
             check_output(path)
     if args.centroids_out is not None:
         tractogram_format(args.centroids_out)
-    tractogram = load_tractogram(args.input, reference=args.reference).to(resolve_device(args.device))
+    tractogram = _read(args.input, args.reference)
     if len(tractogram) == 0:
         raise InputError(f"{args.input}: the tractogram has no streamlines")
-    if len(args.threshold) == 1:
-        levels = [quickbundles(tractogram, args.threshold[0], args.points, min_size=args.min_size)]
-    else:
-        levels = hierarchical_quickbundles(tractogram, args.threshold, args.points, min_size=args.min_size)
+    levels = hierarchical_quickbundles(tractogram, args.threshold, args.points, min_size=args.min_size)
     clusters = levels[-1]
-    labelled = tractogram.to("cpu")
-    for i, level in enumerate(levels[:-1]):
-        labelled.data_per_streamline[f"cluster_level{i}"] = level.labels.cpu()
-    labelled.data_per_streamline["cluster"] = clusters.labels.cpu()
-    if to_folder:
-        _write_folder(labelled, clusters, out, args.format)
-    else:
-        _write_trx(labelled, clusters, out)
+    if out is not None:
+        for i, level in enumerate(levels[:-1]):
+            tractogram.data_per_streamline[f"cluster_level{i}"] = level.labels
+        tractogram.data_per_streamline["cluster"] = clusters.labels
+        if out.suffix.lower() == ".trx":
+            _write_trx(tractogram, clusters, out)
+        else:
+            _write_folder(tractogram, clusters, out, args.format)
     if args.labels_out is not None:
-        table = np.stack([level.labels.cpu().numpy() for level in levels], 1)
+        columns = [map(str, level.labels.tolist()) for level in levels]
         with atomic_path(args.labels_out) as tmp:
-            np.savetxt(tmp, table, fmt="%d")
+            Path(tmp).write_text("".join(" ".join(row) + "\n" for row in zip(*columns)))
     if args.centroids_out is not None:
-        _write_centroids(labelled, clusters, args.centroids_out)
+        _write_centroids(tractogram, clusters, args.centroids_out)
     if not args.quiet:
         _summary(levels, len(tractogram))
     return 0
+
+
+def _read(path: str, reference: str | None) -> Tractogram:
+    """The input tractogram as numpy arrays: a .tck read directly (no torch), other formats (or a
+    --reference grid) through ``load_tractogram``."""
+    from ..io import load_tractogram, read_tck
+
+    if tractogram_format(path) == ".tck" and reference is None:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file")
+        points, lengths = read_tck(path)
+        return Tractogram(points, _lengths_to_offsets(lengths))
+    t = load_tractogram(path, reference=reference)
+    return Tractogram(as_numpy(t.points), as_numpy(t.offsets), t.affine, t.dimensions,
+                      {k: as_numpy(v) for k, v in t.data_per_streamline.items()},
+                      {k: as_numpy(v) for k, v in t.data_per_point.items()})
 
 
 def _name(k: int) -> str:
     return f"cluster_{k:04d}"
 
 
-def _write_trx(tractogram, clusters, out: Path) -> None:
+def _write_trx(tractogram: Tractogram, clusters, out: Path) -> None:
     from ..io import save_tractogram
 
-    colors = clusters.colors().numpy()
-    groups = {_name(k): (clusters.indices(k).cpu(), colors[k]) for k in range(len(clusters))}
-    save_tractogram(tractogram, out, groups=groups)
+    colors = clusters.colors()
+    members = _members(clusters)
+    save_tractogram(tractogram, out, groups={_name(k): (members[k], colors[k]) for k in range(len(clusters))})
 
 
-def _write_folder(tractogram, clusters, out: Path, fmt: str) -> None:
-    from ..io import save_tractogram
-
+def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder or a .trx path to --out")
-    out.mkdir(exist_ok=True)
-    for k in range(len(clusters)):
-        save_tractogram(tractogram.subset(clusters.indices(k).cpu()), out / f"{_name(k)}.{fmt}")
-
-
-def _write_centroids(tractogram, clusters, path) -> None:
-    import torch
-
     from ..io import save_tractogram
-    from ..streamlines import Tractogram
 
-    centroids = clusters.centroids.cpu()
-    m = centroids.shape[1]
-    offsets = torch.arange(len(centroids) + 1, dtype=torch.int64) * m
-    save_tractogram(Tractogram(centroids.reshape(-1, 3), offsets, tractogram.affine, tractogram.dimensions,
-                               {"size": clusters.sizes.cpu()}), path)
+    out.mkdir(exist_ok=True)
+    lengths = np.diff(tractogram.offsets)
+    for k, index in enumerate(_members(clusters)):
+        counts = lengths[index]
+        first = _lengths_to_offsets(counts)
+        vertices = np.arange(first[-1]) + np.repeat(tractogram.offsets[index] - first[:-1], counts)
+        save_tractogram(Tractogram(tractogram.points[vertices], first, tractogram.affine, tractogram.dimensions,
+                                   {name: v[index] for name, v in tractogram.data_per_streamline.items()},
+                                   {name: v[vertices] for name, v in tractogram.data_per_point.items()}),
+                        out / f"{_name(k)}.{fmt}")
+
+
+def _members(clusters) -> list[np.ndarray]:
+    """The input indices of each cluster's streamlines, in input order."""
+    order = np.argsort(clusters.labels, kind="stable")
+    bounds = np.searchsorted(clusters.labels[order], np.arange(len(clusters) + 1))
+    return np.split(order, bounds)[1:-1]
+
+
+def _write_centroids(tractogram: Tractogram, clusters, path) -> None:
+    from ..io import save_tractogram
+
+    centroids = clusters.centroids
+    lengths = np.full(len(centroids), centroids.shape[1], np.int64)
+    save_tractogram(Tractogram(centroids.reshape(-1, 3), _lengths_to_offsets(lengths), tractogram.affine,
+                               tractogram.dimensions, {"size": clusters.sizes}), path)
 
 
 def _summary(levels, n: int) -> None:
-    import torch
-
     for level in levels:
-        sizes = level.sizes.cpu()
-        clustered = int(sizes.sum())
-        largest = ", ".join(str(int(s)) for s in torch.sort(sizes, descending=True).values[:5])
-        print(f"threshold {level.threshold:g} mm: {len(level)} clusters hold {clustered} of {n} streamlines "
-              f"(largest {largest})", file=sys.stderr)
+        largest = ", ".join(str(s) for s in np.sort(level.sizes)[::-1][:5].tolist())
+        print(f"threshold {level.threshold:g} mm: {len(level)} clusters hold {int(level.sizes.sum())} of {n} "
+              f"streamlines (largest {largest})", file=sys.stderr)
     clusters = levels[-1]
     if clusters.n_undefined:
         print(f"{clusters.n_undefined} streamlines have fewer than two distinct points and were not clustered "

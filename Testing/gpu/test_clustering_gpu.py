@@ -1,4 +1,5 @@
-"""QuickBundles on CUDA: the same labels and centroids as on the CPU (and so as DIPY)."""
+"""CUDA tractograms: clustered on the CPU (the compiled engine), the results returned on the device, equal to
+the CPU results (and so to DIPY's)."""
 import pytest
 import torch
 

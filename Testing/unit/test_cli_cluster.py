@@ -86,3 +86,28 @@ def test_empty_tractogram_is_an_input_error(tmp_path, difftract, capsys):
     save_tractogram(Tractogram.from_list([]), path)
     assert difftract(["cluster", str(path), "--threshold", "5", "--out", str(tmp_path / "o.trx")]) == 2
     assert "no streamlines" in capsys.readouterr().err
+
+
+def test_a_tck_clusters_to_labels_alone_without_torch(tmp_path, tracks):
+    import subprocess
+    import sys
+
+    from DiffTractographyLib.io import write_tck
+
+    tractogram = load_tractogram(tracks)
+    path = tmp_path / "in.tck"
+    write_tck(path, [(tractogram.points.numpy(), tractogram.lengths.numpy())])
+    labels = tmp_path / "labels.txt"
+    code = ("import sys\nfrom DiffTractographyLib.cli import main\n"
+            f"argv = ['cluster', {str(path)!r}, '--threshold', '10', '--labels-out', {str(labels)!r}, '--quiet']\n"
+            "assert main(argv) == 0\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
+    np.testing.assert_array_equal(np.loadtxt(labels, dtype=np.int64), quickbundles(tractogram, 10.0).labels.numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tck", "labels.txt"]
+
+
+def test_nothing_to_write_is_an_input_error(tracks, difftract, capsys):
+    assert difftract(["cluster", str(tracks), "--threshold", "10"]) == 2
+    assert "nothing to write" in capsys.readouterr().err

@@ -106,13 +106,27 @@ def test_degenerate_streamlines_get_label_minus_one_and_are_counted():
     assert clusters.labels.tolist() == [0, -1, 0] and clusters.n_undefined == 1
 
 
-def test_the_batching_does_not_change_the_result():
+def test_a_founder_keeps_the_orientation_nearer_to_the_nearest_centroid():
+    # the second line runs backwards 20 mm away: it founds a cluster, stored walked forwards
+    t = lines(([0, 0, 0], [30, 0, 0], 4), ([30, 20, 0], [0, 20, 0], 4))
+    clusters = quickbundles(t, 5.0, nb_points=4)
+    assert clusters.labels.tolist() == [0, 1]
+    forwards = torch.tensor([[0, 20, 0], [10, 20, 0], [20, 20, 0], [30, 20, 0.0]])
+    torch.testing.assert_close(clusters.centroids[1], forwards)
+
+
+def test_numpy_tractograms_give_numpy_clusters_equal_to_the_tensor_ones():
     tractogram, _ = bundle_tractogram(1000, n_bundles=15, spurious=0.1, seed=3)
-    reference = quickbundles(tractogram, 6.0, batch_size=7)
-    for batch_size in (100, 4096):
-        other = quickbundles(tractogram, 6.0, batch_size=batch_size)
-        assert torch.equal(other.labels, reference.labels)
-        assert torch.equal(other.centroids, reference.centroids)
+    arrays = Tractogram(tractogram.points.numpy(), tractogram.offsets.numpy())
+    tensors = hierarchical_quickbundles(tractogram, [12.0, 6.0])
+    numpy_levels = hierarchical_quickbundles(arrays, [12.0, 6.0])
+    for a, b in zip(tensors, numpy_levels):
+        assert isinstance(b.labels, np.ndarray) and isinstance(b.centroids, np.ndarray)
+        np.testing.assert_array_equal(b.labels, a.labels.numpy())
+        np.testing.assert_array_equal(b.centroids, a.centroids.numpy())
+        np.testing.assert_array_equal(b.indices(3), a.indices(3).numpy())
+    np.testing.assert_array_equal(numpy_levels[1].parents, tensors[1].parents.numpy())
+    assert isinstance(resample_streamlines(arrays, 12), np.ndarray)
 
 
 @pytest.mark.parametrize("threshold", [float("nan"), 0.0, -1.0])
