@@ -33,11 +33,12 @@ def templates(reference: str, fine_size: float):
     yield "oblique", tuple(n), oblique
 
 
-for name, (tck, fine_size) in TRACTOGRAMS.items():
-    reference = tck.rsplit("/", 1)[0] + "/mask.nii.gz"
-    for grid, shape, affine in templates(reference, fine_size):
-        template = f"{name}_{grid}_template.nii.gz"
-        nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), template)
-        for mode, flags in MODES.items():
-            subprocess.run(["tckmap", tck, f"{name}_{grid}_{mode}.nii.gz", "-template", template, "-force",
-                            "-quiet", *flags], check=True)
+if __name__ == "__main__":
+    for name, (tck, fine_size) in TRACTOGRAMS.items():
+        reference = tck.rsplit("/", 1)[0] + "/mask.nii.gz"
+        for grid, shape, affine in templates(reference, fine_size):
+            template = f"{name}_{grid}_template.nii.gz"
+            nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), template)
+            for mode, flags in MODES.items():
+                subprocess.run(["tckmap", tck, f"{name}_{grid}_{mode}.nii.gz", "-template", template, "-force",
+                                "-quiet", *flags], check=True)
