@@ -193,12 +193,10 @@ def lesion_distances(tractogram: Tractogram, lesion) -> torch.Tensor:
     surface, negative inside) or (V, 3) RAS mm points, e.g. surface mesh vertices (unsigned); see
     ``planning.distance.point_distances``. Streamlines without vertices get inf.
     """
-    from .planning.distance import point_distances
+    from .planning.distance import streamline_distances
 
-    dist = torch.from_numpy(point_distances(tractogram.points.detach().cpu().double().numpy(), lesion))
-    out = torch.full((len(tractogram),), float("inf"), dtype=torch.float64)
-    owner = torch.repeat_interleave(torch.arange(len(tractogram)), tractogram.lengths.cpu())
-    return out.scatter_reduce(0, owner, dist, "amin")
+    return torch.from_numpy(streamline_distances(tractogram.points.detach().cpu().double().numpy(),
+                                                 tractogram.lengths.cpu().numpy(), lesion))
 
 
 def cluster_distances(distances: torch.Tensor, labels: torch.Tensor, n_clusters: int) -> torch.Tensor:

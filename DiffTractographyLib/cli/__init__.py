@@ -13,6 +13,10 @@ import sys
 # One BLAS thread: the tracking kernels use every core, and a multi-threaded BLAS call (numpy's
 # matrix products, before any work) leaves its threads spinning on those cores. Set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Idle OpenMP workers sleep instead of spinning: torch (fits, refits) and the numba kernels alternate
+# in one process, and spinning workers of one starve the other (CSD refits 9x slower on a busy
+# 2-core machine). Set before torch loads; an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import InputError
 
@@ -22,6 +26,7 @@ COMMANDS = {
     "cluster": "cluster streamlines with QuickBundles",
     "select": "select streamlines with regions of interest (tckedit) and lesion distances",
     "density": "streamline density map on an image grid (tckmap)",
+    "envelope": "uncertainty envelope of a bundle: repeated tracking, visitation and lesion distances",
     "batch": "a BIDS dataset on Dask: fit, track and cluster every participant (BIDS App)",
 }
 

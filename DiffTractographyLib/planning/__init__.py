@@ -11,6 +11,9 @@ _LAZY = {
     "LesionSurface": "distance",
     "point_distances": "distance",
     "signed_distance_map": "distance",
+    "streamline_distances": "distance",
+    "envelope": "envelope",
+    "Envelope": "envelope",
     "optimise_seeds": "seeds",
     "SeedResult": "seeds",
 }

@@ -4,7 +4,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from DiffTractographyLib.errors import InputError
-from DiffTractographyLib.planning.distance import LesionSurface, point_distances, signed_distance_map
+from DiffTractographyLib.planning.distance import (LesionSurface, point_distances, signed_distance_map,
+                                                   streamline_distances)
 from DiffTractographyLib.stopping import BinaryMask
 
 
@@ -62,6 +63,24 @@ def test_masks_are_signed_and_point_sets_unsigned():
     points = [[2, 2, 2], [4, 2, 2]]
     np.testing.assert_allclose(point_distances(points, BinaryMask(mask, np.eye(4))), [-0.5, 1.5])
     np.testing.assert_allclose(point_distances(points, np.array([[2.0, 2, 2]])), [0, 2])
+
+
+def test_per_streamline_minimum_measures_few_vertices_and_misses_none():
+    """The 1-Lipschitz skipping gives each streamline's minimum over all its vertices exactly (random
+    walks of 1-400 vertices around a lesion, oblique grid)."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((15, 14, 13), bool)
+    mask[6:9, 5:9, 6:8] = True
+    surface = LesionSurface(mask, oblique_affine())
+    centre = oblique_affine()[:3, :3] @ [7, 7, 7] + oblique_affine()[:3, 3]
+    lengths = np.array([1, 2, 150, 400, 64, 65])
+    offsets = rng.uniform(-12, 12, (len(lengths), 3))
+    offsets[3] = 0.0                                                   # this walk starts inside the lesion
+    points = np.concatenate([np.cumsum(rng.normal(0, 0.3, (n, 3)), 0) + centre + o for n, o in zip(lengths, offsets)])
+    every = point_distances(points, surface)
+    expected = np.minimum.reduceat(every, np.r_[0, np.cumsum(lengths)[:-1]])
+    np.testing.assert_array_equal(streamline_distances(points, lengths, surface), expected)
+    assert (expected < 0).any() and (expected > 0).any()
 
 
 @pytest.mark.parametrize("mask, affine, message", [

@@ -1,0 +1,192 @@
+"""``difftract envelope``: the uncertainty envelope of a bundle. The same seeds are tracked --repeats
+times, on wild bootstrap replicates of the DWI refitted around the bundle (--method wild) or with
+fresh probabilistic draws (--method prob); the result is the share of repeats whose bundle visits
+each voxel and, with --lesion, the spread over repeats of the bundle's distance to the lesion.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config import ALGORITHMS, BASES
+from ..errors import InputError
+from ..files import atomic_path, check_output
+from . import COMMANDS
+from .select import REGION_HELP
+
+EPILOG = f"""\
+Regions (--include, --exclude): {REGION_HELP}
+The bundle of a repeat is its streamlines that visit every --include region and no --exclude region.
+
+--lesion LESION: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance to the
+surface of its voxels, negative inside) or a text file of surface points 'x y z' per row (RAS mm;
+unsigned). Per repeat: the bundle's minimum distance, and a robust distance that one stray
+streamline cannot set: the --robust-percentile-th percentile (default 1) over the bundle's
+streamlines of each streamline's smallest distance. Both are reported as the 5th, 50th and 95th
+percentiles over the repeats, numpy's 'linear' method: with sorted values v_0..v_(R-1) the q-th
+percentile sits at h = (R - 1) q / 100 between v_floor(h) and v_ceil(h); a repeat with no
+streamline in the bundle counts as +inf mm.
+
+Wild bootstrap: tensordet tracks each replicate of the DWI (log-linear tensor residuals); sdstream,
+detmax and prob track CSD (order --lmax) refitted to each replicate (SH signal residuals). Replicates
+are drawn in the voxel box around the seeds and the first run's streamlines widened by --margin mm,
+and the box grows when a repeat's streamlines come near its edge. Everything random is drawn from
+--rng-seed: the same command gives the same output.
+
+Outputs: --out-prob, a float32 NIfTI of the share of repeats (0..1) on the --template grid (default
+the input's grid); --out-json, per-repeat values, percentiles and timings. Coordinates are RAS mm.
+
+Example: difftract envelope --dwi dwi.nii.gz --seed-image roi.nii.gz --mask brain.nii.gz \\
+             --include sphere:-20,-15,10,6 --lesion lesion.nii.gz --repeats 20 \\
+             --out-prob envelope.nii.gz --out-json envelope.json
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("envelope", help=COMMANDS["envelope"], description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    inp = p.add_argument_group("input")
+    inp.add_argument("--dwi", metavar="FILE", help="DWI: 4-D NIfTI or Slicer DWI NRRD (needed by --method wild)")
+    inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2; default: the .bval beside it)")
+    inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (default: the .bvec beside it)")
+    inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
+    inp.add_argument("--fod", metavar="FILE", help="4-D NIfTI of FOD SH coefficients (--method prob only)")
+    inp.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis of --fod (as difftract track)")
+    inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
+    inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fits of --dwi (default 8)")
+    inp.add_argument("--mask", metavar="FILE", help="stopping mask on the input's grid (also limits the response fit)")
+    seeds = p.add_argument_group("seeds (one of)")
+    seeds.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
+    seeds.add_argument("--seed-points", metavar="FILE", help="text file of seeds 'x y z' (RAS mm) per row")
+    seeds.add_argument("--seeds-per-voxel", type=int, default=1, metavar="N", help="seeds per voxel (default 1)")
+    seeds.add_argument("--seed-placement", choices=("random", "grid"), default="random",
+                       help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
+    seeds.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+    env = p.add_argument_group("envelope")
+    env.add_argument("--method", choices=("wild", "prob"), default="wild",
+                     help="wild: wild bootstrap of the DWI, refitted per repeat (default); prob: probabilistic "
+                          "tracking with fresh random draws per repeat")
+    env.add_argument("--repeats", type=int, default=20, metavar="R", help="number of repeats (default 20)")
+    env.add_argument("--algorithm", choices=ALGORITHMS,
+                     help="tracking algorithm (default tensordet for wild, prob for prob)")
+    env.add_argument("--include", action="append", default=[], metavar="REGION",
+                     help="region every bundle streamline must visit (repeatable)")
+    env.add_argument("--exclude", action="append", default=[], metavar="REGION",
+                     help="region no bundle streamline may enter (repeatable)")
+    env.add_argument("--lesion", metavar="LESION", help="lesion label volume or surface points (see below)")
+    env.add_argument("--robust-percentile", type=float, default=1.0, metavar="Q",
+                     help="percentile over streamlines of the robust distance (default 1)")
+    env.add_argument("--margin", type=float, default=5.0, metavar="MM",
+                     help="mm around the bundle in which replicates are drawn at first (default 5)")
+    env.add_argument("--rng-seed", type=int, default=0, metavar="N", help="seed of all random draws (default 0)")
+    trk = p.add_argument_group("tracking (defaults as difftract track)")
+    trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
+    trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
+    trk.add_argument("--cutoff", type=float, metavar="X", help="stopping threshold (FA for tensordet)")
+    trk.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
+    trk.add_argument("--max-length", type=float, metavar="MM", help="stop streamlines at this length (mm)")
+    trk.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    out = p.add_argument_group("output")
+    out.add_argument("--template", metavar="NIFTI", help="grid of --out-prob (default: the input's grid)")
+    out.add_argument("--out-prob", metavar="FILE", help="visitation probability, float32 NIfTI (.nii/.nii.gz)")
+    out.add_argument("--out-json", metavar="FILE", help="per-repeat values, percentiles and timings (JSON)")
+    out.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    out.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=run)
+
+
+def _template(path: str) -> tuple[tuple[int, int, int], object]:
+    """(shape, affine) of a NIfTI's grid, read from its header."""
+    import nibabel as nib
+
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such template file")
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise InputError(f"{path}: cannot read the template as a NIfTI image ({exc})") from exc
+    return tuple(int(s) for s in image.shape[:3]), image.affine
+
+
+def run(args) -> int:
+    from ..config import TrackingParams
+
+    outputs = [(flag, path) for flag, path in (("--out-prob", args.out_prob), ("--out-json", args.out_json)) if path]
+    for flag, path in outputs:
+        check_output(path, force=args.force)
+    if args.out_prob and not str(args.out_prob).endswith((".nii", ".nii.gz")):
+        raise InputError(f"--out-prob {args.out_prob}: write the probability volume as .nii or .nii.gz")
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}")
+    if not args.margin >= 0:
+        raise InputError(f"--margin must be a number of mm >= 0, got {args.margin}")
+    if args.method == "wild" and args.dwi is None:
+        raise InputError("--method wild resamples a DWI: give --dwi")
+    algorithm = args.algorithm or ("tensordet" if args.method == "wild" else "prob")
+    params = TrackingParams(algorithm=algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
+                            min_length=args.min_length, max_length=args.max_length, nthreads=args.nthreads,
+                            rng_seed=args.rng_seed).validate()
+    from ..images import load_nifti, save_nifti
+    from ..planning.envelope import envelope
+    from ..selection import parse_region
+    from .select import _lesion
+    from .track import _read_input, _seeds
+
+    include = [parse_region(spec) for spec in args.include]
+    exclude = [parse_region(spec) for spec in args.exclude]
+    lesion = _lesion(args.lesion) if args.lesion else None
+    template = _template(args.template) if args.template else None
+    source = _read_input(args)
+    points, directions = _seeds(args, source.affine, source.shape)
+    mask = None
+    if args.mask is not None:
+        if args.dwi is not None:
+            from ..dwi_io import load_mask
+
+            mask = load_mask(args.mask, source)
+        else:
+            data, affine = load_nifti(args.mask, ndim=3, what="mask")
+            mask = (data > 0, affine)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.repeats, unit="repeat", desc=f"envelope ({args.method})", file=sys.stderr,
+                   disable=None, mininterval=0.5)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        result = envelope(source, points, params, repeats=args.repeats, method=args.method, include=include,
+                          exclude=exclude, lesion=lesion, mask=mask, template=template, seed_directions=directions,
+                          lmax=args.lmax, margin=args.margin, robust_percentile=args.robust_percentile,
+                          rng_seed=args.rng_seed, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.out_prob:
+        save_nifti(result.probability, result.affine, args.out_prob,
+                   description=f"difftract envelope: share of {args.repeats} {args.method} repeats")
+    if args.out_json:
+        with atomic_path(args.out_json) as tmp:
+            Path(tmp).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    if not args.quiet:
+        _summary(result)
+    return 0
+
+
+def _summary(result) -> None:
+    counts = result.streamlines
+    print(f"{result.repeats} {result.method} repeats ({result.algorithm}) in {result.seconds['total']:.1f} s: "
+          f"bundle of {int(counts.min())} to {int(counts.max())} streamlines (reference run "
+          f"{result.reference['streamlines']}); {int((counts == 0).sum())} empty repeats; "
+          f"{int((result.probability > 0).sum())} voxels visited at least once", file=sys.stderr)
+    if result.percentiles is not None:
+        for name, label in (("minimum", "minimum"), ("robust", f"robust (p{result.robust_percentile:g})")):
+            p = result.percentiles[name]
+            print(f"lesion distance, {label}: 5th {p[5.0]:.2f} mm, median {p[50.0]:.2f} mm, 95th {p[95.0]:.2f} mm "
+                  f"over repeats", file=sys.stderr)
