@@ -19,6 +19,7 @@ from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLMarkupsROINode,
     vtkMRMLModelNode,
+    vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLVectorVolumeNode,
 )
@@ -95,6 +96,15 @@ class DiffTractographyParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     clusterThreshold: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     minClusterSize: Annotated[int, WithinRange(1, 100000)] = 1
+    # planning: on the output bundle, with the inputs above
+    densityTemplate: Optional[vtkMRMLScalarVolumeNode]
+    densityPrecise: bool = False
+    lesion: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
+    lesionMargin: Annotated[float, WithinRange(0.0, 100.0)] = 5.0
+    splitNear: bool = False
+    envelopeRepeats: Annotated[int, WithinRange(2, 1000)] = 20
+    envelopeMethod: Annotated[str, Choice(["wild", "prob"])] = "wild"
+    targetRegion: Optional[Union[vtkMRMLMarkupsROINode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
 
 
 class TrackingCancelled(Exception):
@@ -128,6 +138,10 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.interactiveCheckBox.connect("toggled(bool)", self.onInteractiveToggled)
+        self.ui.densityButton.connect("clicked(bool)", self.onDensity)
+        self.ui.lesionDistanceButton.connect("clicked(bool)", self.onLesionDistance)
+        self.ui.envelopeButton.connect("clicked(bool)", self.onEnvelope)
+        self.ui.refineSeedsButton.connect("clicked(bool)", self.onRefineSeeds)
         self.initializeParameterNode()
 
     def onReload(self) -> None:
@@ -190,6 +204,12 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif self._observedSeeds is not None and self.logic.interactiveOutdated(self._parameterNode):
             self._restartInteractive()  # a parameter changed during the session: track with it
 
+        bundle = ready and self._parameterNode.outputBundle is not None
+        self.ui.densityButton.enabled = bool(bundle and self._parameterNode.densityTemplate)
+        self.ui.lesionDistanceButton.enabled = bool(bundle and self._parameterNode.lesion)
+        self.ui.envelopeButton.enabled = ready
+        self.ui.refineSeedsButton.enabled = bool(ready and self._parameterNode.targetRegion)
+
     def _restartInteractive(self) -> None:
         try:
             self.logic.startInteractive(self._parameterNode)
@@ -233,6 +253,53 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             dialog.labelText = message[:1].upper() + message[1:] + "..."
             slicer.app.processEvents()
         return show
+
+    def onDensity(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The density map failed."), waitCursor=True):
+            node = self.logic.densityFromParameterNode(self._parameterNode)
+            slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)
+            self.ui.planningStatusLabel.text = _("Density map: {name}").format(name=node.GetName())
+
+    def onLesionDistance(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The lesion distance failed."), waitCursor=True):
+            report = self.logic.lesionDistanceFromParameterNode(self._parameterNode)
+            self.ui.planningStatusLabel.text = _(
+                "Nearest point {minimum:.1f} mm from the lesion (1st percentile of streamlines {robust:.1f} mm); "
+                "{near} of {total} streamlines within {margin:g} mm").format(
+                minimum=report.minimum, robust=report.robust, near=report.within_margin, total=report.streamlines,
+                margin=report.margin)
+
+    def onEnvelope(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The uncertainty envelope failed."), waitCursor=True):
+            if not ensureDependencies():
+                return
+            progress = slicer.util.createProgressDialog(labelText=_("Tracking repeats..."), maximum=100)
+            try:
+                node, result = self.logic.envelopeFromParameterNode(self._parameterNode,
+                                                                    progress=self._progressCallback(progress))
+            except TrackingCancelled:
+                return
+            finally:
+                progress.close()
+            slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)
+            self.ui.planningStatusLabel.text = self.logic.envelopeSummary(result)
+
+    def onRefineSeeds(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Refining the seeds failed."), waitCursor=True):
+            if not ensureDependencies():
+                return
+            progress = slicer.util.createProgressDialog(labelText=_("Refining seeds..."), maximum=100)
+            try:
+                node, result = self.logic.refineSeedsFromParameterNode(self._parameterNode,
+                                                                       progress=self._progressCallback(progress))
+            except TrackingCancelled:
+                return
+            finally:
+                progress.close()
+            self.ui.planningStatusLabel.text = _(
+                "{name}: {before:.0%} -> {after:.0%} of the seeds reach the target ({tracked} streamlines tracked); "
+                "track them with 1 seed per point and radius 0").format(
+                name=node.GetName(), before=result.share[0], after=result.share[-1], tracked=int(result.tracked.sum()))
 
     def onInteractiveToggled(self, checked: bool) -> None:
         self._stopInteractive()
@@ -388,6 +455,52 @@ class DiffTractographyLogic(ScriptedLoadableModuleLogic):
         return self.run(node.inputVolume, node.seeds, node.outputBundle, progress=progress, notice=notice,
                         cluster_threshold=node.clusterThreshold, min_cluster_size=node.minClusterSize,
                         **self.parameters(node))
+
+    def densityFromParameterNode(self, node: DiffTractographyParameterNode):
+        """A new volume: the output bundle's streamlines (or mm, precise) per voxel of the template."""
+        from DiffTractographyLib.planning import scene
+
+        return scene.density_node(slicer.mrmlScene, node.outputBundle, node.densityTemplate,
+                                  precise=node.densityPrecise, step_size=node.stepSize or None)
+
+    def lesionDistanceFromParameterNode(self, node: DiffTractographyParameterNode):
+        """The output bundle's signed distance to the lesion (``planning.scene.LesionReport``)."""
+        from DiffTractographyLib.planning import scene
+
+        return scene.lesion_distance(slicer.mrmlScene, node.outputBundle, node.lesion, margin=node.lesionMargin,
+                                     split=node.splitNear)
+
+    def envelopeFromParameterNode(self, node: DiffTractographyParameterNode, progress=None):
+        """(visitation-probability volume node, ``planning.envelope.Envelope``) of the seeds' bundle."""
+        from DiffTractographyLib.planning import scene
+
+        return scene.envelope_node(slicer.mrmlScene, node.inputVolume, node.seeds, repeats=node.envelopeRepeats,
+                                   method=node.envelopeMethod, lesion=node.lesion, progress=progress,
+                                   **self.parameters(node))
+
+    @staticmethod
+    def envelopeSummary(result) -> str:
+        """One line: repeats, time and, with a lesion, the 5th / 50th / 95th percentiles over repeats
+        of the bundle's nearest point and of its robust distance (1st percentile of streamlines)."""
+        text = _("{repeats} repeats in {seconds:.1f} s").format(repeats=result.repeats,
+                                                                seconds=result.seconds["total"])
+        if result.percentiles:
+            text += _("; distance to the lesion over repeats (5th / 50th / 95th percentile)")
+            for key, what in (("minimum", _("nearest point")), ("robust", _("1st percentile of streamlines"))):
+                p = result.percentiles[key]
+                text += _(", {what} {p5:.1f} / {p50:.1f} / {p95:.1f} mm").format(what=what, p5=p[5.0], p50=p[50.0],
+                                                                                p95=p[95.0])
+        return text
+
+    def refineSeedsFromParameterNode(self, node: DiffTractographyParameterNode, progress=None):
+        """(new fiducial node, ``planning.seeds.SeedResult``): the seeds moved toward the target region."""
+        from DiffTractographyLib.planning import scene
+
+        options = self.parameters(node)
+        options.pop("include")  # the seeds' streamlines must reach the target region instead
+        exclude = options.pop("exclude")
+        return scene.refine_seeds(slicer.mrmlScene, node.inputVolume, node.seeds, node.targetRegion, exclude,
+                                  progress=progress, **options)
 
     def startInteractive(self, node: DiffTractographyParameterNode) -> None:
         """Prepare interactive re-tracking of the fiducial seeds of ``node`` (field kept on the device)."""

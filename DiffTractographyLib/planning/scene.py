@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..mrml import (box_from_node, bundle_node, control_points, mask_from_node, node_affine, node_to_world,
-                    region_from_node, seeds_from_node, setup, volume_node)
+from ..mrml import (DWI_NODE, box_from_node, bundle_node, control_points, dwi_from_node, mask_from_node,
+                    node_affine, node_to_world, region_from_node, seeds_from_node, setup, volume_node)
 from ..streamlines import Tractogram
 
 #: name of the per-point lesion distance array (mm, negative inside the lesion)
@@ -97,6 +97,35 @@ def lesion_distance(scene, bundleNode, lesionNode, *, margin: float = 5.0, segme
         report.near_node = bundle_node(scene, tractogram.subset(torch.from_numpy(near)),
                                        name=f"{bundleNode.GetName()} within {margin:g} mm of {lesionNode.GetName()}")
     return report
+
+
+def envelope_node(scene, inputNode, seedNode, *, repeats: int = 20, method: str = "wild", lesion=None, mask=None,
+                  include=None, exclude=None, seeds_per_voxel: int = 1, seeds_per_point: int = 100,
+                  seed_radius: float = 2.5, sh_basis: str = "tournier07", name: str | None = None, progress=None,
+                  **parameters):
+    """The uncertainty envelope of the bundle tracked from ``seedNode`` (``planning.envelope``):
+    ``repeats`` runs on a wild bootstrap of the DWI node (``wild``) or with fresh probabilistic
+    draws on the FOD node (``prob``); the bundle is what passes ``include``/``exclude``. Adds the
+    visitation-probability volume (share of repeats visiting each voxel, on the input's grid) and
+    returns (that node, ``Envelope``: with a ``lesion`` node, the distance percentiles over repeats)."""
+    from .distance import LesionSurface
+    from .envelope import envelope
+
+    if method == "wild" and (inputNode is None or not inputNode.IsA(DWI_NODE)):
+        raise InputError("the wild bootstrap resamples a DWI: choose a diffusion-weighted volume as input")
+    if method == "prob":
+        parameters.setdefault("algorithm", "prob")
+    prepared = setup(inputNode, mask, include, exclude, sh_basis, None, parameters)
+    seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(prepared.field.affine[:3, :3])),
+                            seeds_per_voxel=seeds_per_voxel, seeds_per_point=seeds_per_point, seed_radius=seed_radius,
+                            rng_seed=prepared.params.rng_seed)
+    source = dwi_from_node(inputNode) if method == "wild" else prepared.field
+    result = envelope(source, seeds, prepared.params, repeats=repeats, method=method, include=prepared.include,
+                      exclude=prepared.exclude, lesion=LesionSurface(*mask_from_node(lesion)) if lesion else None,
+                      mask=prepared.stop, rng_seed=prepared.params.rng_seed, progress=progress)
+    node = volume_node(scene, result.probability, result.affine,
+                       name=name or f"{seedNode.GetName()} visitation probability")
+    return node, result
 
 
 def start_region(seedNode, algorithm: str, seed_radius: float):

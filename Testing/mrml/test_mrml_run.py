@@ -183,3 +183,30 @@ def test_a_run_cancelled_from_its_progress_leaves_the_scene_as_it_was(scene, bui
     assert calls == [(64, 800)]
     assert (scene.GetNumberOfNodes(), build.checksum(dwi), build.checksum(points),
             output.GetPolyData().GetNumberOfLines()) == before
+
+
+def test_envelope_of_noise_free_data_is_the_bundle_itself(scene, build, dwi_inputs):
+    """A wild bootstrap of noise-free signal has no residuals: every repeat tracks the bundle again,
+    so the visitation probability is 1 on the bundle's voxels and 0 elsewhere, and the distance to
+    a lesion is the same in every repeat (to float32 rounding of the refitted signal)."""
+    from DiffTractographyLib.planning import scene as planning
+
+    node, points, _, _ = dwi_inputs
+    data, affine = mrml.volume_arrays(node)
+    lesion_data = np.zeros(data.shape[:3], np.uint8)
+    lesion_data[2:4, 2:4, 2:4] = 1
+    lesion = build.volume(scene, "vtkMRMLLabelMapVolumeNode", lesion_data, affine, "lesion")
+    before = build.checksum(node)
+
+    volume, result = planning.envelope_node(scene, node, points, repeats=3, lesion=lesion, seeds_per_point=20,
+                                            step_size=0.5)
+
+    probability, grid = mrml.volume_arrays(volume)
+    np.testing.assert_allclose(grid, affine)
+    assert set(np.unique(probability)) == {0.0, 1.0}
+    assert volume.GetName() == "seeds visitation probability" and result.repeats == 3
+    assert (result.streamlines == result.reference["streamlines"]).all()
+    p = result.percentiles["minimum"]
+    assert [p[5.0], p[50.0], p[95.0]] == pytest.approx([result.reference["minimum"]] * 3, abs=1e-5)
+    assert result.reference["minimum"] > 0
+    assert build.checksum(node) == before
