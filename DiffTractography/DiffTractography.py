@@ -225,6 +225,7 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             progress = slicer.util.createProgressDialog(labelText=_("Tracking..."), maximum=100)
             try:
+                self._setRunning(True)
                 started = time.perf_counter()
                 output = self.logic.runFromParameterNode(self._parameterNode, progress=self._progressCallback(progress),
                                                          notice=self._noticeCallback(progress))
@@ -233,10 +234,19 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             finally:
                 progress.close()
+                self._setRunning(False)
             self._parameterNode.outputBundle = output
             lines = output.GetPolyData().GetNumberOfLines()
             self.ui.statusLabel.text = _("{count} streamlines in {seconds:.1f} s").format(
                 count=lines, seconds=time.perf_counter() - started)
+
+    def _setRunning(self, running: bool) -> None:
+        """Apply and the planning buttons are disabled while a run goes on (one run at a time)."""
+        for button in (self.ui.applyButton, self.ui.densityButton, self.ui.lesionDistanceButton,
+                       self.ui.envelopeButton, self.ui.refineSeedsButton):
+            button.enabled = False
+        if not running:
+            self._checkCanApply()
 
     @staticmethod
     def _progressCallback(dialog):
@@ -275,12 +285,14 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             progress = slicer.util.createProgressDialog(labelText=_("Tracking repeats..."), maximum=100)
             try:
+                self._setRunning(True)
                 node, result = self.logic.envelopeFromParameterNode(self._parameterNode,
                                                                     progress=self._progressCallback(progress))
             except TrackingCancelled:
                 return
             finally:
                 progress.close()
+                self._setRunning(False)
             slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)
             self.ui.planningStatusLabel.text = self.logic.envelopeSummary(result)
 
@@ -290,12 +302,14 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             progress = slicer.util.createProgressDialog(labelText=_("Refining seeds..."), maximum=100)
             try:
+                self._setRunning(True)
                 node, result = self.logic.refineSeedsFromParameterNode(self._parameterNode,
                                                                        progress=self._progressCallback(progress))
             except TrackingCancelled:
                 return
             finally:
                 progress.close()
+                self._setRunning(False)
             self.ui.planningStatusLabel.text = _(
                 "{name}: {before:.0%} -> {after:.0%} of the seeds reach the target ({tracked} streamlines tracked); "
                 "track them with 1 seed per point and radius 0").format(
@@ -557,6 +571,8 @@ class DiffTractographyTest(ScriptedLoadableModuleTest):
         self.test_TrackSyntheticDWI()
         self.setUp()
         self.test_InteractiveRetrack()
+        self.setUp()
+        self.test_PlanningOnTheBundle()
 
     def _syntheticInputs(self):
         """A 24 x 12 x 12 (2 mm) DWI with one fibre direction along x everywhere, and a fiducial at the centre."""
@@ -607,4 +623,32 @@ class DiffTractographyTest(ScriptedLoadableModuleTest):
         logging.info(f"DiffTractography self-test: interactive re-track of {self.SEEDS} seeds on CPU "
                      f"took {1000 * seconds:.0f} ms")
         self.assertEqual(logic.interactiveOutput().GetPolyData().GetNumberOfLines(), self.SEEDS)
+        self.delayDisplay("Test passed")
+
+    def test_PlanningOnTheBundle(self):
+        self.delayDisplay("Density map and distance to a lesion")
+        import numpy as np
+
+        from DiffTractographyLib import mrml
+
+        dwi, seeds = self._syntheticInputs()
+        logic = DiffTractographyLogic()
+        parameters = logic.getParameterNode()
+        parameters.inputVolume, parameters.seeds = dwi, seeds
+        parameters.seedsPerPoint, parameters.seedRadius, parameters.device = 200, 2.0, "cpu"
+        parameters.outputBundle = logic.runFromParameterNode(parameters)
+        lesion = np.zeros((24, 12, 12), np.uint8)
+        lesion[20:22, 5:7, 5:7] = 1  # 2 voxels (4 mm) wide, on the fibres' path
+        parameters.lesion = mrml.volume_node(slicer.mrmlScene, lesion, np.diag([2.0, 2.0, 2.0, 1.0]),
+                                             "vtkMRMLLabelMapVolumeNode", "Lesion")
+        parameters.densityTemplate = dwi
+        density, grid = mrml.volume_arrays(logic.densityFromParameterNode(parameters))
+        self.assertEqual(density.shape, (24, 12, 12))  # on the template's grid
+        self.assertTrue(np.allclose(grid, mrml.node_affine(dwi)))
+        self.assertGreaterEqual(density.max(), 40)  # 56 headless: the 200 streamlines share a few voxel rows
+        report = logic.lesionDistanceFromParameterNode(parameters)
+        self.assertLess(report.minimum, 0.0)  # streamlines run through the lesion (-1.86 mm headless)
+        self.assertEqual((report.streamlines, report.within_margin), (200, 200))
+        distances = parameters.outputBundle.GetPolyData().GetPointData().GetArray("lesion_distance")
+        self.assertEqual(distances.GetNumberOfTuples(), parameters.outputBundle.GetPolyData().GetNumberOfPoints())
         self.delayDisplay("Test passed")
