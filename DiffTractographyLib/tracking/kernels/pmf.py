@@ -252,34 +252,47 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
 def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     """The backward of the relaxation ``methods.pmf`` defines for the vertex choice: ``cbar`` (C,) =
     u_bar . d soft / dc for soft = normalize(sum_i y_i s_i v_i), y = softmax((log pmf_i + g_i) / T)
-    over the admissible vertices (cone around the previous direction (dx, dy, dz), DIPY's
-    threshold), s_i the sign along that direction, g the Gumbel noise of the step's draw (prob) or 0
-    (detmax). In float64 (``M`` a ``PmfAdjoint``); False when no vertex is admissible."""
+    over the relaxation's support (the cone around the previous direction (dx, dy, dz), the pmf at
+    least ``cutoff`` times the cone's largest), s_i the sign along that direction, g the Gumbel noise
+    of the step's draw (prob) or 0 (detmax). Only the cone's vertices are evaluated. In float64
+    (``M`` a ``PmfAdjoint``); False when the support is empty."""
     n = M.vertices.shape[0]
-    pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # at: the admissible vertices (as float64), y their logits
-    floor = M.cutoff * _sphere(M, K, c, pmf)  # a step the forward took has no NaN in its pmf
+    pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # compacted: pmf and vertex (as float64) of each cone vertex
+    count = 0
+    top = 0.0
+    for d in range(n):  # the pmf on the cone, each value a sum in coefficient order (as ``_sphere``'s)
+        if _outside_cone(M, dx, dy, dz, d):
+            continue
+        row = M.vertex_basis[d]
+        value = 0.0
+        for j in range(c.shape[0]):
+            value += c[j] * row[j]
+        pmf[count], at[count] = value, d
+        top = max(top, value)
+        count += 1
+    floor = M.cutoff * top  # a step the forward took has no NaN in its pmf
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
     best = -np.inf
-    count = 0
-    for d in range(n):  # the admissible vertices and their logits
-        if _outside_cone(M, dx, dy, dz, d) or not (pmf[d] > 0.0 and pmf[d] >= floor):
+    support = 0
+    for k in range(count):  # the support (compacted in place) and its logits
+        if not (pmf[k] > 0.0 and pmf[k] >= floor):
             continue
-        logit = math.log(pmf[d])
+        d = np.int64(at[k])
+        logit = math.log(pmf[k])
         if M.sample:
             logit -= math.log(-math.log(uniform(key, d)))
-        y[count] = logit / M.temperature
-        at[count] = d
-        best = max(best, y[count])
-        count += 1
+        pmf[support], at[support], y[support] = pmf[k], at[k], logit / M.temperature
+        best = max(best, y[support])
+        support += 1
     for j in range(c.shape[0]):
         cbar[j] = 0.0
-    if count == 0:
+    if support == 0:
         return False
     total = sx = sy = sz = 0.0
-    for k in range(count):
+    for k in range(support):
         y[k] = math.exp(y[k] - best)
         total += y[k]
-    for k in range(count):
+    for k in range(support):
         y[k] /= total
         a = M.vertices[np.int64(at[k])]
         sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
@@ -293,16 +306,16 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     along = bx * sx + by * sy + bz * sz
     gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
     mean = 0.0
-    for k in range(count):  # y_bar . y, with y_bar_k = sign_k v_k . d_bar kept in at's place
+    for k in range(support):  # y_bar . y, with y_bar_k = sign_k v_k . d_bar
         a = M.vertices[np.int64(at[k])]
         sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
         mean += y[k] * sign * (gx * a[0] + gy * a[1] + gz * a[2])
-    for k in range(count):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
+    for k in range(support):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
         d = np.int64(at[k])
         a = M.vertices[d]
         sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        yd = y[k] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[d])
-        row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the admissible vertices' rows
+        yd = y[k] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[k])
+        row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the support's rows
         for j in range(c.shape[0]):
             cbar[j] += row[j] * yd
     return True

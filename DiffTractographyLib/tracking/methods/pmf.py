@@ -16,7 +16,10 @@ without shear: stepping along R d in RAS is DIPY's step, for anisotropic voxels 
 Gradients: the chosen vertex is piecewise constant in the coefficients, so its exact derivative is 0.
 The forward pass keeps it exactly. The backward pass uses the relaxation
 ``d_soft = normalize(sum_i y_i s_i v_i)``, ``y = softmax((log pmf_i + g_i) / temperature)`` over the
-admissible vertices, s_i the sign aligning v_i with the previous direction and g the method's noise
+relaxation's support: the cone's vertices whose pmf is positive and at least ``cutoff`` times the
+largest pmf *in the cone* (DIPY's admissible set, thresholded by the largest on the whole sphere, is
+the same set on 99.3% of the steps through phantom_cross's FOD, and the cone's maximum spares the
+backward pass the rest of the sphere), s_i the sign aligning v_i with the previous direction and g the method's noise
 (0 for detmax: a soft argmax; Gumbel for prob: the Gumbel-softmax), as a straight-through surrogate
 ``d = v + d_soft - stopgrad(d_soft)``. The surrogate reads the coefficients at the detached current
 point: the field's coefficients get the relaxation's gradient, while points depend on the seeds as in
@@ -106,8 +109,8 @@ class PmfMethod(Method):
         return every, self.outside_cone((direction @ self.vertices.T).abs_())
 
     def admissible(self, values: torch.Tensor, outside: torch.Tensor | None, top: torch.Tensor) -> torch.Tensor:
-        """Candidates that are in the cone and survive DIPY's threshold (``top``: the largest pmf on
-        the sphere, at least 0)."""
+        """Candidates that are in the cone, positive and at least ``cutoff`` x ``top`` (DIPY's rule
+        with ``top`` the largest pmf on the sphere, at least 0; the relaxation's with the cone's)."""
         ok = (values > 0) & (values >= self.cutoff * top[:, None])
         return ok if outside is None else ok & ~outside
 
@@ -155,7 +158,9 @@ class PmfMethod(Method):
         u = torch.where(((u * direction).sum(-1) > 0)[:, None], u, -u)  # DIPY: v if v . d > 0, else -v
         if self.relaxed or surrogate:
             cos = direction @ self.vertices.T
-            admissible = self.admissible(hard_pmf, self.outside_cone(cos.abs()), top)
+            outside = self.outside_cone(cos.abs())
+            cone_top = torch.where(outside, torch.zeros_like(hard_pmf), hard_pmf).amax(-1)  # the support's threshold
+            admissible = self.admissible(hard_pmf, outside, cone_top)
             every = torch.arange(len(self.vertices), device=pos.device).expand(len(pos), -1)
             soft = self.soft_direction(pmf, admissible, torch.where(cos > 0, 1.0, -1.0).to(cos.dtype),
                                        self.noise(key, every))
