@@ -217,6 +217,17 @@ def sdstream_adjoint(field: SHField):
     return SDStreamAdjoint(*terms, field.lmax, sh.Y00, first, rest, inverse, steps, slot_term)
 
 
+def _cone_columns(basis: np.ndarray, cone: np.ndarray, counts: np.ndarray, dtype) -> np.ndarray:
+    """(D, C, K) the basis columns (``basis`` (D, C)) of each cone's vertices, zero-padded to a
+    multiple of 8 (whole vectors; the table's repeated fillers zeroed)."""
+    width = -(-cone.shape[1] // 8) * 8
+    out = np.zeros((len(cone), basis.shape[1], width), dtype)
+    columns = basis.T[:, cone].transpose(1, 0, 2)  # (D, C, K)
+    padding = np.arange(cone.shape[1])[None, None, :] >= counts[:, None, None]
+    out[:, :, :cone.shape[1]] = np.where(padding, 0.0, columns)
+    return out
+
+
 def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     from .kernels.pmf import PmfData
 
@@ -230,13 +241,7 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     lookup = vertex_lookup(vertices)
     basis = sh.basis_matrix(v, field.lmax, field.basis)  # (D, C) float64
     # detmax's per-cone columns (D, C, K): ~14 MB for 362 vertices at 45 degrees in float64
-    cone_basis = np.zeros((1, 1, 1), dtype)
-    if declared.choice == "max":
-        width = -(-cone.shape[1] // 8) * 8
-        cone_basis = np.zeros((len(v), basis.shape[1], width), dtype)
-        columns = basis.T[:, cone].transpose(1, 0, 2)  # (D, C, K)
-        padding = np.arange(cone.shape[1])[None, None, :] >= counts[:, None, None]  # the table's repeats
-        cone_basis[:, :, :cone.shape[1]] = np.where(padding, 0.0, columns)
+    cone_basis = _cone_columns(basis, cone, counts, dtype) if declared.choice == "max" else np.zeros((1, 1, 1), dtype)
     return PmfData(
         f(params.cutoff), f(cos_max), declared.cone_inclusive, declared.choice == "draw", int(params.rng_seed),
         np.ascontiguousarray(basis.T.astype(dtype)), float(np.linalg.norm(basis, axis=1).max()),
@@ -253,9 +258,14 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     v = np.asarray(sphere.vertices, dtype=np.float64)
     basis = sh.basis_matrix(v, field.lmax, field.basis)  # (D, C)
     declared = algorithm(params.algorithm)
-    return PmfAdjoint(float(params.cutoff), float(np.cos(np.deg2rad(params.max_angle))), declared.cone_inclusive,
-                      declared.choice == "draw", int(params.rng_seed), np.ascontiguousarray(basis.T),
-                      np.ascontiguousarray(basis), np.einsum("dj,ij->di", v, field.rotation()), TEMPERATURE)
+    cos_max = float(np.cos(np.deg2rad(params.max_angle)))
+    vertices = np.einsum("dj,ij->di", v, field.rotation())
+    cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
+    lookup = vertex_lookup(vertices)
+    return PmfAdjoint(float(params.cutoff), cos_max, declared.cone_inclusive, declared.choice == "draw",
+                      int(params.rng_seed), np.ascontiguousarray(basis.T), np.ascontiguousarray(basis),
+                      vertices, TEMPERATURE, cone, counts, _cone_columns(basis, cone, counts, np.float64),
+                      np.zeros(0, np.int64) if lookup is None else lookup)
 
 
 class KernelTracker:

@@ -23,9 +23,11 @@ PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis 
                                 "cone_count lookup "
                                 "rotation voxel_size sphere_vertices edges peak_threshold cos_separation")
 #: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D) and its rows per vertex
-#: ``vertex_basis`` (D, C), ``vertices`` (D, 3) RAS, and the ``temperature`` of the relaxation the
-#: backward pass differentiates (``methods.pmf``)
-PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertex_basis vertices temperature")
+#: ``vertex_basis`` (D, C), ``vertices`` (D, 3) RAS, the ``temperature`` of the relaxation the
+#: backward pass differentiates (``methods.pmf``), and as ``PmfData`` the cone table, each cone's
+#: basis columns ``cone_basis`` (D, C, K) and the vertex lookup grid of the RAS vertices
+PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertex_basis vertices temperature "
+                                      "cone cone_count cone_basis lookup")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
 MAX_PEAKS = 48
@@ -74,6 +76,24 @@ def _cone_row(M, K, dx, dy, dz):
     if (a[0] == dx and a[1] == dy and a[2] == dz) or (a[0] == -dx and a[1] == -dy and a[2] == -dz):
         return v
     return -1
+
+
+@jit
+def looked_up(M, dx, dy, dz, tolerance):
+    """(vertex, cos) of the vertex whose lookup cell holds the unit direction, when |cos| >= 1 -
+    ``tolerance`` (within 0.26 degrees for 1e-5: at most one vertex of a DIPY sphere), else (-1, 0)."""
+    if M.lookup.shape[0] == 0:
+        return -1, 0.0
+    g = LOOKUP_CELLS
+    i = min(max(np.int64(math.floor((dx + 1.0) * (g * 0.5))), 0), g - 1)
+    j = min(max(np.int64(math.floor((dy + 1.0) * (g * 0.5))), 0), g - 1)
+    k = min(max(np.int64(math.floor((dz + 1.0) * (g * 0.5))), 0), g - 1)
+    v = M.lookup[(i * g + j) * g + k]
+    if v < 0:
+        return -1, 0.0
+    a = M.vertices[v]
+    cos = dx * a[0] + dy * a[1] + dz * a[2]
+    return (v, cos) if abs(cos) >= 1.0 - tolerance else (-1, 0.0)
 
 
 @jit(inline="always")
@@ -260,16 +280,30 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # compacted: pmf and vertex (as float64) of each cone vertex
     count = 0
     top = 0.0
-    for d in range(n):  # the pmf on the cone, each value a sum in coefficient order (as ``_sphere``'s)
-        if _outside_cone(M, dx, dy, dz, d):
-            continue
-        row = M.vertex_basis[d]
-        value = 0.0
+    row = looked_up(M, dx, dy, dz, 1e-9)[0]
+    if row >= 0:  # the previous direction is a vertex: its cone's columns, axpys in coefficient order
+        basis = M.cone_basis[row]
+        count = M.cone_count[row]
+        for i in range(basis.shape[1]):
+            pmf[i] = 0.0
         for j in range(c.shape[0]):
-            value += c[j] * row[j]
-        pmf[count], at[count] = value, d
-        top = max(top, value)
-        count += 1
+            cj, column = c[j], basis[j]
+            for i in range(basis.shape[1]):
+                pmf[i] += cj * column[i]
+        for i in range(count):
+            at[i] = M.cone[row, i]
+            top = max(top, pmf[i])
+    else:
+        for d in range(n):  # test every vertex; each value a sum in coefficient order
+            if _outside_cone(M, dx, dy, dz, d):
+                continue
+            vertex_row = M.vertex_basis[d]
+            value = 0.0
+            for j in range(c.shape[0]):
+                value += c[j] * vertex_row[j]
+            pmf[count], at[count] = value, d
+            top = max(top, value)
+            count += 1
     floor = M.cutoff * top  # a step the forward took has no NaN in its pmf
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
     best = -np.inf
@@ -315,7 +349,7 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
         a = M.vertices[d]
         sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
         yd = y[k] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[k])
-        row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the support's rows
+        vertex_row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the support's rows
         for j in range(c.shape[0]):
-            cbar[j] += row[j] * yd
+            cbar[j] += vertex_row[j] * yd
     return True

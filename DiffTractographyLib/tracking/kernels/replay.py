@@ -106,6 +106,10 @@ def _previous_direction(M, dx, dy, dz):
         return lambda M, dx, dy, dz: (dx, dy, dz)
 
     def impl(M, dx, dy, dz):
+        v, cos = pmf.looked_up(M, dx, dy, dz, 1e-5)  # most steps: the vertex of the direction's cell
+        if v >= 0:
+            a = M.vertices[v]
+            return (a[0], a[1], a[2]) if cos >= 0.0 else (-a[0], -a[1], -a[2])
         best, at = -1.0, 0
         for v in range(M.vertices.shape[0]):
             a = M.vertices[v]
