@@ -294,7 +294,7 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 progress.close()
                 self._setRunning(False)
             slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)
-            self.ui.planningStatusLabel.text = self.logic.envelopeSummary(result)
+            self.ui.uncertaintyStatusLabel.text = self.logic.envelopeSummary(result)
 
     def onRefineSeeds(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Refining the seeds failed."), waitCursor=True):
