@@ -219,26 +219,36 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._retrackTimer.start()
 
+    def _runWithProgress(self, label: str, work):
+        """``work(progress, notice)`` under a progress dialog with Apply and the planning buttons
+        disabled; its result, or None when the dependencies are missing or the user cancelled."""
+        if not ensureDependencies():
+            return None
+        dialog = slicer.util.createProgressDialog(labelText=label, maximum=100)
+        try:
+            self._setRunning(True)
+            return work(self._progressCallback(dialog), self._noticeCallback(dialog))
+        except TrackingCancelled:
+            logging.info(f"DiffTractography: cancelled ({label})")
+            return None
+        finally:
+            dialog.close()
+            self._setRunning(False)
+
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Tracking failed."), waitCursor=True):
-            if not ensureDependencies():
-                return
-            progress = slicer.util.createProgressDialog(labelText=_("Tracking..."), maximum=100)
-            try:
-                self._setRunning(True)
+            def track(progress, notice):
                 started = time.perf_counter()
-                output = self.logic.runFromParameterNode(self._parameterNode, progress=self._progressCallback(progress),
-                                                         notice=self._noticeCallback(progress))
-            except TrackingCancelled:
-                logging.info("DiffTractography: tracking cancelled")
+                output = self.logic.runFromParameterNode(self._parameterNode, progress=progress, notice=notice)
+                return output, time.perf_counter() - started
+
+            done = self._runWithProgress(_("Tracking..."), track)
+            if done is None:
                 return
-            finally:
-                progress.close()
-                self._setRunning(False)
+            output, seconds = done
             self._parameterNode.outputBundle = output
-            lines = output.GetPolyData().GetNumberOfLines()
             self.ui.statusLabel.text = _("{count} streamlines in {seconds:.1f} s").format(
-                count=lines, seconds=time.perf_counter() - started)
+                count=output.GetPolyData().GetNumberOfLines(), seconds=seconds)
 
     def _setRunning(self, running: bool) -> None:
         """Apply and the planning buttons are disabled while a run goes on (one run at a time)."""
@@ -281,35 +291,21 @@ class DiffTractographyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onEnvelope(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("The uncertainty envelope failed."), waitCursor=True):
-            if not ensureDependencies():
+            done = self._runWithProgress(_("Tracking repeats..."), lambda progress, notice:
+                                         self.logic.envelopeFromParameterNode(self._parameterNode, progress=progress))
+            if done is None:
                 return
-            progress = slicer.util.createProgressDialog(labelText=_("Tracking repeats..."), maximum=100)
-            try:
-                self._setRunning(True)
-                node, result = self.logic.envelopeFromParameterNode(self._parameterNode,
-                                                                    progress=self._progressCallback(progress))
-            except TrackingCancelled:
-                return
-            finally:
-                progress.close()
-                self._setRunning(False)
+            node, result = done
             slicer.util.setSliceViewerLayers(foreground=node, foregroundOpacity=0.5)
             self.ui.uncertaintyStatusLabel.text = self.logic.envelopeSummary(result)
 
     def onRefineSeeds(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Refining the seeds failed."), waitCursor=True):
-            if not ensureDependencies():
+            done = self._runWithProgress(_("Refining seeds..."), lambda progress, notice:
+                                         self.logic.refineSeedsFromParameterNode(self._parameterNode, progress=progress))
+            if done is None:
                 return
-            progress = slicer.util.createProgressDialog(labelText=_("Refining seeds..."), maximum=100)
-            try:
-                self._setRunning(True)
-                node, result = self.logic.refineSeedsFromParameterNode(self._parameterNode,
-                                                                       progress=self._progressCallback(progress))
-            except TrackingCancelled:
-                return
-            finally:
-                progress.close()
-                self._setRunning(False)
+            node, result = done
             self.ui.planningStatusLabel.text = _(
                 "{name}: {before:.0%} -> {after:.0%} of the seeds reach the target ({tracked} streamlines tracked); "
                 "track them with 1 seed per point and radius 0").format(
