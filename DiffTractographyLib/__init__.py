@@ -46,10 +46,16 @@ def unload() -> list[str]:
     return names
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def lazy_attributes(package: str, names: dict[str, str], namespace: dict):
+    """A module ``__getattr__`` for ``package`` that imports ``names``' submodule (name -> module,
+    relative to ``package``) on first use and keeps the value in ``namespace`` (its ``globals()``)."""
+    def __getattr__(name: str):
+        if name in names:
+            value = getattr(importlib.import_module(f".{names[name]}", package), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return __getattr__
+
+
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -4,7 +4,7 @@
 importing the package loads neither torch nor numba."""
 from __future__ import annotations
 
-import importlib
+from .. import lazy_attributes
 
 _LAZY = {
     "density_map": "density",
@@ -20,10 +20,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
