@@ -15,9 +15,10 @@ import argparse
 import os
 import sys
 
-from ..config import ALGORITHMS, CUTOFF_MEANING
+from ..config import ALGORITHMS
 from ..errors import InputError
 from . import COMMANDS
+from .track import add_limit_arguments
 
 EPILOG = """\
 Input: raw BIDS (sub-*/[ses-*/]dwi/*_dwi.nii.gz with its .bval/.bvec, an optional *_mask.nii.gz of
@@ -83,12 +84,7 @@ def add_parser(sub) -> None:
     seeds.add_argument("--seed-placement", choices=("random", "grid"), help="random (default) or grid")
     trk = p.add_argument_group("tracking (difftract track)")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream", help="default sdstream")
-    trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
-    trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
-    trk.add_argument("--cutoff", type=float, metavar="X",
-                     help="stop below this: " + "; ".join(f"{k}: {v}" for k, v in CUTOFF_MEANING.items()))
-    trk.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
-    trk.add_argument("--max-length", type=float, metavar="MM", help="stop streamlines at this length (mm)")
+    add_limit_arguments(trk)
     trk.add_argument("--rk4", action="store_true", help="fourth-order Runge-Kutta integration (sdstream)")
     trk.add_argument("--unidirectional", action="store_true", help="track only forwards from each seed")
     trk.add_argument("--noprecomputed", action="store_true", help="evaluate SH exactly (no Legendre table)")

@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..files import atomic_path, check_output
 from . import COMMANDS
 from .select import REGION_HELP
+from .track import add_limit_arguments, add_seed_arguments
 
 EPILOG = f"""\
 Regions (--include, --exclude): {REGION_HELP}
@@ -57,13 +58,7 @@ def add_parser(sub) -> None:
     inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
     inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fits of --dwi (default 8)")
     inp.add_argument("--mask", metavar="FILE", help="stopping mask on the input's grid (also limits the response fit)")
-    seeds = p.add_argument_group("seeds (one of)")
-    seeds.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
-    seeds.add_argument("--seed-points", metavar="FILE", help="text file of seeds 'x y z' (RAS mm) per row")
-    seeds.add_argument("--seeds-per-voxel", type=int, default=1, metavar="N", help="seeds per voxel (default 1)")
-    seeds.add_argument("--seed-placement", choices=("random", "grid"), default="random",
-                       help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
-    seeds.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+    add_seed_arguments(p.add_argument_group("seeds (one of)"))
     env = p.add_argument_group("envelope")
     env.add_argument("--method", choices=("wild", "prob"), default="wild",
                      help="wild: wild bootstrap of the DWI, refitted per repeat (default); prob: probabilistic "
@@ -82,11 +77,7 @@ def add_parser(sub) -> None:
                      help="mm around the bundle in which replicates are drawn at first (default 5)")
     env.add_argument("--rng-seed", type=int, default=0, metavar="N", help="seed of all random draws (default 0)")
     trk = p.add_argument_group("tracking (defaults as difftract track)")
-    trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
-    trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
-    trk.add_argument("--cutoff", type=float, metavar="X", help="stopping threshold (FA for tensordet)")
-    trk.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
-    trk.add_argument("--max-length", type=float, metavar="MM", help="stop streamlines at this length (mm)")
+    add_limit_arguments(trk)
     trk.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
     out = p.add_argument_group("output")
     out.add_argument("--template", metavar="NIFTI", help="grid of --out-prob (default: the input's grid)")

@@ -29,6 +29,29 @@ Example: difftract track --fod fod.nii.gz --seed-image mask.nii.gz --seeds-per-v
 """
 
 
+def add_seed_arguments(group) -> None:
+    """The seeding options ``_seeds`` reads (track, envelope)."""
+    group.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
+    group.add_argument("--seed-points", metavar="FILE",
+                       help="text file of seeds, 'x y z' or 'x y z dx dy dz' per row (RAS mm, optional "
+                            "initial direction); output keeps the row as seed_index")
+    group.add_argument("--seeds-per-voxel", type=int, default=1, metavar="N", help="seeds per voxel (default 1)")
+    group.add_argument("--seed-placement", choices=("random", "grid"), default="random",
+                       help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
+    group.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+
+
+def add_limit_arguments(group) -> None:
+    """Step, angle, cutoff and length limits, default None: the algorithm's (track, envelope, batch)."""
+    group.add_argument("--step", type=float, metavar="MM", help="step size in mm")
+    group.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
+    group.add_argument("--cutoff", type=float, metavar="X",
+                       help="stop below this: " + "; ".join(f"{k}: {v}" for k, v in CUTOFF_MEANING.items()))
+    group.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
+    group.add_argument("--max-length", type=float, metavar="MM",
+                       help="stop streamlines at this length (mm; for detmax/prob: each half, as DIPY)")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("track", help=COMMANDS["track"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,15 +71,7 @@ def add_parser(sub) -> None:
                                                      "positive-determinant affine; default: the .bvec beside it)")
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
     inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fit for --dwi (default 8)")
-    seeds = p.add_argument_group("seeds (one of)")
-    seeds.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
-    seeds.add_argument("--seed-points", metavar="FILE",
-                       help="text file of seeds, 'x y z' or 'x y z dx dy dz' per row (RAS mm, optional "
-                            "initial direction); output keeps the row as seed_index")
-    seeds.add_argument("--seeds-per-voxel", type=int, default=1, metavar="N", help="seeds per voxel (default 1)")
-    seeds.add_argument("--seed-placement", choices=("random", "grid"), default="random",
-                       help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
-    seeds.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+    add_seed_arguments(p.add_argument_group("seeds (one of)"))
     trk = p.add_argument_group("tracking")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream",
                      help="; ".join(f"{a.name}: {a.summary}" for a in DECLARED.values()) + " (default sdstream)")
@@ -67,13 +82,7 @@ def add_parser(sub) -> None:
                           "interpolated value is above --stop-threshold (DIPY's ThresholdStoppingCriterion) and, "
                           "with --mask, inside the mask; seeds at or below it are rejected")
     trk.add_argument("--stop-threshold", type=float, metavar="X", help="threshold of --stop-map (its units)")
-    trk.add_argument("--step", type=float, metavar="MM", help="step size in mm")
-    trk.add_argument("--angle", type=float, metavar="DEG", help="maximum angle between steps in degrees")
-    trk.add_argument("--cutoff", type=float, metavar="X",
-                     help="stop below this: " + "; ".join(f"{k}: {v}" for k, v in CUTOFF_MEANING.items()))
-    trk.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
-    trk.add_argument("--max-length", type=float, metavar="MM",
-                     help="stop streamlines at this length (mm; for detmax/prob: each half, as DIPY)")
+    add_limit_arguments(trk)
     trk.add_argument("--rk4", action="store_true", help="fourth-order Runge-Kutta integration (sdstream)")
     trk.add_argument("--unidirectional", action="store_true", help="track only forwards from each seed")
     trk.add_argument("--noprecomputed", action="store_true",
