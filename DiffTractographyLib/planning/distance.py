@@ -12,6 +12,8 @@ with a k-d tree and refined until no farther cube can be nearer.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -106,27 +108,36 @@ class LesionSurface:
         return d
 
 
-def point_distances(points, lesion) -> np.ndarray:
-    """(P,) float64 distance in mm of (P, 3) RAS mm points to a lesion.
+def lesion_measure(lesion) -> Callable[[np.ndarray], np.ndarray]:
+    """The distance in mm of (P, 3) RAS mm points to a lesion, prepared once (surface cubes or k-d tree).
 
     lesion: a ``LesionSurface``, a ``stopping.BinaryMask`` (its surface: signed, negative inside),
-    or (V, 3) RAS mm points, e.g. the vertices of a surface mesh (unsigned: no inside is defined).
+    (V, 3) RAS mm points, e.g. the vertices of a surface mesh (unsigned: no inside is defined), or a
+    measure this function returned.
     """
     from ..stopping import BinaryMask
 
+    if callable(lesion):
+        return lesion
     if isinstance(lesion, BinaryMask):
         lesion = LesionSurface(lesion.array, lesion.affine)
     if isinstance(lesion, LesionSurface):
-        return lesion.signed(points)
+        return lesion.signed
     vertices = np.asarray(lesion, dtype=np.float64)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
         raise InputError("the lesion must be a label map or a non-empty (V, 3) array of RAS mm points")
-    return cKDTree(vertices).query(np.asarray(points, dtype=np.float64).reshape(-1, 3), workers=-1)[0]
+    tree = cKDTree(vertices)
+    return lambda points: tree.query(np.asarray(points, dtype=np.float64).reshape(-1, 3), workers=-1)[0]
+
+
+def point_distances(points, lesion) -> np.ndarray:
+    """(P,) float64 distance in mm of (P, 3) RAS mm points to a lesion (as ``lesion_measure``)."""
+    return lesion_measure(lesion)(points)
 
 
 def streamline_distances(points: np.ndarray, lengths: np.ndarray, lesion) -> np.ndarray:
     """(N,) float64 smallest distance in mm from each streamline's vertices (P, 3) RAS mm, in runs of
-    ``lengths`` (N,), to ``lesion`` (as ``point_distances``; inf for a streamline without vertices),
+    ``lengths`` (N,), to ``lesion`` (as ``lesion_measure``; inf for a streamline without vertices),
     measuring few vertices. Distances are 1-Lipschitz: a vertex at arc length a from one at distance
     d (or bounded below by d) is at least d - a away. Vertices are
     visited at strides ``STRIDES`` (every 64th and the last, then every 16th, ...): one is measured
@@ -137,6 +148,7 @@ def streamline_distances(points: np.ndarray, lengths: np.ndarray, lesion) -> np.
     out = np.full(len(lengths), np.inf)
     if len(points) == 0:
         return out
+    measure = lesion_measure(lesion)
     owner = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     local = np.arange(len(points)) - starts
@@ -154,7 +166,7 @@ def streamline_distances(points: np.ndarray, lengths: np.ndarray, lesion) -> np.
                                                 last[level])
             lower[level] = np.maximum(lower[level], lower[parent] - np.abs(arc[level] - arc[parent]))
             level = level[lower[level] < out[owner[level]]]
-        d = point_distances(points[level], lesion)
+        d = measure(points[level])
         lower[level] = d
         np.minimum.at(out, owner[level], d)
         previous = stride

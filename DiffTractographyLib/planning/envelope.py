@@ -45,7 +45,7 @@ from ..fields import DWIField, SHField
 from ..geometry import apply_affine, as_affine, voxel_sizes
 from ..streamlines import Tractogram
 from .density import density_map
-from .distance import LesionSurface, streamline_distances
+from .distance import lesion_measure, streamline_distances
 
 METHODS = ("wild", "prob")
 #: percentiles over repeats reported for each distance
@@ -122,20 +122,6 @@ def percentiles(values, q: Sequence[float] = PERCENTILES) -> dict[float, float]:
     lower = np.floor(h).astype(np.int64)
     out = np.where(np.isnan(out), np.where(h == lower, v[lower], np.inf), out)
     return {float(k): float(x) for k, x in zip(q, out)}
-
-
-def _as_lesion(lesion):
-    """A lesion prepared once: a ``BinaryMask``'s surface, or (V, 3) float64 points."""
-    from ..stopping import BinaryMask
-
-    if lesion is None or isinstance(lesion, LesionSurface):
-        return lesion
-    if isinstance(lesion, BinaryMask):
-        return LesionSurface(lesion.array, lesion.affine)
-    points = np.asarray(lesion, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-        raise InputError("the lesion must be a BinaryMask, a LesionSurface or a non-empty (V, 3) array of RAS mm points")
-    return points
 
 
 class _Region:
@@ -291,7 +277,7 @@ def envelope(source, seeds, params: TrackingParams | None = None, *, repeats: in
     declared = algorithm(params.algorithm)
     fields = _Fields(source, declared, method, lmax, mask, response, rng_seed)
     shape, affine = (fields.shape, fields.affine) if template is None else (tuple(template[0]), as_affine(template[1]))
-    lesion = _as_lesion(lesion)
+    lesion = None if lesion is None else lesion_measure(lesion)
     to_voxel = np.linalg.inv(fields.affine)
     margin_voxels = np.maximum(margin / voxel_sizes(fields.affine), GUARD + 1.0)
     seed_voxels = apply_affine(to_voxel, seeds)
