@@ -88,19 +88,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _template(path: str) -> tuple[tuple[int, int, int], object]:
-    """(shape, affine) of a NIfTI's grid, read from its header."""
-    import nibabel as nib
-
-    if not Path(path).exists():
-        raise InputError(f"{path}: no such template file")
-    try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise InputError(f"{path}: cannot read the template as a NIfTI image ({exc})") from exc
-    return tuple(int(s) for s in image.shape[:3]), image.affine
-
-
 def run(args) -> int:
     from ..config import TrackingParams
 
@@ -119,7 +106,7 @@ def run(args) -> int:
     params = TrackingParams(algorithm=algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
                             min_length=args.min_length, max_length=args.max_length, nthreads=args.nthreads,
                             rng_seed=args.rng_seed).validate()
-    from ..images import load_nifti, save_nifti
+    from ..images import load_nifti, nifti_grid, save_nifti
     from ..planning.envelope import envelope
     from ..selection import parse_region
     from .select import _lesion
@@ -128,7 +115,7 @@ def run(args) -> int:
     include = [parse_region(spec) for spec in args.include]
     exclude = [parse_region(spec) for spec in args.exclude]
     lesion = _lesion(args.lesion) if args.lesion else None
-    template = _template(args.template) if args.template else None
+    template = nifti_grid(args.template) if args.template else None
     source = _read_input(args)
     points, directions = _seeds(args, source.affine, source.shape)
     mask = None
