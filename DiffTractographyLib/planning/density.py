@@ -42,17 +42,32 @@ def upsample_ratio(step_size: float | None, affine, precise: bool = False) -> in
     return max(1, math.ceil(float(np.float32(step_size)) / (float(voxel_sizes(affine).min()) * fraction)))
 
 
-def hermite_weights(mu, tension: float = HERMITE_TENSION) -> np.ndarray:
-    """(..., 4) float32 weights of MRtrix3's Hermite interpolation at ``mu`` in [0, 1] between the
-    2nd and 3rd of four control points."""
-    f = np.float32
-    mu = np.asarray(mu, dtype=f)[..., None]
-    t = f(0.5) * f(tension)
-    p2, p3 = mu * mu, mu * mu * mu
-    return np.concatenate([(f(0.5) - t) * (f(2.0) * p2 - p3 - mu),
-                           f(1.0) + (f(1.5) + t) * p3 - (f(2.5) + t) * p2,
-                           (f(2.0) + f(2.0) * t) * p2 + (f(0.5) - t) * mu - (f(1.5) + t) * p3,
-                           (f(0.5) - t) * (p3 - p2)], -1).astype(f)
+@_jit
+def _weights(mu):
+    """MRtrix3's Hermite weights (float32, tension ``HERMITE_TENSION``) at ``mu`` in [0, 1] between
+    the 2nd and 3rd of four control points."""
+    t = np.float32(0.5) * np.float32(HERMITE_TENSION)
+    f = np.float32(mu)
+    p2 = f * f
+    p3 = f * p2
+    return ((np.float32(0.5) - t) * (np.float32(2.0) * p2 - p3 - f),
+            np.float32(1.0) + (np.float32(1.5) + t) * p3 - (np.float32(2.5) + t) * p2,
+            (np.float32(2.0) + np.float32(2.0) * t) * p2 + (np.float32(0.5) - t) * f - (np.float32(1.5) + t) * p3,
+            (np.float32(0.5) - t) * (p3 - p2))
+
+
+def hermite_weights(mu) -> np.ndarray:
+    """(K, 4) float32 Hermite weights (``_weights``) at each of ``mu`` (K,), the upsampler's table."""
+    return np.array([_weights(m) for m in np.atleast_1d(np.asarray(mu, dtype=np.float64))],
+                    dtype=np.float32).reshape(-1, 4)
+
+
+@_jit
+def _combine(w, c0, c1, c2, c3, out):
+    """The Hermite point of control points c0..c3 (3,) with weights ``w`` (4,) into ``out`` (3,),
+    summed in MRtrix3's order."""
+    for d in range(3):
+        out[d] = ((w[0] * c0[d] + w[1] * c1[d]) + w[2] * c2[d]) + w[3] * c3[d]
 
 
 @_jit
@@ -75,9 +90,7 @@ def _upsample(points, start, n, weights, out):
         out[m] = c[1]
         m += 1
         for i in range(r - 1):
-            for d in range(3):
-                out[m, d] = ((weights[i, 0] * c[0, d] + weights[i, 1] * c[1, d]) + weights[i, 2] * c[2, d]) \
-                    + weights[i, 3] * c[3, d]
+            _combine(weights[i], c[0], c[1], c[2], c[3], out[m])
             m += 1
     out[m] = points[start + n - 1]
     return m + 1
@@ -98,20 +111,6 @@ def _voxel(m, x, y, z, shape):
 
 
 @_jit
-def _hermite_point(mu, c0, c1, c2, c3, tension, out):
-    t = np.float32(0.5) * tension
-    f = np.float32(mu)
-    p2 = f * f
-    p3 = f * p2
-    w0 = (np.float32(0.5) - t) * (np.float32(2.0) * p2 - p3 - f)
-    w1 = np.float32(1.0) + (np.float32(1.5) + t) * p3 - (np.float32(2.5) + t) * p2
-    w2 = (np.float32(2.0) + np.float32(2.0) * t) * p2 + (np.float32(0.5) - t) * f - (np.float32(1.5) + t) * p3
-    w3 = (np.float32(0.5) - t) * (p3 - p2)
-    for d in range(3):
-        out[d] = ((w0 * c0[d] + w1 * c1[d]) + w2 * c2[d]) + w3 * c3[d]
-
-
-@_jit
 def _squared(a, b):
     """float32 squared distance between two points."""
     s = np.float32(0.0)
@@ -125,7 +124,6 @@ def _precise(tck, n, m, shape, accuracy, voxels, values):
     """tckmap -precise on the upsampled ``tck[:n]``: (voxel, length mm) pairs; returns their count."""
     if n < 2:
         return 0
-    tension = np.float32(0.1)
     front = tck[0] * np.float32(2.0) - tck[1]
     back = tck[n - 1] * np.float32(2.0) - tck[n - 2]
     p = 0
@@ -162,7 +160,7 @@ def _precise(tck, n, m, shape, accuracy, voxels, values):
             p_max[:] = tck[p]
             while _squared(p_min, p_max) > accuracy:
                 mu = 0.5 * (mu_min + mu_max)
-                _hermite_point(mu, one, tck[p - 1], tck[p], four, tension, p_mu)
+                _combine(_weights(mu), one, tck[p - 1], tck[p], four, p_mu)
                 v = _voxel(m, p_mu[0], p_mu[1], p_mu[2], shape)
                 if v == this_voxel:
                     mu_min = mu
