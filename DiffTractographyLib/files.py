@@ -31,6 +31,12 @@ def check_output(path, force: bool = True) -> Path:
     return path
 
 
+def write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path`` (same suffix); move it into place only on success."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..files import atomic_path
+from ..files import atomic_path, write_text
 from .bids import Participant
 
 SOFTWARE = f"difftractography {__version__}"
@@ -91,8 +91,7 @@ def checksum(path) -> str:
 
 def write_json(path, record: dict) -> None:
     """Write ``record`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+    write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def read_json(path) -> dict | None:
@@ -135,8 +134,7 @@ def describe(output_dir: Path, bids_dir: Path) -> None:
                          "Description": "difftract batch: fit, track and cluster every participant"}],
         "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}],
     })
-    with atomic_path(output_dir / ".bidsignore") as tmp:
-        Path(tmp).write_text(BIDSIGNORE)
+    write_text(output_dir / ".bidsignore", BIDSIGNORE)
 
 
 def record_failure(layout: Layout, stage: str, reason: str) -> None:

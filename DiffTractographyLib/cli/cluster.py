@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..files import FORMATS, atomic_path, check_output, tractogram_format
+from ..files import FORMATS, check_output, tractogram_format, write_text
 from ..streamlines import Tractogram, _lengths_to_offsets, as_numpy
 from . import COMMANDS
 
@@ -87,8 +87,7 @@ def run(args) -> int:
             _write_folder(tractogram, clusters, out, args.format)
     if args.labels_out is not None:
         columns = [map(str, level.labels.tolist()) for level in levels]
-        with atomic_path(args.labels_out) as tmp:
-            Path(tmp).write_text("".join(" ".join(row) + "\n" for row in zip(*columns)))
+        write_text(args.labels_out, "".join(" ".join(row) + "\n" for row in zip(*columns)))
     if args.centroids_out is not None:
         _write_centroids(tractogram, clusters, args.centroids_out)
     if not args.quiet:

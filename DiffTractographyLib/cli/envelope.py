@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..config import ALGORITHMS, BASES
 from ..errors import InputError
-from ..files import atomic_path, check_output
+from ..files import check_output, write_text
 from . import COMMANDS
 from .select import REGION_HELP
 from .track import add_limit_arguments, add_seed_arguments
@@ -150,8 +149,7 @@ def run(args) -> int:
         save_nifti(result.probability, result.affine, args.out_prob,
                    description=f"difftract envelope: share of {args.repeats} {args.method} repeats")
     if args.out_json:
-        with atomic_path(args.out_json) as tmp:
-            Path(tmp).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+        write_text(args.out_json, json.dumps(result.to_json(), indent=1) + "\n")
     if not args.quiet:
         _summary(result)
     return 0

@@ -20,7 +20,7 @@ from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
 from . import COMMANDS
-from ..files import atomic_path
+from ..files import write_text
 from ..images import save_nifti
 from ..models import defaults
 
@@ -116,8 +116,8 @@ def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
         "lmax": args.lmax, "shell_bvalue": dwi.shell_bvalues()[0], "tau": args.tau, "lambda": args.lambda_,
         "response": {"evals_mm2_per_s": list(response.evals), "s0": response.s0, "n_voxels": response.n_voxels},
     }
-    _write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
-    _write_text(response_path, "# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
+    write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
+    write_text(response_path, "# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
                                + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")
     return [fod_path, json_path, response_path]
 
@@ -139,6 +139,3 @@ def _output(prefix: Path, suffix: str) -> Path:
     return prefix.with_name(prefix.name + suffix)
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
