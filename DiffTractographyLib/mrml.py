@@ -404,12 +404,14 @@ class Setup(NamedTuple):
     exclude: list
 
 
-def setup(inputNode, mask, include, exclude, sh_basis: str, sh_frame: str | None, parameters: dict) -> Setup:
+def setup(inputNode, mask, include, exclude, sh_basis: str, sh_frame: str | None, parameters: dict,
+          field=None) -> Setup:
+    """``Setup`` from the nodes; ``field``: the input's field when the caller has read it already."""
     from .devices import resolve_device
 
     params = tracking_params(inputNode, parameters)
     device = resolve_device(params.device)
-    field = field_from_node(inputNode, sh_basis, sh_frame, device=device)
+    field = field if field is not None else field_from_node(inputNode, sh_basis, sh_frame, device=device)
     stop = region_from_node(mask, params.algorithm, device=device) if mask is not None else None
     return Setup(params, field, stop, regions(include, params.algorithm, device),
                  regions(exclude, params.algorithm, device))

@@ -108,6 +108,7 @@ def envelope_node(scene, inputNode, seedNode, *, repeats: int = 20, method: str 
     draws on the FOD node (``prob``); the bundle is what passes ``include``/``exclude``. Adds the
     visitation-probability volume (share of repeats visiting each voxel, on the input's grid) and
     returns (that node, ``Envelope``: with a ``lesion`` node, the distance percentiles over repeats)."""
+    from ..fields import DWIField
     from .distance import LesionSurface
     from .envelope import envelope
 
@@ -115,11 +116,13 @@ def envelope_node(scene, inputNode, seedNode, *, repeats: int = 20, method: str 
         raise InputError("the wild bootstrap resamples a DWI: choose a diffusion-weighted volume as input")
     if method == "prob":
         parameters.setdefault("algorithm", "prob")
-    prepared = setup(inputNode, mask, include, exclude, sh_basis, None, parameters)
+    dwi = dwi_from_node(inputNode) if method == "wild" else None  # the node's signal is read once
+    prepared = setup(inputNode, mask, include, exclude, sh_basis, None, parameters,
+                     field=None if dwi is None else DWIField.from_dwi(dwi))
     seeds = seeds_from_node(seedNode, voxel_volume=abs(np.linalg.det(prepared.field.affine[:3, :3])),
                             seeds_per_voxel=seeds_per_voxel, seeds_per_point=seeds_per_point, seed_radius=seed_radius,
                             rng_seed=prepared.params.rng_seed)
-    source = dwi_from_node(inputNode) if method == "wild" else prepared.field
+    source = dwi if dwi is not None else prepared.field
     result = envelope(source, seeds, prepared.params, repeats=repeats, method=method, include=prepared.include,
                       exclude=prepared.exclude, lesion=LesionSurface(*mask_from_node(lesion)) if lesion else None,
                       mask=prepared.stop, rng_seed=prepared.params.rng_seed, progress=progress)
