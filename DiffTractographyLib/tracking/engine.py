@@ -240,15 +240,20 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
     lookup = vertex_lookup(vertices)
     basis = sh.basis_matrix(v, field.lmax, field.basis)  # (D, C) float64
-    # detmax's per-cone columns (D, C, K): ~14 MB for 362 vertices at 45 degrees in float64
-    cone_basis = _cone_columns(basis, cone, counts, dtype) if declared.choice == "max" else np.zeros((1, 1, 1), dtype)
+    working = np.ascontiguousarray(basis.T.astype(dtype))
+    # per-cone columns (D, C, K), ~7 MB for 362 vertices at 45 degrees: float32 for detmax's screening
+    draw = declared.choice == "draw"
+    cone_basis = _cone_columns(working.T, cone, counts, dtype if draw else np.float32)
+    voxels = int(np.prod(field.coeffs.shape[:3])) if draw else 1
     return PmfData(
-        f(params.cutoff), f(cos_max), declared.cone_inclusive, declared.choice == "draw", int(params.rng_seed),
-        np.ascontiguousarray(basis.T.astype(dtype)), float(np.linalg.norm(basis, axis=1).max()),
+        f(params.cutoff), f(cos_max), declared.cone_inclusive, draw, int(params.rng_seed), working,
+        np.ascontiguousarray(working.T),
+        float(np.linalg.norm(basis, axis=1).max()), np.abs(working.astype(np.float64)).max(axis=1),
         np.ascontiguousarray(cone_basis), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),
-        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE))
+        RELATIVE_PEAK_THRESHOLD, math.cos(math.pi / 180.0 * MIN_SEPARATION_ANGLE),
+        np.full((voxels, 3), np.nan, np.float32))
 
 
 def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
@@ -299,19 +304,19 @@ class KernelTracker:
             self.method = TensorData(self.dtype(params.cutoff),
                                      self.dtype(mrtrix_cos_threshold(params.max_angle, np.dtype(self.dtype))),
                                      tensor_solver_matrix(field, self.dtype))
-            sizes = (g, 7, g, 1, 18)
+            sizes = (g, 7, g, 1, 18, 1)
         else:
             c = field.coeffs.shape[-1]
             if declared.kernel == "pmf":
                 self.sphere = sphere or default_sphere()
                 self.method = _pmf_data(field, params, self.dtype, self.sphere)
                 d = len(self.sphere.vertices)
-                sizes = (c, d, d, 1, d)
+                sizes = (c, d, d, 1, d, d)
             else:
                 self.method = _sdstream_data(field, params, self.dtype)
                 t = len(self.method.m)
                 n_mpos = self.method.combine.shape[1]
-                sizes = (c, t, t, 3 * t + 2 * (field.lmax + 1) + n_mpos + field.lmax + 1, 1)
+                sizes = (c, t, t, 3 * t + 2 * (field.lmax + 1) + n_mpos + field.lmax + 1, 1, 1)
         self.sizes = np.array(sizes, dtype=np.int64)
         self.volume = _volume(self.volume_data(field), field.affine, declared.rule, self.dtype)
         if mask is not None and not hasattr(mask, "contains"):
@@ -362,6 +367,8 @@ class KernelTracker:
         optimiser's step."""
         self.field = field
         self.volume = _volume(self.volume_data(field), field.affine, self.algorithm.rule, self.dtype)
+        if self.algorithm.kernel == "pmf":  # the per-voxel bounds belong to the old values
+            self.method = self.method._replace(voxel_top=np.full_like(self.method.voxel_top, np.nan))
         self._set_args()
 
     @property

@@ -11,11 +11,13 @@ references.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import namedtuple
 from functools import partial
 
 import numpy as np
 from numba import njit
+from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import register_jitable
 
 from ... import rng
@@ -26,6 +28,10 @@ from ...stopping import Status
 #: counting: these functions only read arrays their caller owns (and views of them), and counting
 #: the arrays of the data tuples at every call would cost more than the arithmetic
 jit = partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
+
+# Numba's IR inliner (``inline="always"``, which keeps the method tuples out of per-step calls) leaves
+# the inlined variables out of the caller's scope and says so in a pedantic warning at compile time
+warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope", category=NumbaIRAssumptionWarning)
 
 CONTINUE = int(Status.CONTINUE)
 OUTSIDE_IMAGE = int(Status.OUTSIDE_IMAGE)
@@ -58,8 +64,8 @@ Regions = namedtuple("Regions", "n_masks mask_data mask_offsets mask_dims mask_r
                                 "mask_to_voxel n_maps map_data map_offsets map_dims map_to_voxel map_threshold")
 
 #: per-row work arrays: ``c`` field samples, ``a``/``b``/``q`` method work space (working
-#: precision), ``d`` float64 work space
-Scratch = namedtuple("Scratch", "c a b q d")
+#: precision), ``d`` float64 and ``w`` float32 work space
+Scratch = namedtuple("Scratch", "c a b q d w")
 
 
 @jit(inline="always")
@@ -104,7 +110,7 @@ def _axis(v, n, mrtrix):
 
 
 @jit(inline="always")
-def _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz):
+def corner_index(corner, i0, i1, j0, j1, k0, k1, ny, nz):
     """Flat index of corner ``corner`` (x inner, then y, z outer: MRtrix3's order)."""
     i = i1 if corner & 1 else i0
     j = j1 if corner & 2 else j0
@@ -161,7 +167,7 @@ def sample(vol, K, px, py, pz, out):
     values = vol.values
     for corner in range(8):
         w = corner_weight(vol, K, corner, fx, fy, fz)
-        row = values[_corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
+        row = values[corner_index(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
         if corner == 0:
             for ch in range(c):
                 out[ch] = w * row[ch]
@@ -202,7 +208,7 @@ def _above_threshold(R, m, px, py, pz):
     for corner in range(8):
         w = ((fx if corner & 1 else 1.0 - fx)
              * ((fz if corner & 4 else 1.0 - fz) * (fy if corner & 2 else 1.0 - fy)))
-        term = w * R.map_data[R.map_offsets[m] + _corner(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
+        term = w * R.map_data[R.map_offsets[m] + corner_index(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
         value = term if corner == 0 else value + term
     return value > R.map_threshold[m]
 

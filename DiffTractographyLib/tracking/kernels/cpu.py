@@ -19,7 +19,7 @@ def track_rows(M, K, vol, R, P, sizes, seeds, starts, seed_ids, peaks, slots, bo
     ``half_starts`` (N, 2, 3). ``sizes``: lengths of the scratch arrays."""
     for r in prange(seeds.shape[0]):
         S = Scratch(np.empty(sizes[0], seeds.dtype), np.empty(sizes[1], seeds.dtype), np.empty(sizes[2], seeds.dtype),
-                    np.empty(sizes[3], seeds.dtype), np.empty(sizes[4], np.float64))
+                    np.empty(sizes[3], seeds.dtype), np.empty(sizes[4], np.float64), np.empty(sizes[5], np.float32))
         begin, end, s1, s2, f = track_row(M, K, S, vol, R, P, seeds[r, 0], seeds[r, 1], seeds[r, 2], starts[r, 0],
                                           starts[r, 1], starts[r, 2], seed_ids[r], peaks[r], slots[r], half_starts[r])
         bounds[r, 0], bounds[r, 1] = begin, end
@@ -31,7 +31,7 @@ def peaks_at_seeds(M, K, vol, sizes, seeds, out, counts):
     """DIPY's start directions at each seed: peak vertices ``out`` (N, MAX_PEAKS) and ``counts`` (N,)."""
     for r in prange(seeds.shape[0]):
         S = Scratch(np.empty(sizes[0], seeds.dtype), np.empty(sizes[1], seeds.dtype), np.empty(sizes[2], seeds.dtype),
-                    np.empty(sizes[3], seeds.dtype), np.empty(sizes[4], np.float64))
+                    np.empty(sizes[3], seeds.dtype), np.empty(sizes[4], np.float64), np.empty(sizes[5], np.float32))
         counts[r] = seed_peaks(M, K, S, vol, seeds[r, 0], seeds[r, 1], seeds[r, 2], out[r])
 
 

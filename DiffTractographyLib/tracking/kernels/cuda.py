@@ -47,9 +47,10 @@ def _compile_without_fma() -> None:
 
 if not SIMULATOR:
     _compile_without_fma()
-#: per-thread local work arrays of each method family (``Scratch`` c, a, b, q, d): the largest
+#: per-thread local work arrays of each method family (``Scratch`` c, a, b, q, d, w): the largest
 #: inputs served (SH up to lmax 12, 512 DWI volumes, spheres of 1024 vertices)
-LIMITS = {"sdstream": (96, 64, 64, 256, 1), "tensordet": (512, 8, 512, 1, 18), "pmf": (96, 1024, 1024, 1, 1024)}
+LIMITS = {"sdstream": (96, 64, 64, 256, 1, 1), "tensordet": (512, 8, 512, 1, 18, 1),
+          "pmf": (96, 1024, 1024, 1, 1024, 1024)}
 #: the backward's float64 work arrays (``replay.Adjoint`` c, a, b, d) for the same inputs
 ADJOINT_LIMITS = {"sdstream": (96, 192, 192, 1), "tensordet": (512, 512, 7, 18), "pmf": (96, 1024, 1024, 1024)}
 
@@ -109,7 +110,7 @@ def _kernels(dtype: str, kind: str):
     from numba import float32, float64
 
     f = float32 if dtype == "float32" else float64
-    nc, na, nb, nq, nd = LIMITS[kind]
+    nc, na, nb, nq, nd, nw = LIMITS[kind]
 
     K = make_consts(np.float32 if dtype == "float32" else np.float64)  # a constant: a type cannot be an argument
 
@@ -120,7 +121,7 @@ def _kernels(dtype: str, kind: str):
             return
         S = Scratch(cuda.local.array(nc, f)[:sizes[0]], cuda.local.array(na, f)[:sizes[1]],
                     cuda.local.array(nb, f)[:sizes[2]], cuda.local.array(nq, f)[:sizes[3]],
-                    cuda.local.array(nd, float64)[:sizes[4]])
+                    cuda.local.array(nd, float64)[:sizes[4]], cuda.local.array(nw, float32)[:sizes[5]])
         s = rows.seeds
         d = rows.starts
         begin, end, s1, s2, fate = track_row(M, K, S, vol, R, P, s[r, 0], s[r, 1], s[r, 2], d[r, 0], d[r, 1], d[r, 2],
@@ -138,7 +139,7 @@ def _kernels(dtype: str, kind: str):
             return
         S = Scratch(cuda.local.array(nc, f)[:sizes[0]], cuda.local.array(na, f)[:sizes[1]],
                     cuda.local.array(nb, f)[:sizes[2]], cuda.local.array(nq, f)[:sizes[3]],
-                    cuda.local.array(nd, float64)[:sizes[4]])
+                    cuda.local.array(nd, float64)[:sizes[4]], cuda.local.array(nw, float32)[:sizes[5]])
         s = io.seeds
         io.counts[r] = seed_peaks(M, K, S, vol, s[r, 0], s[r, 1], s[r, 2], io.out[r])
 
@@ -151,7 +152,7 @@ def _replay_kernel(dtype: str, kind: str):
     from numba import float32, float64
 
     f = float32 if dtype == "float32" else float64
-    nc, na, nb, nq, nd = LIMITS[kind]
+    nc, na, nb, nq, nd, nw = LIMITS[kind]
     ac, aa, ab, ad = ADJOINT_LIMITS[kind]
     K = make_consts(np.float32 if dtype == "float32" else np.float64)
     KB = make_consts(np.float64)
@@ -163,7 +164,7 @@ def _replay_kernel(dtype: str, kind: str):
             return
         S = Scratch(cuda.local.array(nc, f)[:sizes[0]], cuda.local.array(na, f)[:sizes[1]],
                     cuda.local.array(nb, f)[:sizes[2]], cuda.local.array(nq, f)[:sizes[3]],
-                    cuda.local.array(nd, float64)[:sizes[4]])
+                    cuda.local.array(nd, float64)[:sizes[4]], cuda.local.array(nw, float32)[:sizes[5]])
         W = Adjoint(cuda.local.array(ac, float64)[:adjoint_sizes[0]], cuda.local.array(aa, float64)[:adjoint_sizes[1]],
                     cuda.local.array(ab, float64)[:adjoint_sizes[2]], cuda.local.array(ad, float64)[:adjoint_sizes[3]])
         sink = Deposit(io.volume, vol.dims[1], vol.dims[2], cuda.local.array(8, float64),

@@ -27,7 +27,7 @@ from numba.extending import overload
 
 from . import pmf, sdstream, tensordet
 from .common import Scratch, corner_weight, jit, locate
-from .rows import method_next
+from .rows import stage_direction
 
 parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 
@@ -232,15 +232,15 @@ def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, 
             deposit(sink, at, cell)
         else:  # the stages of ``rows.rk4_direction``, recomputed, then their adjoints in reverse
             hk = P.half_step
-            k1x, k1y, k1z = method_next(M, K, S, vol, px, py, pz, dx, dy, dz, False, seed_id, branch, k)[1:]
+            k1x, k1y, k1z = stage_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, k)[1:]
             q2x, q2y, q2z = px + k1x * hk, py + k1y * hk, pz + k1z * hk
-            k2x, k2y, k2z = method_next(M, K, S, vol, q2x, q2y, q2z, dx, dy, dz, False, seed_id, branch, k)[1:]
+            k2x, k2y, k2z = stage_direction(M, K, S, vol, q2x, q2y, q2z, dx, dy, dz, seed_id, branch, k)[1:]
             q3x, q3y, q3z = px + k2x * hk, py + k2y * hk, pz + k2z * hk
-            k3x, k3y, k3z = method_next(M, K, S, vol, q3x, q3y, q3z, dx, dy, dz, False, seed_id, branch, k)[1:]
+            k3x, k3y, k3z = stage_direction(M, K, S, vol, q3x, q3y, q3z, dx, dy, dz, seed_id, branch, k)[1:]
             mx, my, mz = _unit(np.float64(k2x + k3x), np.float64(k2y + k3y), np.float64(k2z + k3z))
             mx, my, mz = K.f(mx), K.f(my), K.f(mz)
             q4x, q4y, q4z = px + k3x * P.step, py + k3y * P.step, pz + k3z * P.step
-            k4x, k4y, k4z = method_next(M, K, S, vol, q4x, q4y, q4z, mx, my, mz, False, seed_id, branch, k)[1:]
+            k4x, k4y, k4z = stage_direction(M, K, S, vol, q4x, q4y, q4z, mx, my, mz, seed_id, branch, k)[1:]
             nx_ = np.float64(k1x) + 2.0 * k2x + 2.0 * k3x + k4x
             ny_ = np.float64(k1y) + 2.0 * k2y + 2.0 * k3y + k4y
             nz_ = np.float64(k1z) + 2.0 * k2z + 2.0 * k3z + k4z
@@ -297,7 +297,8 @@ def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, 
     for t in prange(2 * rows.shape[0]):
         dtype = run.points.dtype
         S = Scratch(np.empty(sizes[0], dtype), np.empty(sizes[1], dtype), np.empty(sizes[2], dtype),
-                    np.empty(sizes[3], dtype), np.empty(sizes[4], np.float64))
+                    np.empty(sizes[3], dtype), np.empty(sizes[4], np.float64),
+                    np.empty(sizes[5], np.float32))
         W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1]), np.empty(adjoint_sizes[2]),
                     np.empty(adjoint_sizes[3]))
         gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])

@@ -91,31 +91,38 @@ def _normalised(K, x, y, z):
 
 
 @jit
+def stage_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
+    """``method_next`` without the curvature test, as a call of its own: RK4's stages (forward and
+    replay) share this one compiled copy of the method rather than inline it at every stage."""
+    return method_next(M, K, S, vol, px, py, pz, dx, dy, dz, False, seed_id, branch, step)
+
+
+@jit
 def rk4_direction(M, K, S, vol, P, px, py, pz, dx, dy, dz, seed_id, branch, step):
     """MRtrix3's ``next_rk4``: four evaluations, their weighted mean, and a final evaluation at the end
     point whose direction must stay within ``max_angle`` of the first."""
-    s1, k1x, k1y, k1z = method_next(M, K, S, vol, px, py, pz, dx, dy, dz, False, seed_id, branch, step)
+    s1, k1x, k1y, k1z = stage_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step)
     if s1 != CONTINUE:
         return s1, k1x, k1y, k1z
     h = P.half_step
-    s2, k2x, k2y, k2z = method_next(M, K, S, vol, px + k1x * h, py + k1y * h, pz + k1z * h, dx, dy, dz, False,
-                                    seed_id, branch, step)
+    s2, k2x, k2y, k2z = stage_direction(M, K, S, vol, px + k1x * h, py + k1y * h, pz + k1z * h, dx, dy, dz,
+                                        seed_id, branch, step)
     if s2 != CONTINUE:
         return s2, k1x, k1y, k1z
-    s3, k3x, k3y, k3z = method_next(M, K, S, vol, px + k2x * h, py + k2y * h, pz + k2z * h, dx, dy, dz, False,
-                                    seed_id, branch, step)
+    s3, k3x, k3y, k3z = stage_direction(M, K, S, vol, px + k2x * h, py + k2y * h, pz + k2z * h, dx, dy, dz,
+                                        seed_id, branch, step)
     if s3 != CONTINUE:
         return s3, k1x, k1y, k1z
     mx, my, mz = _normalised(K, k2x + k3x, k2y + k3y, k2z + k3z)
     s = P.step
-    s4, k4x, k4y, k4z = method_next(M, K, S, vol, px + k3x * s, py + k3y * s, pz + k3z * s, mx, my, mz, False,
-                                    seed_id, branch, step)
+    s4, k4x, k4y, k4z = stage_direction(M, K, S, vol, px + k3x * s, py + k3y * s, pz + k3z * s, mx, my, mz,
+                                        seed_id, branch, step)
     if s4 != CONTINUE:
         return s4, k1x, k1y, k1z
     ux, uy, uz = _normalised(K, k1x + k2x * K.two + k3x * K.two + k4x, k1y + k2y * K.two + k3y * K.two + k4y,
                              k1z + k2z * K.two + k3z * K.two + k4z)
-    s5, ex, ey, ez = method_next(M, K, S, vol, px + ux * s, py + uy * s, pz + uz * s, ux, uy, uz, False,
-                                 seed_id, branch, step)
+    s5, ex, ey, ez = stage_direction(M, K, S, vol, px + ux * s, py + uy * s, pz + uz * s, ux, uy, uz,
+                                     seed_id, branch, step)
     if s5 != CONTINUE:
         return s5, ux, uy, uz
     if (k1x * ex + k1y * ey) + k1z * ez < P.rk4_cos_max:
