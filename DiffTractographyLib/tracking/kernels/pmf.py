@@ -490,6 +490,18 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
     return unique
 
 
+@jit(inline="always")
+def _whole_power(x, n):
+    """x ** n for a whole n >= 1, by squaring."""
+    result = 1.0
+    while n > 0:
+        if n & 1:
+            result *= x
+        x *= x
+        n >>= 1
+    return result
+
+
 @jit
 def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     """The backward of the relaxation ``methods.pmf`` defines for the vertex choice: ``cbar`` (C,) =
@@ -528,25 +540,32 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
             count += 1
     floor = M.cutoff * top  # a step the forward took has no NaN in its pmf
     key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
-    best = -np.inf
+    best = 0.0
     support = 0
-    for k in range(count):  # the support (compacted in place) and its logits
+    for k in range(count):  # the support (compacted in place) and its scores p / -log u (prob) or p
         if not (pmf[k] > 0.0 and pmf[k] >= floor):
             continue
-        d = np.int64(at[k])
-        logit = math.log(pmf[k])
+        score = pmf[k]
         if M.sample:
-            logit -= math.log(-math.log(uniform(key, d)))
-        pmf[support], at[support], y[support] = pmf[k], at[k], logit / M.temperature
-        best = max(best, y[support])
+            score /= -math.log(uniform(key, np.int64(at[k])))
+        pmf[support], at[support], y[support] = pmf[k], at[k], score
+        best = max(best, score)
         support += 1
     for j in range(c.shape[0]):
         cbar[j] = 0.0
     if support == 0:
         return False
+    # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
+    # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
+    inverse = 1.0 / M.temperature
+    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
     total = sx = sy = sz = 0.0
     for k in range(support):
-        y[k] = math.exp(y[k] - best)
+        ratio = y[k] / best
+        if power > 0:
+            y[k] = _whole_power(ratio, power)
+        else:
+            y[k] = math.exp(math.log(ratio) * inverse)
         total += y[k]
     for k in range(support):
         y[k] /= total
