@@ -26,7 +26,6 @@ import numpy as np
 # spinning workers of one starve the other (9x slower CSD on a busy 2-core machine); set before torch loads
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +36,7 @@ from DiffTractographyLib.phantoms import brain_dwi_phantom  # noqa: E402
 from DiffTractographyLib.planning.envelope import envelope  # noqa: E402
 from DiffTractographyLib.seeding import seeds_in_spheres  # noqa: E402
 from DiffTractographyLib.stopping import BinaryMask  # noqa: E402
-from records import commit, save  # noqa: E402
+from records import commit, save, set_threads  # noqa: E402
 
 SHAPE, VOXEL, SNR = (96, 96, 60), 2.0, 20.0
 SEED_CENTRE, SEED_RADIUS = (0.0, 0.0, 20.0), 4.0
@@ -65,10 +64,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     dwi, mask = phantom()
     seeds = seeds_in_spheres([SEED_CENTRE], SEED_RADIUS, args.seeds)
     lesion_voxels = np.zeros(SHAPE, bool)

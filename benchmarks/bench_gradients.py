@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from DiffTractographyLib import SHField, Tracker  # noqa: E402
 from DiffTractographyLib.phantoms import brain_phantom  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
-from records import commit, save  # noqa: E402
+from records import commit, save, set_threads  # noqa: E402
 
 
 def timed(tracker: Tracker, coeffs: torch.Tensor, seeds: np.ndarray, backward: bool,
@@ -62,10 +62,7 @@ def main() -> None:
     ap.add_argument("--torch-oracle", action="store_true", help="also time the torch loop's backward once")
     ap.add_argument("--out")
     args = ap.parse_args()
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     coeffs, mask, affine = brain_phantom((64, 64, 64), 2.5)
     coeffs = coeffs.float()
     pool = seeds_from_mask(mask, affine, 1, rng_seed=0)

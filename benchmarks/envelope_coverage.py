@@ -31,7 +31,6 @@ import numpy as np
 # spinning workers of one starve the other (9x slower CSD on a busy 2-core machine); set before torch loads
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +40,7 @@ from DiffTractographyLib.dwi import DWI  # noqa: E402
 from DiffTractographyLib.phantoms import Bundle, dwi_phantom, fibre_fractions  # noqa: E402
 from DiffTractographyLib.planning.envelope import envelope  # noqa: E402
 from DiffTractographyLib.seeding import seeds_from_mask  # noqa: E402
-from records import commit, save  # noqa: E402
+from records import commit, save, set_threads  # noqa: E402
 
 SHAPE = (26, 14, 14)
 AFFINE = np.array([[2.0, 0, 0, -25], [0, 2, 0, -13], [0, 0, 2, -13], [0, 0, 0, 1]])
@@ -67,10 +66,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     bvals, bvecs = gradients()
     clean = dwi_phantom(SHAPE, AFFINE, [BUNDLE], bvals, bvecs)
     truth = fibre_fractions(SHAPE, AFFINE, [BUNDLE])[0][..., 0]

@@ -38,7 +38,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,7 @@ from DiffTractographyLib.phantoms import Bundle, fod_phantom  # noqa: E402
 from DiffTractographyLib.planning.seeds import optimise_seeds  # noqa: E402
 from DiffTractographyLib.seeding import seeds_in_spheres  # noqa: E402
 from DiffTractographyLib.selection import Sphere, select_streamlines  # noqa: E402
-from records import commit, save  # noqa: E402
+from records import commit, save, set_threads  # noqa: E402
 
 SHAPE = (29, 19, 11)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -122,10 +121,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     f = field()
     tracker = Tracker(f, **TRACKING)
     optimise_seeds(f, uniform_seeds(8, 0), START, TARGET, [AVOID], iterations=1, **TRACKING)  # warm-up: compilation

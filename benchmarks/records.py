@@ -1,4 +1,5 @@
-"""What every benchmark records: the commit it measured and its JSON file in benchmarks/results/."""
+"""What every benchmark records: the commit it measured and its JSON file in benchmarks/results/; and
+the thread count an in-process benchmark runs with."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def set_threads(n: int) -> None:
+    """Run this process's numba kernels (within numba's pool) and torch operations on ``n`` threads."""
+    import numba
+    import torch
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(n)
 
 
 def commit() -> str:
