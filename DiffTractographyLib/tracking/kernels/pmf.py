@@ -310,20 +310,10 @@ def _draw_in_cone(M, K, S, vol, px, py, pz, row, n, seed_id, branch, step):
     between ``cutoff`` times the one and ``cutoff`` times the other, the cone's values (from its own
     columns, each the same sum as ``_sphere``'s) decide the draw exactly as the whole sphere would."""
     values = S.a
-    basis = M.cone_basis[row]
-    width = basis.shape[1]
-    c = S.c
-    for i in range(width):
-        values[i] = K.zero
-    for j in range(c.shape[0]):
-        cj, column = c[j], basis[j]
-        for i in range(width):
-            values[i] += cj * column[i]
-    low = K.zero  # the whole sphere's largest value is at least this (``_sphere`` starts from 0)
-    for i in range(n):
-        if values[i] != values[i]:
-            return -1
-        low = max(low, values[i])
+    basis = M.cone_basis[row]  # the cone's columns, zero-padded: the padding adds nothing to the largest
+    low = _sphere(basis, K, S.c, values[:basis.shape[1]])  # the whole sphere's largest is at least this
+    if not low == low:
+        return -1
     high = _top_bound(M.voxel_top, M.basis, M.basis_max, K, S.d, vol, px, py, pz)
     if not high == high:
         return -1
