@@ -217,12 +217,12 @@ def sdstream_adjoint(field: SHField):
     return SDStreamAdjoint(*terms, field.lmax, sh.Y00, first, rest, inverse, steps, slot_term)
 
 
-def _cone_columns(basis: np.ndarray, cone: np.ndarray, counts: np.ndarray, dtype) -> np.ndarray:
-    """(D, C, K) the basis columns (``basis`` (D, C)) of each cone's vertices, zero-padded to a
-    multiple of 8 (whole vectors; the table's repeated fillers zeroed)."""
+def _cone_columns(rows: np.ndarray, cone: np.ndarray, counts: np.ndarray, dtype) -> np.ndarray:
+    """(D, C, K) each cone's vertices as columns of ``rows`` (D, C) (the basis, or the vertex
+    coordinates), zero-padded to a multiple of 8 (whole vectors; the table's repeated fillers zeroed)."""
     width = -(-cone.shape[1] // 8) * 8
-    out = np.zeros((len(cone), basis.shape[1], width), dtype)
-    columns = basis.T[:, cone].transpose(1, 0, 2)  # (D, C, K)
+    out = np.zeros((len(cone), rows.shape[1], width), dtype)
+    columns = rows.T[:, cone].transpose(1, 0, 2)  # (D, C, K)
     padding = np.arange(cone.shape[1])[None, None, :] >= counts[:, None, None]
     out[:, :, :cone.shape[1]] = np.where(padding, 0.0, columns)
     return out
@@ -268,9 +268,9 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
     lookup = vertex_lookup(vertices)
     return PmfAdjoint(float(params.cutoff), cos_max, declared.cone_inclusive, declared.choice == "draw",
-                      int(params.rng_seed), np.ascontiguousarray(basis.T), np.ascontiguousarray(basis),
-                      vertices, TEMPERATURE, cone, counts, _cone_columns(basis, cone, counts, np.float64),
-                      np.zeros(0, np.int64) if lookup is None else lookup)
+                      int(params.rng_seed), np.ascontiguousarray(basis.T), vertices, np.ascontiguousarray(vertices.T),
+                      TEMPERATURE, cone, _cone_columns(basis, cone, counts, np.float64),
+                      _cone_columns(vertices, cone, counts, np.float64), np.zeros(0, np.int64) if lookup is None else lookup)
 
 
 class KernelTracker:

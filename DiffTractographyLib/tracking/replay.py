@@ -48,7 +48,7 @@ class Replay:
             sizes = (c, c, 7, 18)
         elif family == "pmf":
             self.method = pmf_adjoint(field, params, kernels.sphere)
-            d = len(kernels.sphere.vertices)
+            d = max(len(kernels.sphere.vertices), self.method.cone_basis.shape[2])  # candidates: a cone or all
             sizes = (c, d, d, d)
         else:
             self.method = sdstream_adjoint(field)

@@ -29,12 +29,13 @@ from .common import (CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, corner
 PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis vertex_basis basis_norm basis_max "
                                 "cone_basis vertices cone cone_count lookup rotation voxel_size sphere_vertices edges "
                                 "peak_threshold cos_separation voxel_top")
-#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D) and its rows per vertex
-#: ``vertex_basis`` (D, C), ``vertices`` (D, 3) RAS, the ``temperature`` of the relaxation the
-#: backward pass differentiates (``methods.pmf``), and as ``PmfData`` the cone table, each cone's
-#: basis columns ``cone_basis`` (D, C, K) and the vertex lookup grid of the RAS vertices
-PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertex_basis vertices temperature "
-                                      "cone cone_count cone_basis lookup")
+#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D), ``vertices`` (D, 3) RAS
+#: and as columns ``vertex_columns`` (3, D), the ``temperature`` of the relaxation the backward pass
+#: differentiates (``methods.pmf``), and as ``PmfData`` the cone table, each cone's basis columns
+#: ``cone_basis`` (D, C, K) with its vertices as columns ``cone_vertices`` (D, 3, K) (zero-padded),
+#: and the vertex lookup grid of the RAS vertices
+PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertices vertex_columns "
+                                      "temperature cone cone_basis cone_vertices lookup")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
 MAX_PEAKS = 48
@@ -480,16 +481,106 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
     return unique
 
 
-@jit(inline="always")
-def _whole_power(x, n):
-    """x ** n for a whole n >= 1, by squaring."""
-    result = 1.0
-    while n > 0:
-        if n & 1:
-            result *= x
-        x *= x
-        n >>= 1
-    return result
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"reassoc", "contract"})
+def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, test_cone, cutoff, temperature,
+                 sample, draws, bx, by, bz, pmf, y, cbar):
+    """``sample_vjp`` over the candidate vertices: ``basis`` (C, >= width) their basis columns, (vx, vy,
+    vz) their RAS coordinates (zero columns add nothing), ``draws`` their uniforms (prob); with
+    ``test_cone``, those outside the cone of d are dropped. Vectorised passes over the candidates
+    (sums in any order: float64 rounding stays ~1e-15 of the result); ``pmf``, ``y`` work space."""
+    for i in range(width):
+        pmf[i] = 0.0
+    for j in range(c.shape[0]):
+        cj, column = c[j], basis[j]
+        for i in range(width):
+            pmf[i] += cj * column[i]
+    if test_cone:
+        for i in range(width):
+            cos = abs(dx * vx[i] + dy * vy[i] + dz * vz[i])
+            outside = (cos < cos_max) if inclusive else (cos <= cos_max)
+            pmf[i] = 0.0 if outside else pmf[i]
+    top = 0.0
+    for i in range(width):
+        top = max(top, pmf[i])
+    floor = cutoff * top  # a step the forward took has no NaN in its pmf
+    best = 0.0
+    if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 32 times below the
+        low = 0.0  # largest lower bound p u / (1 - u) weighs < 2 ** -50 and is left out, without its log
+        for i in range(width):
+            p, u = pmf[i], draws[i]
+            admissible = p > 0.0 and p >= floor
+            ratio = p / (1.0 - u)
+            y[i] = ratio if admissible else -1.0
+            low = max(low, ratio * u if admissible else 0.0)
+        low *= 2.0 ** -5
+        for i in range(width):
+            if y[i] > 0.0 and y[i] >= low:
+                y[i] = pmf[i] / -math.log(draws[i])
+                best = max(best, y[i])
+            else:
+                y[i] = 0.0
+    else:
+        for i in range(width):
+            p = pmf[i]
+            y[i] = p if (p > 0.0 and p >= floor) else 0.0
+            best = max(best, y[i])
+    if not best > 0.0:
+        for j in range(c.shape[0]):
+            cbar[j] = 0.0
+        return False
+    # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
+    # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
+    inverse = 1.0 / temperature
+    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
+    scale = 1.0 / best
+    total = 0.0
+    for i in range(width):
+        x = y[i] * scale
+        if power > 0:
+            r = 1.0
+            n = power
+            while n > 0:
+                if n & 1:
+                    r *= x
+                x *= x
+                n >>= 1
+        else:
+            r = math.exp(math.log(x) * inverse) if x > 0.0 else 0.0
+        y[i] = r
+        total += r
+    scale = 1.0 / total
+    sx = sy = sz = 0.0
+    for i in range(width):  # soft = normalize(sum_i y_i s_i v_i), s_i the sign of v_i along d
+        yi = y[i] * scale
+        y[i] = yi
+        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
+        sx += yi * sign * vx[i]
+        sy += yi * sign * vy[i]
+        sz += yi * sign * vz[i]
+    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
+    if norm < 1e-300:
+        for j in range(c.shape[0]):
+            cbar[j] = 0.0
+        return True
+    sx, sy, sz = sx / norm, sy / norm, sz / norm
+    along = bx * sx + by * sy + bz * sz
+    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
+    mean = 0.0
+    for i in range(width):  # y_bar . y, with y_bar_i = s_i v_i . d_bar
+        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
+        mean += y[i] * sign * (gx * vx[i] + gy * vy[i] + gz * vz[i])
+    scale = 1.0 / temperature
+    for i in range(width):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
+        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
+        bar = y[i] * (sign * (gx * vx[i] + gy * vy[i] + gz * vz[i]) - mean) * scale / pmf[i]
+        y[i] = bar if y[i] > 0.0 else 0.0
+    for j in range(c.shape[0]):  # c_bar = basis . pmf_bar
+        column = basis[j]
+        value = 0.0
+        for i in range(width):
+            value += column[i] * y[i]
+        cbar[j] = value
+    return True
 
 
 @jit
@@ -498,89 +589,25 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     u_bar . d soft / dc for soft = normalize(sum_i y_i s_i v_i), y = softmax((log pmf_i + g_i) / T)
     over the relaxation's support (the cone around the previous direction (dx, dy, dz), the pmf at
     least ``cutoff`` times the cone's largest), s_i the sign along that direction, g the Gumbel noise
-    of the step's draw (prob) or 0 (detmax). Only the cone's vertices are evaluated. In float64
-    (``M`` a ``PmfAdjoint``); False when the support is empty."""
-    n = M.vertices.shape[0]
-    pmf, y, at = W.a[:n], W.b[:n], W.d[:n]  # compacted: pmf and vertex (as float64) of each cone vertex
-    count = 0
-    top = 0.0
-    row = looked_up(M, dx, dy, dz, 1e-9)[0]
-    if row >= 0:  # the previous direction is a vertex: its cone's columns, axpys in coefficient order
-        basis = M.cone_basis[row]
-        count = M.cone_count[row]
-        for i in range(basis.shape[1]):
-            pmf[i] = 0.0
-        for j in range(c.shape[0]):
-            cj, column = c[j], basis[j]
-            for i in range(basis.shape[1]):
-                pmf[i] += cj * column[i]
-        for i in range(count):
-            at[i] = M.cone[row, i]
-            top = max(top, pmf[i])
+    of the step's draw (prob) or 0 (detmax). When d is a vertex (to float32 rounding) its cone's
+    columns are the candidates, else every vertex is, tested against the cone. In float64 (``M`` a ``PmfAdjoint``);
+    False when the support is empty."""
+    row = looked_up(M, dx, dy, dz, 1e-6)[0]  # a vertex, also once rounded to float32 (prob's steps)
+    if row >= 0:
+        basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
     else:
-        for d in range(n):  # test every vertex; each value a sum in coefficient order
-            if _outside_cone(M, dx, dy, dz, d):
-                continue
-            vertex_row = M.vertex_basis[d]
-            value = 0.0
-            for j in range(c.shape[0]):
-                value += c[j] * vertex_row[j]
-            pmf[count], at[count] = value, d
-            top = max(top, value)
-            count += 1
-    floor = M.cutoff * top  # a step the forward took has no NaN in its pmf
-    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch) if M.sample else 0
-    best = 0.0
-    support = 0
-    for k in range(count):  # the support (compacted in place) and its scores p / -log u (prob) or p
-        if not (pmf[k] > 0.0 and pmf[k] >= floor):
-            continue
-        score = pmf[k]
-        if M.sample:
-            score /= -math.log(uniform(key, np.int64(at[k])))
-        pmf[support], at[support], y[support] = pmf[k], at[k], score
-        best = max(best, score)
-        support += 1
-    for j in range(c.shape[0]):
-        cbar[j] = 0.0
-    if support == 0:
-        return False
-    # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
-    # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
-    inverse = 1.0 / M.temperature
-    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
-    total = sx = sy = sz = 0.0
-    for k in range(support):
-        ratio = y[k] / best
-        if power > 0:
-            y[k] = _whole_power(ratio, power)
+        basis, vertices, width = M.basis, M.vertex_columns, M.basis.shape[1]
+    draws = W.d
+    if M.sample:
+        key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch)
+        if row >= 0:
+            cone = M.cone[row]
+            for i in range(cone.shape[0]):
+                draws[i] = uniform(key, cone[i])
+            for i in range(cone.shape[0], width):
+                draws[i] = 0.5
         else:
-            y[k] = math.exp(math.log(ratio) * inverse)
-        total += y[k]
-    for k in range(support):
-        y[k] /= total
-        a = M.vertices[np.int64(at[k])]
-        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        sx += y[k] * sign * a[0]
-        sy += y[k] * sign * a[1]
-        sz += y[k] * sign * a[2]
-    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
-    if norm < 1e-300:
-        return True
-    sx, sy, sz = sx / norm, sy / norm, sz / norm
-    along = bx * sx + by * sy + bz * sz
-    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
-    mean = 0.0
-    for k in range(support):  # y_bar . y, with y_bar_k = sign_k v_k . d_bar
-        a = M.vertices[np.int64(at[k])]
-        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        mean += y[k] * sign * (gx * a[0] + gy * a[1] + gz * a[2])
-    for k in range(support):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
-        d = np.int64(at[k])
-        a = M.vertices[d]
-        sign = 1.0 if (dx * a[0] + dy * a[1]) + dz * a[2] > 0.0 else -1.0
-        yd = y[k] * (sign * (gx * a[0] + gy * a[1] + gz * a[2]) - mean) / (M.temperature * pmf[k])
-        vertex_row = M.vertex_basis[d]  # cbar = basis . pmf_bar: axpys over the support's rows
-        for j in range(c.shape[0]):
-            cbar[j] += vertex_row[j] * yd
-    return True
+            for i in range(width):
+                draws[i] = uniform(key, i)
+    return _relaxed_vjp(c, basis, vertices[0], vertices[1], vertices[2], width, dx, dy, dz, M.cos_max, M.inclusive, row < 0,
+                        M.cutoff, M.temperature, M.sample, draws, bx, by, bz, W.a, W.b, cbar)
