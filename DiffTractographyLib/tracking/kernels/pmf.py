@@ -530,24 +530,31 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
         return False
     # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
     # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
+    # (whole passes over the candidates, one per bit of the power: vectorised; ``draws`` is free now)
     inverse = 1.0 / temperature
     power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
     scale = 1.0 / best
+    for i in range(width):
+        y[i] *= scale
+    if power > 0:
+        for i in range(width):
+            draws[i] = 1.0
+        while power > 0:
+            if power & 1:
+                for i in range(width):
+                    draws[i] *= y[i]
+            power >>= 1
+            if power > 0:
+                for i in range(width):
+                    y[i] *= y[i]
+        for i in range(width):
+            y[i] = draws[i]
+    else:
+        for i in range(width):
+            y[i] = math.exp(math.log(y[i]) * inverse) if y[i] > 0.0 else 0.0
     total = 0.0
     for i in range(width):
-        x = y[i] * scale
-        if power > 0:
-            r = 1.0
-            n = power
-            while n > 0:
-                if n & 1:
-                    r *= x
-                x *= x
-                n >>= 1
-        else:
-            r = math.exp(math.log(x) * inverse) if x > 0.0 else 0.0
-        y[i] = r
-        total += r
+        total += y[i]
     scale = 1.0 / total
     sx = sy = sz = 0.0
     for i in range(width):  # soft = normalize(sum_i y_i s_i v_i), s_i the sign of v_i along d
