@@ -95,6 +95,8 @@ class Replay:
         return by_row, out
 
     def _replay_cpu(self, run, grad_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from numba import get_num_threads
+
         from .kernels import replay as kernels_replay
 
         k = self.kernels
@@ -105,6 +107,8 @@ class Replay:
         out = np.zeros(values.shape, dtype=values.dtype)
         seed_grad = grad[run.offsets[:-1] + before].copy()
         method, consts, volume = k.method, k.consts, k.volume
+        ny, nz = int(volume.dims[1]), int(volume.dims[2])
+        threads = get_num_threads()
         done = np.r_[0, np.cumsum(steps)]  # records before each streamline
         size = int(min(done[-1], max(RECORDS, steps.max(initial=0))))
         sink = kernels_replay.Records(np.empty(size, np.int64), np.empty((size, 8)), np.empty((size, values.shape[1])))
@@ -120,29 +124,9 @@ class Replay:
             kernels_replay.replay_rows(method, consts, self.method, self.consts, volume, k.rules, k.sizes, self.sizes,
                                        run, rows, at[:-1], grad, halves, sink)
             seed_grad[rows] += halves.sum(1)
-            self._scatter(sink.cells[:int(at[-1])], sink.weights, sink.cbars, out)
+            kernels_replay.scatter(sink.cells[:int(at[-1])], sink.weights, sink.cbars, ny, nz, threads, out)
             first = int(rows[-1]) + 1
         return seed_grad, out
-
-    def _scatter(self, cells, weights, cbars, out) -> None:
-        """Add the records to ``out``, one parity class of cells at a time (``kernels.replay.scatter``)."""
-        from .kernels.replay import scatter
-
-        nx, ny, nz = (int(d) for d in self.kernels.volume.dims)
-        valid = np.flatnonzero(cells >= 0)
-        if not len(valid):
-            return
-        cell = cells[valid]
-        i, j, k = cell // (ny * nz), (cell // nz) % ny, cell % nz
-        key = ((i & 1) | ((j & 1) << 1) | ((k & 1) << 2)) * (nx * ny * nz) + cell
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        segments = np.r_[0, np.flatnonzero(np.diff(key)) + 1, len(key)]
-        parity = key[segments[:-1]] // (nx * ny * nz)
-        bounds = np.searchsorted(parity, np.arange(9))
-        for p in range(8):
-            if bounds[p + 1] > bounds[p]:
-                scatter(valid[order], segments[bounds[p]:bounds[p + 1] + 1], cells, weights, cbars, ny, nz, out)
 
 
 class _KernelTrack(torch.autograd.Function):

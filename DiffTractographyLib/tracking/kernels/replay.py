@@ -306,22 +306,27 @@ def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, 
 
 
 @parallel_jit
-def scatter(order, segments, cells, weights, cbars, ny, nz, out):
+def scatter(cells, weights, cbars, ny, nz, threads, out):
     """Add every record's ``weights[r, corner] * cbars[r]`` to the rows of ``out`` (X Y Z, C) at its
-    cell's eight corners. ``order`` lists records grouped by cell, ``segments`` the group
-    boundaries; the cells of one call must not share corners (one parity class per call), so the
-    groups run in parallel without conflicts."""
-    for g in prange(segments.shape[0] - 1):
-        cell = cells[order[segments[g]]]
-        i0, j0, k0 = cell // (ny * nz), (cell // nz) % ny, cell % nz
-        for at in range(segments[g], segments[g + 1]):
-            r = order[at]
-            for corner in range(8):
-                w = weights[r, corner]
-                if w == 0.0:
+    cell's eight corners, in record order. Without write conflicts and without sorting: first the
+    records whose cell has an even x index, then the odd ones (a cell's corners span planes x and
+    x + 1, so within one pass cells in different pairs of planes share no row), each thread taking
+    the pairs of planes x // 2 = its number modulo ``threads`` (Numba's thread count)."""
+    for odd in range(2):
+        for t in prange(threads):
+            for r in range(cells.shape[0]):
+                cell = cells[r]
+                if cell < 0:
                     continue
-                row = ((i0 + (corner & 1)) * ny + j0 + ((corner >> 1) & 1)) * nz + k0 + ((corner >> 2) & 1)
-                target = out[row]
+                i0 = cell // (ny * nz)
+                if (i0 & 1) != odd or (i0 >> 1) % threads != t:
+                    continue
+                j0, k0 = (cell // nz) % ny, cell % nz
                 source = cbars[r]
-                for ch in range(out.shape[1]):
-                    target[ch] += w * source[ch]
+                for corner in range(8):
+                    w = weights[r, corner]
+                    if w == 0.0:
+                        continue
+                    target = out[((i0 + (corner & 1)) * ny + j0 + ((corner >> 1) & 1)) * nz + k0 + ((corner >> 2) & 1)]
+                    for ch in range(out.shape[1]):
+                        target[ch] += w * source[ch]
