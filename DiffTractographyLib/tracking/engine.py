@@ -270,7 +270,8 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     return PmfAdjoint(float(params.cutoff), cos_max, declared.cone_inclusive, declared.choice == "draw",
                       int(params.rng_seed), np.ascontiguousarray(basis.T), vertices, np.ascontiguousarray(vertices.T),
                       TEMPERATURE, cone, _cone_columns(basis, cone, counts, np.float64),
-                      _cone_columns(vertices, cone, counts, np.float64), np.zeros(0, np.int64) if lookup is None else lookup)
+                      _cone_columns(vertices, cone, counts, np.float64),
+                      np.zeros(0, np.int64) if lookup is None else lookup)
 
 
 class KernelTracker:

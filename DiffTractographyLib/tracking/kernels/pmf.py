@@ -107,10 +107,15 @@ def looked_up(M, dx, dy, dz, tolerance):
 
 
 @jit(inline="always")
+def _outside(cos, cos_max, inclusive):
+    """Whether |cos| ``cos`` lies outside the cone: below ``cos_max`` (``inclusive``), else at or below."""
+    return (cos < cos_max) if inclusive else (cos <= cos_max)
+
+
+@jit(inline="always")
 def _outside_cone(M, dx, dy, dz, v):
     a = M.vertices[v]
-    cos = abs((dx * a[0] + dy * a[1]) + dz * a[2])
-    return (cos < M.cos_max) if M.inclusive else (cos <= M.cos_max)
+    return _outside(abs((dx * a[0] + dy * a[1]) + dz * a[2]), M.cos_max, M.inclusive)
 
 
 @jit(inline="always")
@@ -496,9 +501,7 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
             pmf[i] += cj * column[i]
     if test_cone:
         for i in range(width):
-            cos = abs(dx * vx[i] + dy * vy[i] + dz * vz[i])
-            outside = (cos < cos_max) if inclusive else (cos <= cos_max)
-            pmf[i] = 0.0 if outside else pmf[i]
+            pmf[i] = 0.0 if _outside(abs(dx * vx[i] + dy * vy[i] + dz * vz[i]), cos_max, inclusive) else pmf[i]
     top = 0.0
     for i in range(width):
         top = max(top, pmf[i])
@@ -530,7 +533,8 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
         return False
     # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
     # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
-    # (whole passes over the candidates, one per bit of the power: vectorised; ``draws`` is free now)
+    # (whole passes over the candidates, one per bit of the power: vectorised; ``draws`` is free now,
+    # and later holds the signs s_i)
     inverse = 1.0 / temperature
     power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
     scale = 1.0 / best
@@ -557,10 +561,12 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
         total += y[i]
     scale = 1.0 / total
     sx = sy = sz = 0.0
+    signs = draws
     for i in range(width):  # soft = normalize(sum_i y_i s_i v_i), s_i the sign of v_i along d
         yi = y[i] * scale
         y[i] = yi
         sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
+        signs[i] = sign
         sx += yi * sign * vx[i]
         sy += yi * sign * vy[i]
         sz += yi * sign * vz[i]
@@ -574,12 +580,10 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
     gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
     mean = 0.0
     for i in range(width):  # y_bar . y, with y_bar_i = s_i v_i . d_bar
-        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
-        mean += y[i] * sign * (gx * vx[i] + gy * vy[i] + gz * vz[i])
+        mean += y[i] * signs[i] * (gx * vx[i] + gy * vy[i] + gz * vz[i])
     scale = 1.0 / temperature
     for i in range(width):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
-        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
-        bar = y[i] * (sign * (gx * vx[i] + gy * vy[i] + gz * vz[i]) - mean) * scale / pmf[i]
+        bar = y[i] * (signs[i] * (gx * vx[i] + gy * vy[i] + gz * vz[i]) - mean) * scale / pmf[i]
         y[i] = bar if y[i] > 0.0 else 0.0
     for j in range(c.shape[0]):  # c_bar = basis . pmf_bar
         column = basis[j]
@@ -597,8 +601,8 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     over the relaxation's support (the cone around the previous direction (dx, dy, dz), the pmf at
     least ``cutoff`` times the cone's largest), s_i the sign along that direction, g the Gumbel noise
     of the step's draw (prob) or 0 (detmax). When d is a vertex (to float32 rounding) its cone's
-    columns are the candidates, else every vertex is, tested against the cone. In float64 (``M`` a ``PmfAdjoint``);
-    False when the support is empty."""
+    columns are the candidates, else every vertex is, tested against the cone. In float64 (``M`` a
+    ``PmfAdjoint``); False when the support is empty."""
     row = looked_up(M, dx, dy, dz, 1e-6)[0]  # a vertex, also once rounded to float32 (prob's steps)
     if row >= 0:
         basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
@@ -616,5 +620,5 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
         else:
             for i in range(width):
                 draws[i] = uniform(key, i)
-    return _relaxed_vjp(c, basis, vertices[0], vertices[1], vertices[2], width, dx, dy, dz, M.cos_max, M.inclusive, row < 0,
-                        M.cutoff, M.temperature, M.sample, draws, bx, by, bz, W.a, W.b, cbar)
+    return _relaxed_vjp(c, basis, vertices[0], vertices[1], vertices[2], width, dx, dy, dz, M.cos_max, M.inclusive,
+                        row < 0, M.cutoff, M.temperature, M.sample, draws, bx, by, bz, W.a, W.b, cbar)
