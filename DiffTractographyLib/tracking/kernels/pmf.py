@@ -14,6 +14,7 @@ from numba import njit
 from ..sphere import LOOKUP_CELLS
 from .common import (CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, corner_index, corner_weight, jit, locate,
                      sample, stream_key, uniform)
+from .dense import column_sums, row_sums
 
 #: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
@@ -43,15 +44,10 @@ MAX_PEAKS = 48
 
 @jit
 def _sphere(basis, K, c, pmf):
-    """The pmf on every vertex (``c @ basis``, ``basis`` (C, D); axpys over the vertices: vectorised, each sum in
-    coefficient order) into ``pmf``; returns its largest value (NaN if any is, at least 0)."""
+    """The pmf on every vertex (``c @ basis``, ``basis`` (C, D); each sum in coefficient order) into
+    ``pmf``; returns its largest value (NaN if any is, at least 0)."""
     n = pmf.shape[0]
-    for d in range(n):
-        pmf[d] = K.zero
-    for j in range(c.shape[0]):
-        cj, row = c[j], basis[j]
-        for d in range(n):
-            pmf[d] += cj * row[d]
+    column_sums(basis, c, n, pmf)
     top = K.zero
     for d in range(n):
         if pmf[d] != pmf[d]:
@@ -184,12 +180,7 @@ def _max_in_cone(M, K, S, row, n):
     values = S.w
     basis = M.cone_basis[row]
     width = basis.shape[1]  # the cone's count padded with zero columns to a multiple of 8: whole vectors
-    for i in range(width):
-        values[i] = np.float32(0.0)
-    for j in range(c.shape[0]):
-        cj, column = np.float32(c[j]), basis[j]
-        for i in range(width):
-            values[i] += cj * column[i]
+    column_sums(basis, c, width, values)  # each coefficient rounded to float32
     top = _largest(values, width)  # the padding's zeros matter not: a largest value <= 0 is refused below
     cut = np.float64(top) - 2.0 * (c.shape[0] + 4) * EPS32 * scale
     best = K.f(-np.inf)
@@ -493,12 +484,7 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
     vz) their RAS coordinates (zero columns add nothing), ``draws`` their uniforms (prob); with
     ``test_cone``, those outside the cone of d are dropped. Vectorised passes over the candidates
     (sums in any order: float64 rounding stays ~1e-15 of the result); ``pmf``, ``y`` work space."""
-    for i in range(width):
-        pmf[i] = 0.0
-    for j in range(c.shape[0]):
-        cj, column = c[j], basis[j]
-        for i in range(width):
-            pmf[i] += cj * column[i]
+    column_sums(basis, c, width, pmf)
     if test_cone:
         for i in range(width):
             pmf[i] = 0.0 if _outside(abs(dx * vx[i] + dy * vy[i] + dz * vz[i]), cos_max, inclusive) else pmf[i]
@@ -585,12 +571,7 @@ def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, te
     for i in range(width):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
         bar = y[i] * (signs[i] * (gx * vx[i] + gy * vy[i] + gz * vz[i]) - mean) * scale / pmf[i]
         y[i] = bar if y[i] > 0.0 else 0.0
-    for j in range(c.shape[0]):  # c_bar = basis . pmf_bar
-        column = basis[j]
-        value = 0.0
-        for i in range(width):
-            value += column[i] * y[i]
-        cbar[j] = value
+    row_sums(basis, y, width, cbar)  # c_bar = basis . pmf_bar
     return True
 
 
