@@ -104,7 +104,7 @@ class Replay:
         lengths, before = run.lengths, run.before
         steps = (lengths - 1) * self.stages
         values = k.volume.values
-        out = np.zeros(values.shape, dtype=values.dtype)
+        out = np.zeros(values.shape, dtype=k.dtype)  # float32 values of a float64 run: float64 sums
         seed_grad = grad[run.offsets[:-1] + before].copy()
         method, consts, volume = k.method, k.consts, k.volume
         ny, nz = int(volume.dims[1]), int(volume.dims[2])
