@@ -172,7 +172,9 @@ def _max_in_cone(M, K, S, row, n):
     Cauchy-Schwarz), so that DIPY's relative threshold passes whatever the other vertices hold;
     else -1. The cone is screened in float32 (vectorised over its contiguous columns); only the
     vertices within twice the rounding bound (C + 4) eps32 sum_j |c_j| max_d |basis_jd| of the
-    float32 maximum are evaluated in the working precision, one of which is the maximum."""
+    float32 maximum can be the maximum. When one vertex alone is, and its float32 value less the
+    bound passes the threshold, it is chosen as it is (most steps); else those vertices are evaluated
+    in the working precision."""
     c = S.c
     scale, largest, squares = _magnitudes(c, M.basis_max)
     if not (scale >= SCREEN_RANGE[0] and scale <= SCREEN_RANGE[1] and largest <= SCREEN_RANGE[1]):
@@ -182,7 +184,19 @@ def _max_in_cone(M, K, S, row, n):
     width = basis.shape[1]  # the cone's count padded with zero columns to a multiple of 8: whole vectors
     column_sums(basis, c, width, values)  # each coefficient rounded to float32
     top = _largest(values, width)  # the padding's zeros matter not: a largest value <= 0 is refused below
-    cut = np.float64(top) - 2.0 * (c.shape[0] + 4) * EPS32 * scale
+    rounding = (c.shape[0] + 4) * EPS32 * scale
+    cut = np.float64(top) - 2.0 * rounding
+    threshold = M.cutoff * (math.sqrt(squares) * M.basis_norm * (1.0 + 1e-4))
+    count = 0
+    only = -1
+    for i in range(n):
+        if values[i] >= cut:
+            count += 1
+            only = i
+    if count == 1:
+        low = np.float64(values[only]) - rounding  # the exact value is at least this
+        if low > 0.0 and low >= threshold:
+            return M.cone[row, only]
     best = K.f(-np.inf)
     chosen = -1
     for i in range(n):
@@ -193,7 +207,7 @@ def _max_in_cone(M, K, S, row, n):
                 best, chosen = value, v
     if not best > K.zero:
         return -1
-    if best >= M.cutoff * (math.sqrt(squares) * M.basis_norm * (1.0 + 1e-4)):
+    if best >= threshold:
         return chosen
     return -1
 
