@@ -98,25 +98,26 @@ def test_types_they_do_not_serve_are_refused_at_compile_time():
         rows(np.zeros((2, 4), np.float32), np.zeros(4), 4, np.zeros(2))
 
 
-def _nvvm_available() -> bool:
+def _cuda_ptx() -> str | None:
+    """PTX for sm_90 of a kernel calling both products, or None where numba-cuda cannot compile to
+    PTX (it needs NVVM and NVRTC: numba-cuda[cu12]; no GPU)."""
     try:
-        from numba.cuda.cudadrv import nvvm
+        from numba import cuda, float32, float64, int64, void
 
-        nvvm.NVVM()
-        return True
+        def kernel(basis, c, width, out, basis64, x, sums):
+            dense.column_sums(basis, c, width, out)
+            dense.row_sums(basis64, x, width, sums)
+
+        return cuda.compile_ptx(kernel, void(float32[:, ::1], float64[::1], int64, float64[::1], float64[:, ::1],
+                                             float64[::1], float64[::1]), cc=(9, 0))[0]
     except Exception:
-        return False
+        return None
 
 
-@pytest.mark.skipif(not _nvvm_available(), reason="NVVM (numba-cuda[cu12]) is not installed")
+PTX = _cuda_ptx()
+
+
+@pytest.mark.skipif(PTX is None, reason="numba-cuda cannot compile to PTX here (numba-cuda[cu12] not installed)")
 def test_the_products_compile_for_cuda_one_column_at_a_time():
-    from numba import cuda, float32, float64, int64, void
-
-    def kernel(basis, c, width, out, basis64, x, sums):
-        dense.column_sums(basis, c, width, out)
-        dense.row_sums(basis64, x, width, sums)
-
-    ptx, _ = cuda.compile_ptx(kernel, void(float32[:, ::1], float64[::1], int64, float64[::1], float64[:, ::1],
-                                           float64[::1], float64[::1]), cc=(9, 0))
-    assert "cvt.f64.f32" in ptx  # float32 columns widened to the float64 sums
-    assert ".v2." not in ptx and ".v4." not in ptx  # no vector loads: each thread its own streamline
+    assert "cvt.f64.f32" in PTX  # float32 columns widened to the float64 sums
+    assert ".v2." not in PTX and ".v4." not in PTX  # no vector loads: each thread its own streamline
