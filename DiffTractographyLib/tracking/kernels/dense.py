@@ -40,6 +40,23 @@ def _pointer(builder, base, index, kind):
     return builder.bitcast(builder.gep(base, [index]), kind.as_pointer())
 
 
+def _served(basis, vector, width, out) -> bool:
+    """Whether the types of a ``(basis, vector, width, out)`` call are ones the products serve: a
+    C-contiguous 2-D float ``basis``, a contiguous 1-D ``vector``, a 1-D float ``out``, an integer."""
+    return (isinstance(basis, types.Array) and basis.ndim == 2 and basis.layout == "C"
+            and isinstance(basis.dtype, types.Float) and isinstance(vector, types.Array) and vector.ndim == 1
+            and vector.layout == "C" and isinstance(out, types.Array) and out.ndim == 1
+            and isinstance(out.dtype, types.Float) and isinstance(width, types.Integer))
+
+
+def _operands(context, builder, signature, args):
+    """(basis, vector, out) array structures and the width as intp of a ``(basis, vector, width, out)`` call."""
+    basis_ty, vector_ty, width_ty, out_ty = signature.args
+    basis, vector, out = (context.make_array(ty)(context, builder, value)
+                          for ty, value in ((basis_ty, args[0]), (vector_ty, args[1]), (out_ty, args[3])))
+    return basis, vector, out, context.cast(builder, args[2], width_ty, types.intp)
+
+
 @intrinsic
 def column_sums(typingctx, basis, c, width, out):
     """``out[i] = sum_j c[j] basis[j, i]`` for i < ``width``, j < len(c): ``basis`` a C-contiguous
@@ -48,19 +65,12 @@ def column_sums(typingctx, basis, c, width, out):
     (what the loop ``out[i] += out.dtype(c[j]) * out.dtype(basis[j, i])`` rounds to). On the CPU, when
     the rows and ``out`` have room for whole vectors past ``width``, ``out`` receives (meaningless)
     sums there too."""
-    if not (isinstance(basis, types.Array) and basis.ndim == 2 and basis.layout == "C"
-            and isinstance(c, types.Array) and c.ndim == 1 and c.layout == "C"
-            and isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C"
-            and isinstance(out.dtype, types.Float) and isinstance(basis.dtype, types.Float)
-            and isinstance(width, types.Integer)):
+    if not (_served(basis, c, width, out) and out.layout == "C"):
         return None
 
     def codegen(context, builder, signature, args):
-        basis_ty, c_ty, width_ty, out_ty = signature.args
-        b = context.make_array(basis_ty)(context, builder, args[0])
-        cs = context.make_array(c_ty)(context, builder, args[1])
-        o = context.make_array(out_ty)(context, builder, args[3])
-        width = context.cast(builder, args[2], width_ty, types.intp)
+        basis_ty, c_ty, _, out_ty = signature.args
+        b, cs, o, width = _operands(context, builder, signature, args)
         element, stored = context.get_value_type(out_ty.dtype), context.get_value_type(basis_ty.dtype)
         align, stored_align = out_ty.dtype.bitwidth // 8, basis_ty.dtype.bitwidth // 8
         convert = out_ty.dtype != basis_ty.dtype
@@ -143,18 +153,12 @@ def row_sums(typingctx, basis, x, width, out):
     """``out[j] = sum_i basis[j, i] x[i]`` for j < len(out), i < ``width``: ``basis`` a C-contiguous
     (>= len(out), >= width) array, ``x`` and ``out`` contiguous of its type. Sums in any order (on
     the CPU lane-wise partial sums then their halves); reads nothing past ``width``."""
-    if not (isinstance(basis, types.Array) and basis.ndim == 2 and basis.layout == "C"
-            and isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype == basis.dtype
-            and isinstance(out, types.Array) and out.ndim == 1 and out.dtype == basis.dtype
-            and isinstance(width, types.Integer)):
+    if not (_served(basis, x, width, out) and x.dtype == basis.dtype and out.dtype == basis.dtype):
         return None
 
     def codegen(context, builder, signature, args):
-        basis_ty, x_ty, width_ty, out_ty = signature.args
-        b = context.make_array(basis_ty)(context, builder, args[0])
-        xs = context.make_array(x_ty)(context, builder, args[1])
-        o = context.make_array(out_ty)(context, builder, args[3])
-        width = context.cast(builder, args[2], width_ty, types.intp)
+        basis_ty = signature.args[0]
+        b, xs, o, width = _operands(context, builder, signature, args)
         element = context.get_value_type(basis_ty.dtype)
         align = basis_ty.dtype.bitwidth // 8
         rows = builder.extract_value(o.shape, 0)
