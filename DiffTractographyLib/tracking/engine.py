@@ -234,7 +234,7 @@ def _cone_columns(rows: np.ndarray, cone: np.ndarray, counts: np.ndarray, dtype)
 
 
 def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
-    from .kernels.pmf import PmfData
+    from .kernels.pmf import BASIS_MAX_FLOOR, PmfData
 
     f = np.dtype(dtype).type
     v = np.asarray(sphere.vertices, dtype=np.float64)
@@ -253,7 +253,8 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
     return PmfData(
         f(params.cutoff), f(cos_max), declared.cone_inclusive, draw, int(params.rng_seed), working,
         np.ascontiguousarray(working.T),
-        float(np.linalg.norm(basis, axis=1).max()), np.abs(working.astype(np.float64)).max(axis=1),
+        float(np.linalg.norm(basis, axis=1).max()),
+        np.maximum(np.abs(working.astype(np.float64)).max(axis=1), BASIS_MAX_FLOOR),
         np.ascontiguousarray(cone_basis), np.ascontiguousarray(vertices),
         cone, counts, np.zeros(0, np.int64) if lookup is None else lookup, rotation,
         voxel_sizes(field.affine).astype(dtype), np.ascontiguousarray(v), np.asarray(sphere.edges, dtype=np.int64),

@@ -78,13 +78,11 @@ def round_half_away(v):
 
 @jit
 def round_half_even(v):
-    """numpy's ``rint`` of a float64 as int64 (halves to even)."""
+    """numpy's ``rint`` of a float64 as int64 (halves to even); branch-free."""
     f = math.floor(v)
-    d = v - f
     r = np.int64(f)
-    if d > 0.5 or (d == 0.5 and r % 2 != 0):
-        r += 1
-    return r
+    d = v - f
+    return r + np.int64((d > 0.5) | ((d == 0.5) & (r & 1 == 1)))
 
 
 @jit(inline="always")

@@ -20,7 +20,7 @@ from .dense import column_sums, row_sums
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
 #: (C, D) SH basis on the vertices and its rows per vertex ``vertex_basis`` (D, C), the largest norm
 #: of a vertex's basis ``basis_norm`` and the largest |basis| of each coefficient ``basis_max`` (C,)
-#: float64; each cone's basis columns
+#: float64, at least ``BASIS_MAX_FLOOR``; each cone's basis columns
 #: ``cone_basis`` (D, C, K) (float32 for detmax's screening, the working precision for prob);
 #: ``vertices`` (D, 3) in RAS; the cone table (D, K) with counts, and the vertex lookup grid (empty:
 #: none) of ``sphere``; ``rotation`` SH frame -> RAS and ``voxel_size`` (DIPY's second-half start);
@@ -123,8 +123,10 @@ def _forwards(M, K, v, dx, dy, dz):
     return ux, uy, uz
 
 
-#: screening in float32 needs coefficient magnitudes in this range (no overflow, no underflow)
+#: screening in float32 needs sum_j |c_j| basis_max_j in this range (no overflow, no underflow)
 SCREEN_RANGE = (1e-30, 1e30)
+#: the least ``basis_max``: a coefficient that passes the screen's range (|c_j| <= 1e30 / 1e-8) is finite in float32
+BASIS_MAX_FLOOR = 1e-8
 #: float32's unit roundoff
 EPS32 = 2.0 ** -24
 
@@ -141,27 +143,38 @@ def _vertex_value(M, K, c, v):
 
 @partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"reassoc"})
 def _magnitudes(c, basis_max):
-    """(sum_j |c_j| ``basis_max`` _j, max_j |c_j|, sum_j c_j^2) in float64, summed in any order
-    (vectorised; bounds need no particular rounding); NaN in, NaN out."""
+    """(sum_j |c_j| ``basis_max`` _j, sum_j c_j^2) in float64, summed in any order (vectorised;
+    bounds need no particular rounding); NaN in, NaN out."""
     scale = 0.0
-    largest = 0.0
     squares = 0.0
     for j in range(c.shape[0]):
         x = np.float64(c[j])
         scale += abs(x) * basis_max[j]
-        largest = max(largest, abs(x))
         squares += x * x
-    return scale, largest, squares
+    return scale, squares
 
 
-@jit
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"nnan"})
 def _largest(values, width):
-    """The largest of ``values[:width]`` (a multiple of 8), eight independent running maxima."""
+    """The largest of ``values[:width]`` (a multiple of 8, none NaN: vectorised)."""
     t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = values[0]
     for i in range(0, width, 8):
         t0, t1, t2, t3 = max(t0, values[i]), max(t1, values[i + 1]), max(t2, values[i + 2]), max(t3, values[i + 3])
         t4, t5, t6, t7 = max(t4, values[i + 4]), max(t5, values[i + 5]), max(t6, values[i + 6]), max(t7, values[i + 7])
     return max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
+
+
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
+def _at_least(values, n, cut):
+    """(how many of ``values[:n]`` are >= ``cut``, the sum of their indices): branch-free, vectorised;
+    with one such value the sum is its index."""
+    count = np.int32(0)
+    index = np.int32(0)
+    for i in range(n):
+        at = np.int32(values[i] >= cut)
+        count += at
+        index += at * np.int32(i)
+    return count, index
 
 
 @jit(inline="always")
@@ -176,8 +189,8 @@ def _max_in_cone(M, K, S, row, n):
     bound passes the threshold, it is chosen as it is (most steps); else those vertices are evaluated
     in the working precision."""
     c = S.c
-    scale, largest, squares = _magnitudes(c, M.basis_max)
-    if not (scale >= SCREEN_RANGE[0] and scale <= SCREEN_RANGE[1] and largest <= SCREEN_RANGE[1]):
+    scale, squares = _magnitudes(c, M.basis_max)  # basis_max >= 1e-8: every |c_j| <= 1e38, finite in float32
+    if not (scale >= SCREEN_RANGE[0] and scale <= SCREEN_RANGE[1]):
         return -1
     values = S.w
     basis = M.cone_basis[row]
@@ -187,12 +200,7 @@ def _max_in_cone(M, K, S, row, n):
     rounding = (c.shape[0] + 4) * EPS32 * scale
     cut = np.float64(top) - 2.0 * rounding
     threshold = M.cutoff * (math.sqrt(squares) * M.basis_norm * (1.0 + 1e-4))
-    count = 0
-    only = -1
-    for i in range(n):
-        if values[i] >= cut:
-            count += 1
-            only = i
+    count, only = _at_least(values, n, cut)
     if count == 1:
         low = np.float64(values[only]) - rounding  # the exact value is at least this
         if low > 0.0 and low >= threshold:
