@@ -48,12 +48,26 @@ def _sphere(basis, K, c, pmf):
     ``pmf``; returns its largest value (NaN if any is, at least 0)."""
     n = pmf.shape[0]
     column_sums(basis, c, n, pmf)
-    top = K.zero
-    for d in range(n):
-        if pmf[d] != pmf[d]:
-            return K.f(np.nan)
-        if pmf[d] > top:
-            top = pmf[d]
+    if _nans(pmf, n) > 0:
+        return K.f(np.nan)
+    return _largest_of(pmf, n, K.zero)
+
+
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
+def _nans(values, n):
+    """How many of ``values[:n]`` are NaN (branch-free, vectorised)."""
+    count = np.int32(0)
+    for i in range(n):
+        count += np.int32(values[i] != values[i])
+    return count
+
+
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"nnan"})
+def _largest_of(values, n, start):
+    """The largest of ``start`` and ``values[:n]`` (none NaN: vectorised)."""
+    top = start
+    for i in range(n):
+        top = max(top, values[i])
     return top
 
 
@@ -295,12 +309,13 @@ def _corner_peaks(M, K, S, vol, px, py, pz):
 
 @jit(inline="always")
 def _undecided(K, values, n, below, above):
-    """Whether a cone value lies between the lowest and the highest possible threshold."""
+    """Whether a cone value lies between the lowest and the highest possible threshold (a branch-free
+    count, vectorised)."""
+    count = np.int32(0)
     for i in range(n):
         value = values[i]
-        if value > K.zero and value >= below and np.float64(value) < above:
-            return True
-    return False
+        count += np.int32((value > K.zero) & (value >= below) & (np.float64(value) < above))
+    return count > 0
 
 
 @partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"reassoc", "nnan"})
