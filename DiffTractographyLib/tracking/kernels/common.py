@@ -155,41 +155,49 @@ def sample(vol, K, px, py, pz, out):
     float64 and cast, products in the working precision, corners summed in MRtrix3's order
     (z outer, y, x inner); ``mrtrix`` rule: strict lower bound, nearest voxel in the support, weights
     under 1e-6 set to 0."""
-    c = out.shape[0]
-    for ch in range(c):
-        out[ch] = K.zero
     inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
     if not inside:
+        for ch in range(out.shape[0]):
+            out[ch] = K.zero
         return False
     ny, nz = vol.dims[1], vol.dims[2]
     values = vol.values
-    for corner in range(8):
-        w = corner_weight(vol, K, corner, fx, fy, fz)
-        row = values[corner_index(corner, i0, i1, j0, j1, k0, k1, ny, nz)]
-        if corner == 0:
-            for ch in range(c):
-                out[ch] = w * row[ch]
-        else:
-            for ch in range(c):
-                out[ch] = out[ch] + w * row[ch]
+    w0, w1 = corner_weight(vol, K, 0, fx, fy, fz), corner_weight(vol, K, 1, fx, fy, fz)
+    w2, w3 = corner_weight(vol, K, 2, fx, fy, fz), corner_weight(vol, K, 3, fx, fy, fz)
+    w4, w5 = corner_weight(vol, K, 4, fx, fy, fz), corner_weight(vol, K, 5, fx, fy, fz)
+    w6, w7 = corner_weight(vol, K, 6, fx, fy, fz), corner_weight(vol, K, 7, fx, fy, fz)
+    r0, r1 = values[(i0 * ny + j0) * nz + k0], values[(i1 * ny + j0) * nz + k0]  # corner_index's order
+    r2, r3 = values[(i0 * ny + j1) * nz + k0], values[(i1 * ny + j1) * nz + k0]
+    r4, r5 = values[(i0 * ny + j0) * nz + k1], values[(i1 * ny + j0) * nz + k1]
+    r6, r7 = values[(i0 * ny + j1) * nz + k1], values[(i1 * ny + j1) * nz + k1]
+    for ch in range(out.shape[0]):  # one pass, the sums in registers, corner by corner as MRtrix3 adds them
+        out[ch] = ((((((w0 * r0[ch] + w1 * r1[ch]) + w2 * r2[ch]) + w3 * r3[ch]) + w4 * r4[ch]) + w5 * r5[ch])
+                   + w6 * r6[ch]) + w7 * r7[ch]
     return True
 
 
 @jit(inline="always")
-def _in_mask(R, m, px, py, pz):
+def _mask_value(R, m, i, j, k):
+    """Mask ``m`` at voxel (i, j, k) of its grid (False outside it)."""
     dims = R.mask_dims[m]
+    if i < 0 or j < 0 or k < 0 or i >= dims[0] or j >= dims[1] or k >= dims[2]:
+        return False
+    return R.mask_data[R.mask_offsets[m] + (i * dims[1] + j) * dims[2] + k]
+
+
+@jit(inline="always")
+def _in_mask(R, m, px, py, pz):
+    # each rule ends in its own lookup: with one shared tail LLVM computes both rules' voxels on every
+    # call (a select instead of a branch), 60 ns instead of 9
     if R.mask_rule[m] == 0:  # MRtrix3: float32 transform of the cropped image, halves away from zero
         a = R.mask_crop[m]
         x, y, z = np.float32(px), np.float32(py), np.float32(pz)
         i = round_half_away(np.float64((a[0, 0] * x + a[0, 1] * y) + a[0, 2] * z + a[0, 3])) + R.mask_origin[m, 0]
         j = round_half_away(np.float64((a[1, 0] * x + a[1, 1] * y) + a[1, 2] * z + a[1, 3])) + R.mask_origin[m, 1]
         k = round_half_away(np.float64((a[2, 0] * x + a[2, 1] * y) + a[2, 2] * z + a[2, 3])) + R.mask_origin[m, 2]
-    else:  # DIPY: float64 voxel coordinates, halves to even
-        vx, vy, vz = to_voxel(R.mask_to_voxel[m], px, py, pz)
-        i, j, k = round_half_even(vx), round_half_even(vy), round_half_even(vz)
-    if i < 0 or j < 0 or k < 0 or i >= dims[0] or j >= dims[1] or k >= dims[2]:
-        return False
-    return R.mask_data[R.mask_offsets[m] + (i * dims[1] + j) * dims[2] + k]
+        return _mask_value(R, m, i, j, k)
+    vx, vy, vz = to_voxel(R.mask_to_voxel[m], px, py, pz)  # DIPY: float64 voxel coordinates, halves to even
+    return _mask_value(R, m, round_half_even(vx), round_half_even(vy), round_half_even(vz))
 
 
 @jit
