@@ -387,7 +387,7 @@ def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, seed_id, branch, step):
     HIGH_CURVATURE when only vertices outside the cone would be, OUTSIDE_IMAGE outside the image.
 
     Stepping from a vertex, the cone's vertices alone usually decide (``_max_in_cone``,
-    ``_draw_in_cone``: 99.99% and ~95% of steps on phantom_cross's FOD); otherwise the whole
+    ``_draw_in_cone``: 99.99% and ~88% of steps on phantom_cross's FOD); otherwise the whole
     sphere is evaluated. Both give the same vertex."""
     inside = sample(vol, K, px, py, pz, S.c)
     row = _cone_row(M.lookup, M.vertices, K, dx, dy, dz)
