@@ -26,7 +26,15 @@ def _dispatchers():
     def rows(basis, x, width, out):
         dense.row_sums(basis, x, width, out)
 
-    return columns, rows
+    @njit(cache=False)
+    def batch_columns(basis, cs, count, width, out):
+        dense.batch_column_sums(basis, cs, count, width, out)
+
+    @njit(cache=False)
+    def batch_rows(basis, xs, count, width, out):
+        dense.batch_row_sums(basis, xs, count, width, out)
+
+    return columns, rows, batch_columns, batch_rows
 
 
 VECTORS, PLAIN = _dispatchers(), _dispatchers()
@@ -53,7 +61,7 @@ def _loop_column_sums(basis, c, width, out):
 
 @pytest.mark.parametrize("stored, summed", TYPES)
 def test_column_sums_round_as_the_loop_does(products, stored, summed):
-    columns, _ = products
+    columns = products[0]
     rng = np.random.default_rng(3)
     for n in COEFFICIENTS:
         for width in WIDTHS:
@@ -69,7 +77,7 @@ def test_column_sums_round_as_the_loop_does(products, stored, summed):
 
 
 def test_column_sums_leave_the_output_past_the_last_vector_alone():
-    columns, _ = VECTORS
+    columns = VECTORS[0]
     basis = np.ones((45, 112), np.float32)
     out = np.full(130, -1.0, np.float32)
     columns(basis, np.ones(45), 100, out)
@@ -78,7 +86,7 @@ def test_column_sums_leave_the_output_past_the_last_vector_alone():
 
 
 def test_row_sums_are_the_matrix_product(products):
-    _, rows = products
+    rows = products[1]
     rng = np.random.default_rng(4)
     for n in COEFFICIENTS:
         for width in WIDTHS:
@@ -90,8 +98,43 @@ def test_row_sums_are_the_matrix_product(products):
             np.testing.assert_allclose(out, basis[:, :width] @ x[:width], rtol=1e-12, atol=1e-12 * width)
 
 
+@pytest.mark.parametrize("stored, summed", TYPES)
+def test_a_batch_of_column_sums_is_each_rows_column_sums_bit_for_bit(products, stored, summed):
+    columns, _, batch_columns, _ = products
+    rng = np.random.default_rng(5)
+    for width in (8, 17, 112, 362):
+        basis = rng.standard_normal((45, width + 16)).astype(stored)
+        cs = rng.standard_normal((dense.BATCH, 45))
+        for count in range(1, dense.BATCH + 1):
+            out = np.full((dense.BATCH, width + 16), np.nan, summed)
+            batch_columns(basis, cs, count, width, out)
+            for k in range(dense.BATCH):
+                if k < count:
+                    alone = np.zeros(width + 16, summed)
+                    columns(basis, cs[k], width, alone)
+                    assert np.array_equal(out[k, :width], alone[:width]), (width, count, k)
+                else:
+                    assert np.isnan(out[k]).all()  # rows past ``count`` untouched
+
+
+def test_a_batch_of_row_sums_is_the_matrix_product(products):
+    _, _, _, batch_rows = products
+    rng = np.random.default_rng(6)
+    for n in COEFFICIENTS:
+        for width in (8, 17, 112, 362):
+            basis = rng.standard_normal((n, width + 3))
+            xs = rng.standard_normal((dense.BATCH, width + 3))
+            xs[:, width:] = np.nan  # never read
+            for count in range(1, dense.BATCH + 1):
+                out = np.full((dense.BATCH, n), np.nan)
+                batch_rows(basis, xs, count, width, out)
+                np.testing.assert_allclose(out[:count], xs[:count, :width] @ basis[:, :width].T, rtol=1e-12,
+                                           atol=1e-12 * width)
+                assert np.isnan(out[count:]).all()
+
+
 def test_types_they_do_not_serve_are_refused_at_compile_time():
-    columns, rows = VECTORS
+    columns, rows = VECTORS[:2]
     with pytest.raises(Exception, match="column_sums"):
         columns(np.zeros((2, 4), np.int64), np.zeros(2), 4, np.zeros(4))
     with pytest.raises(Exception, match="row_sums"):

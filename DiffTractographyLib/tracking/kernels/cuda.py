@@ -170,7 +170,7 @@ def _replay_kernel(dtype: str, kind: str):
         sink = Deposit(io.volume, vol.dims[1], vol.dims[2], cuda.local.array(8, float64),
                        cuda.local.array(ac, float64)[:adjoint_sizes[0]])
         r, half = t // 2, t % 2
-        gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, vol, P, run, r, half, io.points, sink, 0)
+        gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, None, vol, P, run, r, half, io.points, sink, 0)
         io.seed_halves[r, half, 0] = gx
         io.seed_halves[r, half, 1] = gy
         io.seed_halves[r, half, 2] = gz

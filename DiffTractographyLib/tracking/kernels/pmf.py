@@ -13,8 +13,8 @@ from numba import njit
 
 from ..sphere import LOOKUP_CELLS
 from .common import (CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, corner_index, corner_weight, jit, locate,
-                     sample, stream_key, uniform)
-from .dense import column_sums, row_sums
+                     log_positive, sample, stream_key, uniform)
+from .dense import batch_column_sums, batch_row_sums, column_sums, row_sums
 
 #: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
@@ -64,11 +64,16 @@ def _nans(values, n):
 
 @partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"nnan"})
 def _largest_of(values, n, start):
-    """The largest of ``start`` and ``values[:n]`` (none NaN: vectorised)."""
-    top = start
-    for i in range(n):
-        top = max(top, values[i])
-    return top
+    """The largest of ``start`` and ``values[:n]`` (none NaN): eight running maxima side by side, whose
+    comparisons do not wait on each other."""
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = start
+    whole = n - n % 8
+    for i in range(0, whole, 8):
+        t0, t1, t2, t3 = max(t0, values[i]), max(t1, values[i + 1]), max(t2, values[i + 2]), max(t3, values[i + 3])
+        t4, t5, t6, t7 = max(t4, values[i + 4]), max(t5, values[i + 5]), max(t6, values[i + 6]), max(t7, values[i + 7])
+    for i in range(whole, n):
+        t0 = max(t0, values[i])
+    return max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
 
 
 @jit
@@ -168,16 +173,6 @@ def _magnitudes(c, basis_max):
     return scale, squares
 
 
-@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"nnan"})
-def _largest(values, width):
-    """The largest of ``values[:width]`` (a multiple of 8, none NaN: vectorised)."""
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = values[0]
-    for i in range(0, width, 8):
-        t0, t1, t2, t3 = max(t0, values[i]), max(t1, values[i + 1]), max(t2, values[i + 2]), max(t3, values[i + 3])
-        t4, t5, t6, t7 = max(t4, values[i + 4]), max(t5, values[i + 5]), max(t6, values[i + 6]), max(t7, values[i + 7])
-    return max(max(max(t0, t1), max(t2, t3)), max(max(t4, t5), max(t6, t7)))
-
-
 @partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
 def _at_least(values, n, cut):
     """(how many of ``values[:n]`` are >= ``cut``, the sum of their indices): branch-free, vectorised;
@@ -210,7 +205,7 @@ def _max_in_cone(M, K, S, row, n):
     basis = M.cone_basis[row]
     width = basis.shape[1]  # the cone's count padded with zero columns to a multiple of 8: whole vectors
     column_sums(basis, c, width, values)  # each coefficient rounded to float32
-    top = _largest(values, width)  # the padding's zeros matter not: a largest value <= 0 is refused below
+    top = _largest_of(values, width, values[0])  # the padding's zeros matter not: a largest value <= 0 is refused below
     rounding = (c.shape[0] + 4) * EPS32 * scale
     cut = np.float64(top) - 2.0 * rounding
     threshold = M.cutoff * (math.sqrt(squares) * M.basis_norm * (1.0 + 1e-4))
@@ -515,101 +510,112 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
 
 
 @partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False, fastmath={"reassoc", "contract"})
+def _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample, draws, bx, by, bz, y):
+    """The relaxation's backward from the candidates' pmf (those outside the support at most 0):
+    ``y`` receives pmf_bar for the cotangent b of the direction; False (``y`` zero) when the support
+    is empty. Passes over the candidates without branches (vectorised; sums in any order: float64
+    rounding stays ~1e-15 of the result); ``draws`` the candidates' uniforms (prob)."""
+    floor = cutoff * _largest_of(pmf, width, 0.0)  # a step the forward took has no NaN in its pmf
+    if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 32 times below the
+        for i in range(width):  # largest lower bound p u / (1 - u) weighs < 2 ** -50 and is left out
+            p = pmf[i]
+            y[i] = p / (1.0 - draws[i]) if (p > 0.0) & (p >= floor) else -1.0
+        low = 0.0
+        for i in range(width):
+            low = max(low, y[i] * draws[i])
+        low *= 2.0 ** -5
+        for i in range(width):
+            y[i] = pmf[i] / -log_positive(draws[i]) if (y[i] > 0.0) & (y[i] >= low) else 0.0
+    else:
+        for i in range(width):
+            p = pmf[i]
+            y[i] = p if (p > 0.0) & (p >= floor) else 0.0
+    best = _largest_of(y, width, 0.0)
+    if not best > 0.0:
+        for i in range(width):
+            y[i] = 0.0
+        return False
+    # softmax((log p + g) / T) = (score / best) ** (1 / T) / total: by squaring when 1 / T is a whole
+    # number (T = 0.1: ten) below 64, one pass, without a logarithm and an exponential per vertex
+    inverse = 1.0 / temperature
+    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 63.5 else 0
+    scale = 1.0 / best
+    total = 0.0
+    if power > 0:
+        b0, b1, b2 = (power & 1) != 0, (power & 2) != 0, (power & 4) != 0
+        b3, b4, b5 = (power & 8) != 0, (power & 16) != 0, (power & 32) != 0
+        for i in range(width):
+            r = y[i] * scale  # r ** power: a factor r ** (2 ** k) per bit k of the power
+            a = r if b0 else 1.0
+            r *= r
+            a = a * r if b1 else a
+            r *= r
+            a = a * r if b2 else a
+            r *= r
+            a = a * r if b3 else a
+            r *= r
+            a = a * r if b4 else a
+            r *= r
+            a = a * r if b5 else a
+            y[i] = a
+            total += a
+    else:
+        for i in range(width):
+            a = math.exp(math.log(y[i] * scale) * inverse) if y[i] > 0.0 else 0.0
+            y[i] = a
+            total += a
+    sx = sy = sz = 0.0  # sum_i y_i s_i v_i (y not yet divided by its total), s_i the sign of v_i along d
+    for i in range(width):
+        w = y[i] if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -y[i]
+        sx += w * vx[i]
+        sy += w * vy[i]
+        sz += w * vz[i]
+    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
+    if not norm >= 1e-300 * total:
+        for i in range(width):
+            y[i] = 0.0
+        return True
+    along = (bx * sx + by * sy + bz * sz) / norm
+    k = total / norm  # d_bar = (b - (b . soft) soft) / |soft before normalising|
+    gx, gy, gz = (bx - along * sx / norm) * k, (by - along * sy / norm) * k, (bz - along * sz / norm) * k
+    mean = (gx * sx + gy * sy + gz * sz) / total  # y . y_bar: zero but for rounding (d_bar is normal to soft)
+    scale = 1.0 / (total * temperature)
+    for i in range(width):  # softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf), y_bar_i = s_i v_i . d_bar
+        along = gx * vx[i] + gy * vy[i] + gz * vz[i]
+        bar = y[i] * scale * ((along if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -along) - mean) / pmf[i]
+        y[i] = bar if y[i] > 0.0 else 0.0
+    return True
+
+
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
 def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, test_cone, cutoff, temperature,
                  sample, draws, bx, by, bz, pmf, y, cbar):
     """``sample_vjp`` over the candidate vertices: ``basis`` (C, >= width) their basis columns, (vx, vy,
     vz) their RAS coordinates (zero columns add nothing), ``draws`` their uniforms (prob); with
-    ``test_cone``, those outside the cone of d are dropped. Vectorised passes over the candidates
-    (sums in any order: float64 rounding stays ~1e-15 of the result); ``pmf``, ``y`` work space."""
+    ``test_cone``, those outside the cone of d are dropped; ``pmf``, ``y`` work space."""
     column_sums(basis, c, width, pmf)
     if test_cone:
         for i in range(width):
             pmf[i] = 0.0 if _outside(abs(dx * vx[i] + dy * vy[i] + dz * vz[i]), cos_max, inclusive) else pmf[i]
-    top = 0.0
-    for i in range(width):
-        top = max(top, pmf[i])
-    floor = cutoff * top  # a step the forward took has no NaN in its pmf
-    best = 0.0
-    if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 32 times below the
-        low = 0.0  # largest lower bound p u / (1 - u) weighs < 2 ** -50 and is left out, without its log
-        for i in range(width):
-            p, u = pmf[i], draws[i]
-            admissible = p > 0.0 and p >= floor
-            ratio = p / (1.0 - u)
-            y[i] = ratio if admissible else -1.0
-            low = max(low, ratio * u if admissible else 0.0)
-        low *= 2.0 ** -5
-        for i in range(width):
-            if y[i] > 0.0 and y[i] >= low:
-                y[i] = pmf[i] / -math.log(draws[i])
-                best = max(best, y[i])
-            else:
-                y[i] = 0.0
-    else:
-        for i in range(width):
-            p = pmf[i]
-            y[i] = p if (p > 0.0 and p >= floor) else 0.0
-            best = max(best, y[i])
-    if not best > 0.0:
-        for j in range(c.shape[0]):
-            cbar[j] = 0.0
-        return False
-    # softmax((log p + g) / T) = (score / best) ** (1 / T), normalised: by squaring when 1 / T is a
-    # whole number (T = 0.1: ten), without a logarithm and an exponential per vertex
-    # (whole passes over the candidates, one per bit of the power: vectorised; ``draws`` is free now,
-    # and later holds the signs s_i)
-    inverse = 1.0 / temperature
-    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 64.5 else 0
-    scale = 1.0 / best
-    for i in range(width):
-        y[i] *= scale
-    if power > 0:
-        for i in range(width):
-            draws[i] = 1.0
-        while power > 0:
-            if power & 1:
-                for i in range(width):
-                    draws[i] *= y[i]
-            power >>= 1
-            if power > 0:
-                for i in range(width):
-                    y[i] *= y[i]
-        for i in range(width):
-            y[i] = draws[i]
-    else:
-        for i in range(width):
-            y[i] = math.exp(math.log(y[i]) * inverse) if y[i] > 0.0 else 0.0
-    total = 0.0
-    for i in range(width):
-        total += y[i]
-    scale = 1.0 / total
-    sx = sy = sz = 0.0
-    signs = draws
-    for i in range(width):  # soft = normalize(sum_i y_i s_i v_i), s_i the sign of v_i along d
-        yi = y[i] * scale
-        y[i] = yi
-        sign = 1.0 if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -1.0
-        signs[i] = sign
-        sx += yi * sign * vx[i]
-        sy += yi * sign * vy[i]
-        sz += yi * sign * vz[i]
-    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
-    if norm < 1e-300:
-        for j in range(c.shape[0]):
-            cbar[j] = 0.0
-        return True
-    sx, sy, sz = sx / norm, sy / norm, sz / norm
-    along = bx * sx + by * sy + bz * sz
-    gx, gy, gz = (bx - along * sx) / norm, (by - along * sy) / norm, (bz - along * sz) / norm  # d_bar
-    mean = 0.0
-    for i in range(width):  # y_bar . y, with y_bar_i = s_i v_i . d_bar
-        mean += y[i] * signs[i] * (gx * vx[i] + gy * vy[i] + gz * vz[i])
-    scale = 1.0 / temperature
-    for i in range(width):  # the softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf)
-        bar = y[i] * (signs[i] * (gx * vx[i] + gy * vy[i] + gz * vz[i]) - mean) * scale / pmf[i]
-        y[i] = bar if y[i] > 0.0 else 0.0
+    ok = _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample, draws, bx, by, bz, y)
     row_sums(basis, y, width, cbar)  # c_bar = basis . pmf_bar
-    return True
+    return ok
+
+
+@jit
+def _cone_draws(M, seed_id, branch, step, row, width, draws):
+    """prob's uniforms of the step's draw for the columns of cone ``row`` (0.5 in the padding), or
+    for every vertex when ``row`` < 0."""
+    key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch)
+    if row >= 0:
+        cone = M.cone[row]
+        for i in range(cone.shape[0]):
+            draws[i] = uniform(key, cone[i])
+        for i in range(cone.shape[0], width):
+            draws[i] = 0.5
+    else:
+        for i in range(width):
+            draws[i] = uniform(key, i)
 
 
 @jit
@@ -621,22 +627,40 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     of the step's draw (prob) or 0 (detmax). When d is a vertex (to float32 rounding) its cone's
     columns are the candidates, else every vertex is, tested against the cone. In float64 (``M`` a
     ``PmfAdjoint``); False when the support is empty."""
-    row = looked_up(M, dx, dy, dz, 1e-6)[0]  # a vertex, also once rounded to float32 (prob's steps)
+    row = cone_row(M, dx, dy, dz)
     if row >= 0:
         basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
     else:
         basis, vertices, width = M.basis, M.vertex_columns, M.basis.shape[1]
-    draws = W.d
     if M.sample:
-        key = stream_key(M.rng_seed, seed_id, ((step + 1) << 16) + branch)
-        if row >= 0:
-            cone = M.cone[row]
-            for i in range(cone.shape[0]):
-                draws[i] = uniform(key, cone[i])
-            for i in range(cone.shape[0], width):
-                draws[i] = 0.5
-        else:
-            for i in range(width):
-                draws[i] = uniform(key, i)
+        _cone_draws(M, seed_id, branch, step, row, width, W.d)
     return _relaxed_vjp(c, basis, vertices[0], vertices[1], vertices[2], width, dx, dy, dz, M.cos_max, M.inclusive,
-                        row < 0, M.cutoff, M.temperature, M.sample, draws, bx, by, bz, W.a, W.b, cbar)
+                        row < 0, M.cutoff, M.temperature, M.sample, W.d, bx, by, bz, W.a, W.b, cbar)
+
+
+@jit(inline="always")
+def cone_row(M, dx, dy, dz):
+    """The vertex whose cone table serves the backward of a step from direction d (a vertex, also
+    once rounded to float32 as prob's steps are), or -1: every vertex, tested against the cone."""
+    return looked_up(M, dx, dy, dz, 1e-6)[0]
+
+
+@jit
+def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, branch, steps, pmf, y, cbars):
+    """``sample_vjp`` of ``count`` (<= ``dense.BATCH``) steps from the same cone ``row`` (>= 0): their
+    samples ``cs`` (B, C), previous directions and cotangents (B, 3) and step numbers; c_bar into the
+    rows of ``cbars`` (count, C), the cone's columns read once for all (``pmf``, ``y`` (B, D) work
+    space). Returns how many steps have an empty support, their rows of ``steps`` set to -1."""
+    basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
+    batch_column_sums(basis, cs, count, width, pmf)
+    empty = 0
+    for q in range(count):
+        if M.sample:
+            _cone_draws(M, seed_id, branch, steps[q], row, width, W.d)
+        d, b = directions[q], cotangents[q]
+        if not _relaxation(pmf[q], width, vertices[0], vertices[1], vertices[2], d[0], d[1], d[2], M.cutoff,
+                           M.temperature, M.sample, W.d, b[0], b[1], b[2], y[q]):
+            steps[q] = -1
+            empty += 1
+    batch_row_sums(basis, y, count, width, cbars)
+    return empty

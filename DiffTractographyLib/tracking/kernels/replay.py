@@ -11,7 +11,10 @@ values_corner) dw_corner/dp``. RK4 chains through its four stage points and the 
 (the stage directions are recomputed with the forward's arithmetic). Every step records its cell,
 corner weights and c_bar into a sink: on the CPU ``Records`` (per-step rows that ``scatter`` adds to
 the field's gradient without write conflicts), on CUDA ``kernels.cuda``'s sink, which adds each
-step to the gradient at once with atomic additions.
+step to the gradient at once with atomic additions. Where U reads the field at a detached position
+(pmf: dU/dp = 0), every lambda is a suffix sum of dL/dp and the steps' backwards are independent:
+on the CPU, consecutive steps from one cone go to the method's backward together
+(``replay_batched_half``).
 
 Previous directions are the point differences (the forward's step directions to rounding; detmax
 and prob snap them to their vertex), so nothing beyond the points is stored by the forward.
@@ -27,6 +30,7 @@ from numba.extending import overload
 
 from . import pmf, sdstream, tensordet
 from .common import Scratch, corner_weight, jit, locate
+from .dense import BATCH
 from .rows import stage_direction
 
 parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -39,6 +43,10 @@ Run = namedtuple("Run", "points offsets lengths before half_starts seed_ids peak
 #: the CPU's sink: per recorded step its cell (the flat index of its first corner, -1 for none),
 #: corner weights (8,) and c_bar (C,)
 Records = namedtuple("Records", "cells weights cbars")
+#: a group of up to ``dense.BATCH`` steps replayed together (``replay_batched_half``): their samples
+#: (B, C), the method's work (B, D) twice, previous directions and cotangents (B, 3), step numbers
+#: and cells (B,)
+Batch = namedtuple("Batch", "cs pmf y directions cotangents steps cells")
 
 
 # -- where a step's records go -----------------------------------------------------------------------
@@ -95,6 +103,19 @@ def _position_free(M):
     return lambda M: free
 
 
+def batched(M):
+    """Whether consecutive steps of the method share work in the backward: detmax's (pmf without draws;
+    prob's draws change the cone at almost every step)."""
+    return False
+
+
+@overload(batched, jit_options={"cache": True})
+def _batched(M):
+    if M.instance_class is pmf.PmfAdjoint:
+        return lambda M: not M.sample
+    return lambda M: False
+
+
 def previous_direction(M, dx, dy, dz):
     """The previous step direction from a point difference: a vertex for ``pmf`` (snapped to it),
     as it is for the others."""
@@ -126,17 +147,10 @@ def _previous_direction(M, dx, dy, dz):
 
 
 # -- one step -----------------------------------------------------------------------------------------
-@jit
-def step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar,
-             weights):
-    """The backward of U at one point for the cotangent b: records the corner weights (8,) and
-    c_bar (C,); returns the flat index of the point's first corner (-1: nothing to scatter) and the
-    position's cotangent, sum over corners of (c_bar . values_corner) dw_corner/dp (3,)."""
-    inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
-    if not inside:
-        return -1, 0.0, 0.0, 0.0
-    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
-    c = W.c
+@jit(inline="always")
+def _interpolate(vol, K, i0, i1, j0, j1, k0, k1, fx, fy, fz, c, weights):
+    """The sample ``c`` (C,) in float64 from the located cell's corners, their weights into ``weights`` (8,)."""
+    ny, nz = vol.dims[1], vol.dims[2]
     n = c.shape[0]
     for ch in range(n):
         c[ch] = 0.0
@@ -149,6 +163,21 @@ def step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, 
         values = vol.values[(i * ny + j) * nz + k]
         for ch in range(n):
             c[ch] += w * values[ch]
+
+
+@jit
+def step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar,
+             weights):
+    """The backward of U at one point for the cotangent b: records the corner weights (8,) and
+    c_bar (C,); returns the flat index of the point's first corner (-1: nothing to scatter) and the
+    position's cotangent, sum over corners of (c_bar . values_corner) dw_corner/dp (3,)."""
+    inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
+    if not inside:
+        return -1, 0.0, 0.0, 0.0
+    nx, ny, nz = vol.dims[0], vol.dims[1], vol.dims[2]
+    c = W.c
+    n = c.shape[0]
+    _interpolate(vol, K, i0, i1, j0, j1, k0, k1, fx, fy, fz, c, weights)
     if not sample_vjp(MB, KB, W, c, dx, dy, dz, ux, uy, uz, bx, by, bz, seed_id, branch, step, cbar):
         return -1, 0.0, 0.0, 0.0
     gx = gy = gz = 0.0
@@ -195,6 +224,19 @@ def _unit(x, y, z):
     return x / n, y / n, z / n
 
 
+@jit(inline="always")
+def _step_from(MB, K, points, i, sign, k, sx, sy, sz):
+    """The previous direction at step ``k`` of a half (point ``i``): the start direction (sx, sy, sz)
+    at the seed, else the last step's (``previous_direction``)."""
+    if k == 0:
+        return sx, sy, sz
+    back = i - sign
+    ex, ey, ez = _unit(np.float64(points[i, 0]) - points[back, 0], np.float64(points[i, 1]) - points[back, 1],
+                       np.float64(points[i, 2]) - points[back, 2])
+    ex, ey, ez = previous_direction(MB, ex, ey, ez)
+    return K.f(ex), K.f(ey), K.f(ez)
+
+
 # -- one half-streamline ------------------------------------------------------------------------------
 @jit
 def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
@@ -212,14 +254,7 @@ def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, 
     for k in range(n - 1, -1, -1):
         i = start + sign * k
         px, py, pz = points[i, 0], points[i, 1], points[i, 2]
-        if k == 0:
-            dx, dy, dz = sx, sy, sz
-        else:
-            back = i - sign
-            ex, ey, ez = _unit(np.float64(px) - points[back, 0], np.float64(py) - points[back, 1],
-                               np.float64(pz) - points[back, 2])
-            ex, ey, ez = previous_direction(MB, ex, ey, ez)
-            dx, dy, dz = K.f(ex), K.f(ey), K.f(ez)
+        dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
         bx, by, bz = s * lx, s * ly, s * lz
         if not P.rk4:
             nxt = i + sign
@@ -274,10 +309,94 @@ def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, 
     return lx, ly, lz
 
 
+def replay_steps(M, K, S, MB, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                 record):
+    """``replay_half``; with a position-free method (pmf), ``Records`` and a ``Batch`` ``B``,
+    ``replay_batched_half``."""
+
+
+@overload(replay_steps, jit_options={"cache": True})
+def _replay_steps(M, K, S, MB, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                  record):
+    if (MB.instance_class is pmf.PmfAdjoint and isinstance(sink, types.BaseNamedTuple)
+            and sink.instance_class is Records and isinstance(B, types.BaseNamedTuple) and B.instance_class is Batch):
+        def impl(M, K, S, MB, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                 record):
+            if P.rk4 or not batched(MB):
+                return replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id,
+                                   branch, sink, record)
+            return replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id,
+                                       branch, sink, record)
+    else:
+        def impl(M, K, S, MB, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                 record):
+            return replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch,
+                               sink, record)
+    return impl
+
+
 @jit
-def replay_row_half(M, K, S, MB, KB, W, vol, P, run, r, half, grad, sink, record):
+def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy, sz, grad, seed_id, branch, sink,
+                        record):
+    """``replay_half`` of a position-free method (dU/dp = 0: each lambda is the sum of the cotangents
+    of the points after it, so the steps' backwards do not depend on each other): consecutive steps
+    whose previous direction is the same vertex share its cone's columns, and go to
+    ``pmf.batch_sample_vjp`` up to ``dense.BATCH`` at a time, the columns read once for all."""
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    s = np.float64(P.step)
+    last = start + sign * n
+    lx, ly, lz = np.float64(grad[last, 0]), np.float64(grad[last, 1]), np.float64(grad[last, 2])
+    ny, nz = vol.dims[1], vol.dims[2]
+    k = n - 1
+    while k >= 0:
+        first = record + (n - 1 - k)  # steps replay from the last: records in order
+        count = 0
+        row = -1
+        while count < BATCH and k >= 0:
+            i = start + sign * k
+            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
+            r = pmf.cone_row(MB, dx, dy, dz)
+            if r < 0 or (count > 0 and r != row):
+                break
+            row = r
+            inside, i0, i1, j0, j1, k0, k1, fx, fy, fz = locate(vol, K, points[i, 0], points[i, 1], points[i, 2])[:10]
+            c = B.cs[count]
+            if inside:
+                _interpolate(vol, K, i0, i1, j0, j1, k0, k1, fx, fy, fz, c, sink.weights[first + count])
+            else:
+                c[:] = 0.0
+            B.cells[count] = (i0 * ny + j0) * nz + k0 if inside else -1
+            B.directions[count, 0], B.directions[count, 1], B.directions[count, 2] = dx, dy, dz
+            B.cotangents[count, 0], B.cotangents[count, 1], B.cotangents[count, 2] = s * lx, s * ly, s * lz
+            B.steps[count] = k
+            if k > 0:
+                lx, ly, lz = lx + grad[i, 0], ly + grad[i, 1], lz + grad[i, 2]
+            count += 1
+            k -= 1
+        if count == 0:  # a previous direction that is no vertex: this step alone, over every vertex
+            i = start + sign * k
+            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
+            cbar, weights = buffers(sink, first)
+            cell = step_vjp(MB, KB, K, W, vol, points[i, 0], points[i, 1], points[i, 2], dx, dy, dz, dx, dy, dz,
+                            s * lx, s * ly, s * lz, seed_id, branch, k, cbar, weights)[0]  # pmf reads no u
+            deposit(sink, first, cell)
+            if k > 0:
+                lx, ly, lz = lx + grad[i, 0], ly + grad[i, 1], lz + grad[i, 2]
+            k -= 1
+            continue
+        pmf.batch_sample_vjp(MB, W, B.cs, count, row, B.directions, B.cotangents, seed_id, branch, B.steps, B.pmf,
+                             B.y, sink.cbars[first:first + count])
+        for q in range(count):
+            deposit(sink, first + q, B.cells[q] if B.steps[q] >= 0 else -1)
+    return lx, ly, lz
+
+
+@jit
+def replay_row_half(M, K, S, MB, KB, W, B, vol, P, run, r, half, grad, sink, record):
     """The adjoint of half ``half`` (0: the one stored after the seed) of the streamline ``r`` of
-    ``run`` (``Run``); returns its contribution to the seed's cotangent."""
+    ``run`` (``Run``); returns its contribution to the seed's cotangent. ``B``: a ``Batch`` (the CPU)
+    or None."""
     after_first = P.forward_after_seed or P.unidirectional
     start = run.offsets[r] + run.before[r]
     if half == 0:
@@ -285,8 +404,8 @@ def replay_row_half(M, K, S, MB, KB, W, vol, P, run, r, half, grad, sink, record
     else:
         n, sign, kernel_half = run.before[r], -1, 1 if after_first else 0
     hs = run.half_starts[r, half]
-    return replay_half(M, K, S, MB, KB, W, vol, P, run.points, start, sign, n, hs[0], hs[1], hs[2], grad,
-                       run.seed_ids[r], 2 * run.peaks[r] + kernel_half, sink, record)
+    return replay_steps(M, K, S, MB, KB, W, B, vol, P, run.points, start, sign, n, hs[0], hs[1], hs[2], grad,
+                        run.seed_ids[r], 2 * run.peaks[r] + kernel_half, sink, record)
 
 
 @parallel_jit
@@ -301,7 +420,11 @@ def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, 
                     np.empty(sizes[5], np.float32))
         W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1]), np.empty(adjoint_sizes[2]),
                     np.empty(adjoint_sizes[3]))
-        gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])
+        grouped = BATCH if batched(MB) else 0
+        B = Batch(np.empty((grouped, adjoint_sizes[0])), np.empty((grouped, adjoint_sizes[1])),
+                  np.empty((grouped, adjoint_sizes[1])), np.empty((grouped, 3)), np.empty((grouped, 3)),
+                  np.empty(grouped, np.int64), np.empty(grouped, np.int64))
+        gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, B, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])
         seed_grad[t // 2, t % 2, 0], seed_grad[t // 2, t % 2, 1], seed_grad[t // 2, t % 2, 2] = gx, gy, gz
 
 
