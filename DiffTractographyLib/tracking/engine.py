@@ -273,11 +273,8 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     vertices = np.einsum("dj,ij->di", v, field.rotation())
     cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
     lookup = vertex_lookup(vertices)
-    rows = np.zeros((len(v), -(-basis.shape[1] // 8) * 8))  # whole vectors: ``dense.gathered_sums``
-    rows[:, :basis.shape[1]] = basis
     return PmfAdjoint(float(params.cutoff), cos_max, declared.cone_inclusive, declared.choice == "draw",
-                      int(params.rng_seed), np.ascontiguousarray(basis.T), rows, vertices,
-                      np.ascontiguousarray(vertices.T),
+                      int(params.rng_seed), np.ascontiguousarray(basis.T), vertices, np.ascontiguousarray(vertices.T),
                       TEMPERATURE, cone, _cone_columns(basis, cone, counts, np.float64),
                       _cone_columns(vertices, cone, counts, np.float64),
                       np.zeros(0, np.int64) if lookup is None else lookup)

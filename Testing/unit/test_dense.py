@@ -1,6 +1,5 @@
 """The pmf methods' dense products (``kernels.dense``) give what plain loops give: ``column_sums``
-and its batches bit for bit (the forward's choices depend on its rounding), ``gathered_sums`` to
-float64 rounding; with
+bit for bit (the forward's choices depend on its rounding), ``row_sums`` to float64 rounding; with
 whole SIMD vectors on the CPU and with the one-column-at-a-time code other targets (CUDA) compile,
 checked here by compiling that code for the CPU."""
 from __future__ import annotations
@@ -24,14 +23,18 @@ def _dispatchers():
         dense.column_sums(basis, c, width, out)
 
     @njit(cache=False)
+    def rows(basis, x, width, out):
+        dense.row_sums(basis, x, width, out)
+
+    @njit(cache=False)
     def batch_columns(basis, cs, count, width, out):
         dense.batch_column_sums(basis, cs, count, width, out)
 
     @njit(cache=False)
-    def gathered(rows, index, weights, count, out):
-        dense.gathered_sums(rows, index, weights, count, out)
+    def batch_rows(basis, xs, count, width, out):
+        dense.batch_row_sums(basis, xs, count, width, out)
 
-    return columns, batch_columns, gathered
+    return columns, rows, batch_columns, batch_rows
 
 
 VECTORS, PLAIN = _dispatchers(), _dispatchers()
@@ -39,8 +42,7 @@ VECTORS, PLAIN = _dispatchers(), _dispatchers()
 
 @pytest.fixture(params=["vectors", "plain"])
 def products(request, monkeypatch):
-    """(column_sums, batch_column_sums, gathered_sums) compiled as for the CPU, or as for targets
-    without vectors."""
+    """(column_sums, row_sums) compiled as for the CPU, or as for targets without vectors."""
     if request.param == "plain":
         monkeypatch.setattr(dense, "vector_lanes", lambda context, dtype: 1)
         return PLAIN
@@ -83,25 +85,22 @@ def test_column_sums_leave_the_output_past_the_last_vector_alone():
     assert (out[112:] == -1.0).all()  # whole vectors of 16 reach column 112 at most
 
 
-def test_gathered_sums_are_the_listed_rows_weighted(products):
-    gathered = products[2]
+def test_row_sums_are_the_matrix_product(products):
+    rows = products[1]
     rng = np.random.default_rng(4)
     for n in COEFFICIENTS:
-        for padded in (n, -(-n // 8) * 8 + 8):  # rows with and without room for whole vectors
-            rows = rng.standard_normal((362, padded))
-            rows[:, n:] = np.nan  # never read into the output
-            for count in (0, 1, 7, 25, 59, 112):
-                index = rng.integers(0, 362, 128)
-                weights = rng.standard_normal(128)
-                out = np.full(n, np.nan)
-                gathered(rows, index, weights, count, out)
-                expected = weights[:count] @ rows[index[:count], :n]
-                np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12 * max(count, 1))
+        for width in WIDTHS:
+            basis = rng.standard_normal((n, width + 3))
+            x = rng.standard_normal(width + 3)
+            x[width:] = np.nan  # never read
+            out = np.full(n, np.nan)
+            rows(basis, x, width, out)
+            np.testing.assert_allclose(out, basis[:, :width] @ x[:width], rtol=1e-12, atol=1e-12 * width)
 
 
 @pytest.mark.parametrize("stored, summed", TYPES)
 def test_a_batch_of_column_sums_is_each_rows_column_sums_bit_for_bit(products, stored, summed):
-    columns, batch_columns, _ = products
+    columns, _, batch_columns, _ = products
     rng = np.random.default_rng(5)
     for width in (8, 17, 112, 362):
         basis = rng.standard_normal((45, width + 16)).astype(stored)
@@ -118,12 +117,28 @@ def test_a_batch_of_column_sums_is_each_rows_column_sums_bit_for_bit(products, s
                     assert np.isnan(out[k]).all()  # rows past ``count`` untouched
 
 
+def test_a_batch_of_row_sums_is_the_matrix_product(products):
+    _, _, _, batch_rows = products
+    rng = np.random.default_rng(6)
+    for n in COEFFICIENTS:
+        for width in (8, 17, 112, 362):
+            basis = rng.standard_normal((n, width + 3))
+            xs = rng.standard_normal((dense.BATCH, width + 3))
+            xs[:, width:] = np.nan  # never read
+            for count in range(1, dense.BATCH + 1):
+                out = np.full((dense.BATCH, n), np.nan)
+                batch_rows(basis, xs, count, width, out)
+                np.testing.assert_allclose(out[:count], xs[:count, :width] @ basis[:, :width].T, rtol=1e-12,
+                                           atol=1e-12 * width)
+                assert np.isnan(out[count:]).all()
+
+
 def test_types_they_do_not_serve_are_refused_at_compile_time():
-    columns, _, gathered = VECTORS
+    columns, rows = VECTORS[:2]
     with pytest.raises(Exception, match="column_sums"):
         columns(np.zeros((2, 4), np.int64), np.zeros(2), 4, np.zeros(4))
-    with pytest.raises(Exception, match="gathered_sums"):
-        gathered(np.zeros((2, 4), np.float32), np.zeros(4, np.int64), np.zeros(4), 4, np.zeros(2))
+    with pytest.raises(Exception, match="row_sums"):
+        rows(np.zeros((2, 4), np.float32), np.zeros(4), 4, np.zeros(2))
 
 
 def _cuda_ptx() -> str | None:
@@ -132,12 +147,12 @@ def _cuda_ptx() -> str | None:
     try:
         from numba import cuda, float32, float64, int64, void
 
-        def kernel(basis, c, width, out, rows, index, weights, sums):
+        def kernel(basis, c, width, out, basis64, x, sums):
             dense.column_sums(basis, c, width, out)
-            dense.gathered_sums(rows, index, weights, width, sums)
+            dense.row_sums(basis64, x, width, sums)
 
         return cuda.compile_ptx(kernel, void(float32[:, ::1], float64[::1], int64, float64[::1], float64[:, ::1],
-                                             int64[::1], float64[::1], float64[::1]), cc=(9, 0))[0]
+                                             float64[::1], float64[::1]), cc=(9, 0))[0]
     except Exception:
         return None
 

@@ -149,7 +149,7 @@ def _kernels(dtype: str, kind: str):
 @lru_cache(maxsize=None)
 def _replay_kernel(dtype: str, kind: str):
     """The backward kernel of one working precision and method family: one thread per half-streamline."""
-    from numba import float32, float64, int64
+    from numba import float32, float64
 
     f = float32 if dtype == "float32" else float64
     nc, na, nb, nq, nd, nw = LIMITS[kind]
@@ -166,8 +166,7 @@ def _replay_kernel(dtype: str, kind: str):
                     cuda.local.array(nb, f)[:sizes[2]], cuda.local.array(nq, f)[:sizes[3]],
                     cuda.local.array(nd, float64)[:sizes[4]], cuda.local.array(nw, float32)[:sizes[5]])
         W = Adjoint(cuda.local.array(ac, float64)[:adjoint_sizes[0]], cuda.local.array(aa, float64)[:adjoint_sizes[1]],
-                    cuda.local.array(ab, float64)[:adjoint_sizes[2]], cuda.local.array(ad, float64)[:adjoint_sizes[3]],
-                    cuda.local.array(ad, int64)[:adjoint_sizes[3]])
+                    cuda.local.array(ab, float64)[:adjoint_sizes[2]], cuda.local.array(ad, float64)[:adjoint_sizes[3]])
         sink = Deposit(io.volume, vol.dims[1], vol.dims[2], cuda.local.array(8, float64),
                        cuda.local.array(ac, float64)[:adjoint_sizes[0]])
         r, half = t // 2, t % 2

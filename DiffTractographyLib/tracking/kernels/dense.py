@@ -1,20 +1,15 @@
-"""The dense products of the pmf methods: the pmf on a cone's vertices from the coefficients
-(basis columns times coefficients) and, in the backward pass, the coefficients' cotangent from the
-pmf's (a weighted sum of the basis rows of the vertices in the relaxation's support), with their
-accumulators held in vector registers.
+"""The two dense products of the pmf methods, basis columns times coefficients and its transpose,
+with their accumulators held in vector registers.
 
 Written as plain loops, these products keep their running sums in memory (LLVM promotes scalars to
 registers, not the vectors its vectoriser makes later), and each pass over a column waits on the
 previous one's stores: 45 x 112 float32 took ~290 ns, 162 ns here. Here numba's ``intrinsic``
 emits the loops itself: on the CPU, groups of whole SIMD vectors (64 bytes) accumulate in registers;
-on other targets (CUDA), one element at a time. ``column_sums`` (the forward's, whose choices depend
-on its rounding) sums in the order of the loops it replaces on every target; ``batch_column_sums``
-serves up to ``BATCH`` coefficient vectors with one basis, each basis vector loaded once for all
-(the backward's consecutive steps from one cone); ``gathered_sums`` (the backward's) sums in any
-order over only the rows it lists: from the basis rows (D, C) of the whole sphere, small enough to
-stay in L2, where a pass over the cone's columns read 40 KB of float64 per step (float64 45 x 112
-on the brain phantom's steps: ~470 ns detmax, ~600 ns prob; listed rows of the support, ~59 and ~25
-vertices: ~280 and ~220 ns).
+on other targets (CUDA), one column at a time. ``column_sums`` (the forward's, whose choices depend
+on its rounding) sums in the order of the loops it replaces on every target; ``row_sums`` (the
+backward's) sums in any order. Their ``batch_`` forms serve up to ``BATCH`` vectors with one basis:
+each basis vector loaded once feeds every row's sums (the backward's consecutive steps from one
+cone: float64 45 x 112 both ways, 866 ns a step alone, ~640 ns in fours, on this CPU).
 """
 from __future__ import annotations
 
@@ -46,11 +41,22 @@ def _splat(builder, value, vector):
 def _pointer(builder, base, index, kind):
     return builder.bitcast(builder.gep(base, [index]), kind.as_pointer())
 
-#: at most this many rows in one call of ``batch_column_sums``
+#: rows summed side by side by ``row_sums`` on the CPU
+ROWS = 4
+#: at most this many rows in one call of the batched products
 BATCH = 4
-#: ``gathered_sums`` holds rows of at most this many whole vectors in registers (lmax 12: 91
-#: coefficients, 12 vectors of 8 float64)
-MOST_VECTORS = 12
+
+
+def _horizontal_sum(builder, vector):
+    """The sum of a vector's lanes, halves added pairwise."""
+    count = vector.type.count
+    while count > 1:
+        half = count // 2
+        lanes = ir.VectorType(ir.IntType(32), half)
+        low = builder.shuffle_vector(vector, vector, ir.Constant(lanes, list(range(half))))
+        high = builder.shuffle_vector(vector, vector, ir.Constant(lanes, list(range(half, count))))
+        vector, count = builder.fadd(low, high), half
+    return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
 
 
 def _served(basis, vector, width, out, batch: bool = False) -> bool:
@@ -163,6 +169,52 @@ def _emit_column_sums(call: _Call, coefficients, pairs):
         block(column, 1, 1)  # columns left over (on CUDA: every column)
 
 
+def _emit_row_sums(call: _Call, rows, pairs):
+    """``out[j] = sum_i basis[j, i] x[i]`` for each (x, out) data pointer pair, j < ``rows``, i <
+    ``width``: lane-wise partial sums of a few rows at a time, each row read once for all pairs."""
+    context, builder, const, intp = call.context, call.builder, call.const, call.intp
+    basis_ty = call.basis_ty
+    element = context.get_value_type(basis_ty.dtype)
+    align = basis_ty.dtype.bitwidth // 8
+    stride, width = call.stride, call.width
+    lanes = vector_lanes(context, basis_ty.dtype)
+    cpu = lanes > 1
+    vector = ir.VectorType(element, lanes) if cpu else element
+    whole = builder.mul(builder.udiv(width, const(lanes)), const(lanes))
+
+    def block(first, count):
+        """``count`` consecutive rows from ``first``: vector partial sums, then the columns left over."""
+        zero = ir.Constant(vector, [ir.Constant(element, 0.0)] * lanes) if cpu else ir.Constant(element, 0.0)
+        sums = [[cgutils.alloca_once(builder, vector) for _ in range(count)] for _ in pairs]
+        for row in sums:
+            for total in row:
+                builder.store(zero, total)
+        starts = [builder.mul(builder.add(first, const(r)), stride) for r in range(count)]
+        with cgutils.for_range_slice(builder, const(0), whole, const(lanes), intp=intp) as (i, _):
+            values = [builder.load(_pointer(builder, x, i, vector), align=align) for x, _ in pairs]
+            for r, start in enumerate(starts):
+                row = builder.load(_pointer(builder, call.basis, builder.add(start, i), vector), align=align)
+                for value, totals in zip(values, sums):
+                    builder.store(builder.fadd(builder.load(totals[r]), builder.fmul(row, value)), totals[r])
+        for (x, out), totals in zip(pairs, sums):
+            results = [_horizontal_sum(builder, builder.load(t)) if cpu else builder.load(t) for t in totals]
+            scalars = [cgutils.alloca_once_value(builder, r) for r in results]
+            with cgutils.for_range_slice(builder, whole, width, const(1), intp=intp) as (i, _):
+                value = builder.load(builder.gep(x, [i]))
+                for start, total in zip(starts, scalars):
+                    row = builder.load(builder.gep(call.basis, [builder.add(start, i)]))
+                    builder.store(builder.fadd(builder.load(total), builder.fmul(row, value)), total)
+            for r, total in enumerate(scalars):
+                builder.store(builder.load(total), builder.gep(out, [builder.add(first, const(r))]))
+
+    group = (ROWS if len(pairs) <= 2 else ROWS // 2) if cpu else 1  # at most 2 ROWS accumulators in all
+    passes = builder.udiv(rows, const(group))
+    with cgutils.for_range(builder, passes, intp=intp) as loop:
+        block(builder.mul(loop.index, const(group)), group)
+    with cgutils.for_range_slice(builder, builder.mul(passes, const(group)), rows, const(1), intp=intp) as (j, _):
+        block(j, 1)
+
+
 def _batched(call: _Call, count, count_type, emit, length):
     """``emit(call, length, pairs)`` for the first ``count`` (1 ... BATCH) rows of a batch."""
     builder = call.builder
@@ -207,77 +259,32 @@ def batch_column_sums(typingctx, basis, cs, count, width, out):
 
 
 @intrinsic
-def gathered_sums(typingctx, rows, index, weights, count, out):
-    """``out[j] = sum_m weights[m] rows[index[m], j]`` for m < ``count``, j < len(out): ``rows`` a
-    C-contiguous (D, >= len(out)) float array, ``index`` integers, ``weights`` and ``out`` of its type,
-    contiguous. Sums in any order: on the CPU, when the rows have room for whole vectors past
-    len(out) (zero-padded), the output's vectors accumulate in registers, each listed row read once;
-    elsewhere (CUDA) one element at a time."""
-    if not (isinstance(rows, types.Array) and rows.ndim == 2 and rows.layout == "C"
-            and isinstance(rows.dtype, types.Float) and isinstance(index, types.Array) and index.ndim == 1
-            and isinstance(index.dtype, types.Integer) and isinstance(weights, types.Array) and weights.ndim == 1
-            and weights.dtype == rows.dtype and isinstance(out, types.Array) and out.ndim == 1
-            and out.dtype == rows.dtype and isinstance(count, types.Integer)):
+def row_sums(typingctx, basis, x, width, out):
+    """``out[j] = sum_i basis[j, i] x[i]`` for j < len(out), i < ``width``: ``basis`` a C-contiguous
+    (>= len(out), >= width) array, ``x`` and ``out`` contiguous of its type. Sums in any order (on
+    the CPU lane-wise partial sums then their halves); reads nothing past ``width``."""
+    if not (_served(basis, x, width, out) and x.dtype == basis.dtype and out.dtype == basis.dtype):
         return None
 
     def codegen(context, builder, signature, args):
-        rows_ty, index_ty, weights_ty, count_ty, out_ty = signature.args
-        r, ix, w, o = (context.make_array(ty)(context, builder, value) for ty, value in
-                       ((rows_ty, args[0]), (index_ty, args[1]), (weights_ty, args[2]), (out_ty, args[4])))
-        count = context.cast(builder, args[3], count_ty, types.intp)
-        intp = count.type
-        element = context.get_value_type(rows_ty.dtype)
-        align = rows_ty.dtype.bitwidth // 8
-        length = builder.extract_value(o.shape, 0)
-        stride = builder.extract_value(r.shape, 1)
-
-        def const(value):
-            return ir.Constant(intp, value)
-
-        def listed(m):
-            """(first element of the m-th listed row, its weight)."""
-            at = context.cast(builder, builder.load(builder.gep(ix.data, [m])), index_ty.dtype, types.intp)
-            return builder.mul(at, stride), builder.load(builder.gep(w.data, [m]))
-
-        def plain():
-            with cgutils.for_range(builder, length, intp=intp) as column:
-                total = cgutils.alloca_once_value(builder, ir.Constant(element, 0.0))
-                with cgutils.for_range(builder, count, intp=intp) as loop:
-                    start, weight = listed(loop.index)
-                    value = builder.load(builder.gep(r.data, [builder.add(start, column.index)]))
-                    builder.store(builder.fadd(builder.load(total), builder.fmul(weight, value)), total)
-                builder.store(builder.load(total), builder.gep(o.data, [column.index]))
-
-        lanes = vector_lanes(context, rows_ty.dtype)
-        if lanes == 1:
-            plain()
-            return context.get_dummy_value()
-        vector = ir.VectorType(element, lanes)
-        vectors = builder.udiv(builder.add(length, const(lanes - 1)), const(lanes))
-        fits = builder.and_(builder.icmp_signed("<=", builder.mul(vectors, const(lanes)), stride),
-                            builder.icmp_signed("<=", vectors, const(MOST_VECTORS)))
-        with builder.if_else(fits) as (whole, other):
-            with whole:
-                for n in range(1, MOST_VECTORS + 1):
-                    with builder.if_then(builder.icmp_signed("==", vectors, const(n))):
-                        zero = ir.Constant(vector, [ir.Constant(element, 0.0)] * lanes)
-                        sums = [cgutils.alloca_once_value(builder, zero) for _ in range(n)]
-                        with cgutils.for_range(builder, count, intp=intp) as loop:
-                            start, weight = listed(loop.index)
-                            factor = _splat(builder, weight, vector)
-                            for k, total in enumerate(sums):
-                                value = builder.load(_pointer(builder, r.data, builder.add(start, const(k * lanes)),
-                                                              vector), align=align)
-                                builder.store(builder.fadd(builder.load(total), builder.fmul(factor, value)), total)
-                        for k, total in enumerate(sums):
-                            total = builder.load(total)
-                            for lane in range(lanes):
-                                j = const(k * lanes + lane)
-                                with builder.if_then(builder.icmp_signed("<", j, length)):
-                                    builder.store(builder.extract_element(total, ir.Constant(ir.IntType(32), lane)),
-                                                  builder.gep(o.data, [j]))
-            with other:
-                plain()
+        call = _Call(context, builder, signature, args, batch=False)
+        _emit_row_sums(call, call.out_length, call.rows(1))
         return context.get_dummy_value()
 
-    return types.void(rows, index, weights, count, out), codegen
+    return types.void(basis, x, width, out), codegen
+
+
+@intrinsic
+def batch_row_sums(typingctx, basis, xs, count, width, out):
+    """``row_sums`` of the first ``count`` (1 ... ``BATCH``) rows of ``xs`` (B, >= width) into those
+    of ``out`` (B, C): the basis read once for all rows."""
+    if not (_served(basis, xs, width, out, batch=True) and xs.dtype == basis.dtype and out.dtype == basis.dtype
+            and isinstance(count, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        call = _Call(context, builder, signature, args, batch=True)
+        _batched(call, args[2], signature.args[2], _emit_row_sums, call.out_length)
+        return context.get_dummy_value()
+
+    return types.void(basis, xs, count, width, out), codegen

@@ -14,7 +14,7 @@ from numba import njit
 from ..sphere import LOOKUP_CELLS
 from .common import (CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, corner_index, corner_weight, jit, locate,
                      log_positive, sample, stream_key, uniform)
-from .dense import batch_column_sums, column_sums, gathered_sums
+from .dense import batch_column_sums, batch_row_sums, column_sums, row_sums
 
 #: cutoff (relative pmf threshold), cos(max_angle); ``inclusive`` cone |cos| >= cos_max (prob) or >
 #: (detmax); ``sample``: Gumbel-max draw (prob) instead of the maximum; ``rng_seed``; ``basis``
@@ -30,14 +30,13 @@ from .dense import batch_column_sums, column_sums, gathered_sums
 PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis vertex_basis basis_norm basis_max "
                                 "cone_basis vertices cone cone_count lookup rotation voxel_size sphere_vertices edges "
                                 "peak_threshold cos_separation voxel_top")
-#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D) and its rows per vertex
-#: ``vertex_rows`` (D, C zero-padded to whole vectors of 8), ``vertices`` (D, 3) RAS
+#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D), ``vertices`` (D, 3) RAS
 #: and as columns ``vertex_columns`` (3, D), the ``temperature`` of the relaxation the backward pass
 #: differentiates (``methods.pmf``), and as ``PmfData`` the cone table, each cone's basis columns
 #: ``cone_basis`` (D, C, K) with its vertices as columns ``cone_vertices`` (D, 3, K) (zero-padded),
 #: and the vertex lookup grid of the RAS vertices
-PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertex_rows vertices "
-                                      "vertex_columns temperature cone cone_basis cone_vertices lookup")
+PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertices vertex_columns "
+                                      "temperature cone cone_basis cone_vertices lookup")
 
 #: at most this many peaks at a seed: directions 25 degrees apart, antipodes identified, fit ~42
 MAX_PEAKS = 48
@@ -588,23 +587,19 @@ def _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample,
     return True
 
 
-@jit(inline="always")
-def _to_coefficients(M, row, pmf_bar, width, index, weights, cbar):
-    """c_bar (C,) = sum over the support of pmf_bar_i times vertex i's basis row: the support's
-    vertices listed (branch-free) into ``index`` and ``weights``, then their rows summed."""
-    listed = 0
-    if row >= 0:
-        cone = M.cone[row]
-        for i in range(min(width, cone.shape[0])):  # the columns past the table's are padding (pmf_bar 0)
-            index[listed] = cone[i]
-            weights[listed] = pmf_bar[i]
-            listed += pmf_bar[i] != 0.0
-    else:
+@partial(njit, cache=True, nogil=True, error_model="numpy", _nrt=False)
+def _relaxed_vjp(c, basis, vx, vy, vz, width, dx, dy, dz, cos_max, inclusive, test_cone, cutoff, temperature,
+                 sample, draws, bx, by, bz, pmf, y, cbar):
+    """``sample_vjp`` over the candidate vertices: ``basis`` (C, >= width) their basis columns, (vx, vy,
+    vz) their RAS coordinates (zero columns add nothing), ``draws`` their uniforms (prob); with
+    ``test_cone``, those outside the cone of d are dropped; ``pmf``, ``y`` work space."""
+    column_sums(basis, c, width, pmf)
+    if test_cone:
         for i in range(width):
-            index[listed] = i
-            weights[listed] = pmf_bar[i]
-            listed += pmf_bar[i] != 0.0
-    gathered_sums(M.vertex_rows, index, weights, listed, cbar)
+            pmf[i] = 0.0 if _outside(abs(dx * vx[i] + dy * vy[i] + dz * vz[i]), cos_max, inclusive) else pmf[i]
+    ok = _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample, draws, bx, by, bz, y)
+    row_sums(basis, y, width, cbar)  # c_bar = basis . pmf_bar
+    return ok
 
 
 @jit
@@ -639,16 +634,8 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
         basis, vertices, width = M.basis, M.vertex_columns, M.basis.shape[1]
     if M.sample:
         _cone_draws(M, seed_id, branch, step, row, width, W.d)
-    pmf = W.a
-    column_sums(basis, c, width, pmf)
-    if row < 0:  # every vertex: those outside the cone dropped
-        for i in range(width):
-            cos = abs(dx * vertices[0, i] + dy * vertices[1, i] + dz * vertices[2, i])
-            pmf[i] = 0.0 if _outside(cos, M.cos_max, M.inclusive) else pmf[i]
-    ok = _relaxation(pmf, width, vertices[0], vertices[1], vertices[2], dx, dy, dz, M.cutoff, M.temperature,
-                     M.sample, W.d, bx, by, bz, W.b)
-    _to_coefficients(M, row, W.b, width, W.index, pmf, cbar)
-    return ok
+    return _relaxed_vjp(c, basis, vertices[0], vertices[1], vertices[2], width, dx, dy, dz, M.cos_max, M.inclusive,
+                        row < 0, M.cutoff, M.temperature, M.sample, W.d, bx, by, bz, W.a, W.b, cbar)
 
 
 @jit(inline="always")
@@ -659,11 +646,11 @@ def cone_row(M, dx, dy, dz):
 
 
 @jit
-def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, branch, steps, pmf, cbars):
+def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, branch, steps, pmf, y, cbars):
     """``sample_vjp`` of ``count`` (<= ``dense.BATCH``) steps from the same cone ``row`` (>= 0): their
     samples ``cs`` (B, C), previous directions and cotangents (B, 3) and step numbers; c_bar into the
-    rows of ``cbars`` (count, C), the cone's columns read once for all (``pmf`` (B, D) work space).
-    Returns how many steps have an empty support, their rows of ``steps`` set to -1."""
+    rows of ``cbars`` (count, C), the cone's columns read once for all (``pmf``, ``y`` (B, D) work
+    space). Returns how many steps have an empty support, their rows of ``steps`` set to -1."""
     basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
     batch_column_sums(basis, cs, count, width, pmf)
     empty = 0
@@ -672,8 +659,8 @@ def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, bran
             _cone_draws(M, seed_id, branch, steps[q], row, width, W.d)
         d, b = directions[q], cotangents[q]
         if not _relaxation(pmf[q], width, vertices[0], vertices[1], vertices[2], d[0], d[1], d[2], M.cutoff,
-                           M.temperature, M.sample, W.d, b[0], b[1], b[2], W.b):
+                           M.temperature, M.sample, W.d, b[0], b[1], b[2], y[q]):
             steps[q] = -1
             empty += 1
-        _to_coefficients(M, row, W.b, width, W.index, W.a, cbars[q])
+    batch_row_sums(basis, y, count, width, cbars)
     return empty

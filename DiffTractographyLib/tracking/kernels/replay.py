@@ -35,9 +35,8 @@ from .rows import stage_direction
 
 parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 
-#: work arrays of the backward: the sample ``c`` (C,), method work ``a``, ``b``, ``d`` (float64) and
-#: ``index`` (int64, as long as ``d``)
-Adjoint = namedtuple("Adjoint", "c a b d index")
+#: float64 work arrays of the backward: the sample ``c`` (C,), method work ``a``, ``b``, ``d``
+Adjoint = namedtuple("Adjoint", "c a b d")
 #: the recorded run: points (P, 3), per streamline offsets (S + 1,), lengths, points before the
 #: seed, each half's start direction (S, 2, 3), seed ids and peak numbers
 Run = namedtuple("Run", "points offsets lengths before half_starts seed_ids peaks")
@@ -45,9 +44,9 @@ Run = namedtuple("Run", "points offsets lengths before half_starts seed_ids peak
 #: corner weights (8,) and c_bar (C,)
 Records = namedtuple("Records", "cells weights cbars")
 #: a group of up to ``dense.BATCH`` steps replayed together (``replay_batched_half``): their samples
-#: (B, C), the method's work (B, D), previous directions and cotangents (B, 3), step numbers and
-#: cells (B,)
-Batch = namedtuple("Batch", "cs pmf directions cotangents steps cells")
+#: (B, C), the method's work (B, D) twice, previous directions and cotangents (B, 3), step numbers
+#: and cells (B,)
+Batch = namedtuple("Batch", "cs pmf y directions cotangents steps cells")
 
 
 # -- where a step's records go -----------------------------------------------------------------------
@@ -387,7 +386,7 @@ def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy,
             k -= 1
             continue
         pmf.batch_sample_vjp(MB, W, B.cs, count, row, B.directions, B.cotangents, seed_id, branch, B.steps, B.pmf,
-                             sink.cbars[first:first + count])
+                             B.y, sink.cbars[first:first + count])
         for q in range(count):
             deposit(sink, first + q, B.cells[q] if B.steps[q] >= 0 else -1)
     return lx, ly, lz
@@ -420,10 +419,11 @@ def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, 
                     np.empty(sizes[3], dtype), np.empty(sizes[4], np.float64),
                     np.empty(sizes[5], np.float32))
         W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1]), np.empty(adjoint_sizes[2]),
-                    np.empty(adjoint_sizes[3]), np.empty(adjoint_sizes[3], np.int64))
+                    np.empty(adjoint_sizes[3]))
         grouped = BATCH if batched(MB) else 0
-        B = Batch(np.empty((grouped, adjoint_sizes[0])), np.empty((grouped, adjoint_sizes[1])), np.empty((grouped, 3)),
-                  np.empty((grouped, 3)), np.empty(grouped, np.int64), np.empty(grouped, np.int64))
+        B = Batch(np.empty((grouped, adjoint_sizes[0])), np.empty((grouped, adjoint_sizes[1])),
+                  np.empty((grouped, adjoint_sizes[1])), np.empty((grouped, 3)), np.empty((grouped, 3)),
+                  np.empty(grouped, np.int64), np.empty(grouped, np.int64))
         gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, B, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])
         seed_grad[t // 2, t % 2, 0], seed_grad[t // 2, t % 2, 1], seed_grad[t // 2, t % 2, 2] = gx, gy, gz
 
