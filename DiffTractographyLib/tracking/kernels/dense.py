@@ -105,8 +105,8 @@ class _Call:
         return pairs
 
 
-def _emit_column_sums(call: _Call, coefficients, pairs):
-    """``out[i] = sum_j c[j] basis[j, i]`` for each (c, out) data pointer pair, j < ``coefficients``:
+def _emit_column_sums(call: _Call, pairs):
+    """``out[i] = sum_j c[j] basis[j, i]`` for each (c, out) data pointer pair, j < len(c):
     groups of whole SIMD vectors accumulated in registers, each column read once for all pairs."""
     context, builder, const, intp = call.context, call.builder, call.const, call.intp
     basis_ty, out_ty = call.basis_ty, call.out_ty
@@ -114,7 +114,7 @@ def _emit_column_sums(call: _Call, coefficients, pairs):
     align, stored_align = out_ty.dtype.bitwidth // 8, basis_ty.dtype.bitwidth // 8
     convert = out_ty.dtype != basis_ty.dtype
     c_type = call.vector_ty.dtype
-    stride, width = call.stride, call.width
+    stride, width, coefficients = call.stride, call.width, call.vector_length
 
     def block(start, count, lanes):
         """One pass over the coefficients for ``count`` consecutive groups of ``lanes`` columns
@@ -169,14 +169,14 @@ def _emit_column_sums(call: _Call, coefficients, pairs):
         block(column, 1, 1)  # columns left over (on CUDA: every column)
 
 
-def _emit_row_sums(call: _Call, rows, pairs):
-    """``out[j] = sum_i basis[j, i] x[i]`` for each (x, out) data pointer pair, j < ``rows``, i <
+def _emit_row_sums(call: _Call, pairs):
+    """``out[j] = sum_i basis[j, i] x[i]`` for each (x, out) data pointer pair, j < len(out), i <
     ``width``: lane-wise partial sums of a few rows at a time, each row read once for all pairs."""
     context, builder, const, intp = call.context, call.builder, call.const, call.intp
     basis_ty = call.basis_ty
     element = context.get_value_type(basis_ty.dtype)
     align = basis_ty.dtype.bitwidth // 8
-    stride, width = call.stride, call.width
+    stride, width, rows = call.stride, call.width, call.out_length
     lanes = vector_lanes(context, basis_ty.dtype)
     cpu = lanes > 1
     vector = ir.VectorType(element, lanes) if cpu else element
@@ -215,13 +215,21 @@ def _emit_row_sums(call: _Call, rows, pairs):
         block(j, 1)
 
 
-def _batched(call: _Call, count, count_type, emit, length):
-    """``emit(call, length, pairs)`` for the first ``count`` (1 ... BATCH) rows of a batch."""
-    builder = call.builder
-    count = call.context.cast(builder, count, count_type, types.intp)
-    for n in range(1, BATCH + 1):
-        with builder.if_then(builder.icmp_signed("==", count, call.const(n))):
-            emit(call, length, call.rows(n))
+def _codegen(emit, batch: bool):
+    """The codegen of a product whose loops ``emit(call, pairs)`` writes: for one vector, or (``batch``)
+    for the first ``count`` (1 ... ``BATCH``) rows of a batch, a specialisation per count."""
+    def codegen(context, builder, signature, args):
+        call = _Call(context, builder, signature, args, batch)
+        if batch:
+            count = context.cast(builder, args[2], signature.args[2], types.intp)
+            for n in range(1, BATCH + 1):
+                with builder.if_then(builder.icmp_signed("==", count, call.const(n))):
+                    emit(call, call.rows(n))
+        else:
+            emit(call, call.rows(1))
+        return context.get_dummy_value()
+
+    return codegen
 
 
 @intrinsic
@@ -235,12 +243,7 @@ def column_sums(typingctx, basis, c, width, out):
     if not (_served(basis, c, width, out) and out.layout == "C"):
         return None
 
-    def codegen(context, builder, signature, args):
-        call = _Call(context, builder, signature, args, batch=False)
-        _emit_column_sums(call, call.vector_length, call.rows(1))
-        return context.get_dummy_value()
-
-    return types.void(basis, c, width, out), codegen
+    return types.void(basis, c, width, out), _codegen(_emit_column_sums, batch=False)
 
 
 @intrinsic
@@ -250,12 +253,7 @@ def batch_column_sums(typingctx, basis, cs, count, width, out):
     if not (_served(basis, cs, width, out, batch=True) and isinstance(count, types.Integer)):
         return None
 
-    def codegen(context, builder, signature, args):
-        call = _Call(context, builder, signature, args, batch=True)
-        _batched(call, args[2], signature.args[2], _emit_column_sums, call.vector_length)
-        return context.get_dummy_value()
-
-    return types.void(basis, cs, count, width, out), codegen
+    return types.void(basis, cs, count, width, out), _codegen(_emit_column_sums, batch=True)
 
 
 @intrinsic
@@ -266,12 +264,7 @@ def row_sums(typingctx, basis, x, width, out):
     if not (_served(basis, x, width, out) and x.dtype == basis.dtype and out.dtype == basis.dtype):
         return None
 
-    def codegen(context, builder, signature, args):
-        call = _Call(context, builder, signature, args, batch=False)
-        _emit_row_sums(call, call.out_length, call.rows(1))
-        return context.get_dummy_value()
-
-    return types.void(basis, x, width, out), codegen
+    return types.void(basis, x, width, out), _codegen(_emit_row_sums, batch=False)
 
 
 @intrinsic
@@ -282,9 +275,4 @@ def batch_row_sums(typingctx, basis, xs, count, width, out):
             and isinstance(count, types.Integer)):
         return None
 
-    def codegen(context, builder, signature, args):
-        call = _Call(context, builder, signature, args, batch=True)
-        _batched(call, args[2], signature.args[2], _emit_row_sums, call.out_length)
-        return context.get_dummy_value()
-
-    return types.void(basis, xs, count, width, out), codegen
+    return types.void(basis, xs, count, width, out), _codegen(_emit_row_sums, batch=True)

@@ -650,10 +650,9 @@ def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, bran
     """``sample_vjp`` of ``count`` (<= ``dense.BATCH``) steps from the same cone ``row`` (>= 0): their
     samples ``cs`` (B, C), previous directions and cotangents (B, 3) and step numbers; c_bar into the
     rows of ``cbars`` (count, C), the cone's columns read once for all (``pmf``, ``y`` (B, D) work
-    space). Returns how many steps have an empty support, their rows of ``steps`` set to -1."""
+    space). A step whose support is empty gets -1 in ``steps``."""
     basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]
     batch_column_sums(basis, cs, count, width, pmf)
-    empty = 0
     for q in range(count):
         if M.sample:
             _cone_draws(M, seed_id, branch, steps[q], row, width, W.d)
@@ -661,6 +660,4 @@ def batch_sample_vjp(M, W, cs, count, row, directions, cotangents, seed_id, bran
         if not _relaxation(pmf[q], width, vertices[0], vertices[1], vertices[2], d[0], d[1], d[2], M.cutoff,
                            M.temperature, M.sample, W.d, b[0], b[1], b[2], y[q]):
             steps[q] = -1
-            empty += 1
     batch_row_sums(basis, y, count, width, cbars)
-    return empty
