@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 # torch is pinned to the CPU wheel so that a fresh machine does not pull a multi-GB CUDA build;
 # on a GPU machine install the CUDA build of torch into the venv first (make venv TORCH=torch==2.13.0+cu126 ...).
 TORCH ?= torch==2.13.0
-PYTEST_ARGS ?= -m "not gpu and not slow"
+# two workers (pytest-xdist), whole files each: most of the suite's time is Numba compiling kernels, one
+# core per compilation; files keep the tests that share a kernel together
+PYTEST_ARGS ?= -m "not gpu and not slow" -n 2 --dist loadfile
 
 .PHONY: venv demo test test-gpu bench clean
 

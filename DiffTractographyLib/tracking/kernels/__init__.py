@@ -29,7 +29,7 @@ def _drop_stale_caches() -> None:
         pass
     try:
         for stale in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # a concurrent process (a test worker) may have dropped it
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
     except OSError:  # a read-only install: Numba caches in the user's directory, rewritten with the files
