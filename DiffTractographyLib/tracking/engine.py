@@ -262,10 +262,14 @@ def _pmf_data(field: SHField, params: TrackingParams, dtype, sphere):
         np.full((voxels, 3), np.nan, np.float32))
 
 
-def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
-    """The backward's float64 data of ``detmax``/``prob`` on ``field`` (``kernels.pmf.PmfAdjoint``)."""
+def pmf_adjoint(field: SHField, params: TrackingParams, sphere, dtype=np.float64):
+    """The backward's data of ``detmax``/``prob`` on ``field`` (``kernels.pmf.PmfAdjoint``), its
+    candidates' arrays in ``dtype`` (the working precision of the relaxation and its products)."""
     from .kernels.pmf import PmfAdjoint
 
+    inverse = 1.0 / TEMPERATURE
+    if not (abs(inverse - round(inverse)) < 1e-9 and 1 <= round(inverse) <= 64):
+        raise ValueError(f"the kernels' backward needs 1 / temperature a whole number from 1 to 64, not {inverse:g}")
     v = np.asarray(sphere.vertices, dtype=np.float64)
     basis = sh.basis_matrix(v, field.lmax, field.basis)  # (D, C)
     declared = algorithm(params.algorithm)
@@ -274,9 +278,9 @@ def pmf_adjoint(field: SHField, params: TrackingParams, sphere):
     cone, counts = cone_table(v, cos_max, declared.cone_inclusive)
     lookup = vertex_lookup(vertices)
     return PmfAdjoint(float(params.cutoff), cos_max, declared.cone_inclusive, declared.choice == "draw",
-                      int(params.rng_seed), np.ascontiguousarray(basis.T), vertices, np.ascontiguousarray(vertices.T),
-                      TEMPERATURE, cone, _cone_columns(basis, cone, counts, np.float64),
-                      _cone_columns(vertices, cone, counts, np.float64),
+                      int(params.rng_seed), np.ascontiguousarray(basis.T, dtype), vertices,
+                      np.ascontiguousarray(vertices.T, dtype), TEMPERATURE, cone, _cone_columns(basis, cone, counts, dtype),
+                      _cone_columns(vertices, cone, counts, dtype),
                       np.zeros(0, np.int64) if lookup is None else lookup)
 
 

@@ -10,9 +10,15 @@ softmax relaxation read at a detached position (``methods.pmf``). A seed appears
 streamline and starts both halves: its gradient is dL/dp0 plus each half's first step, summed over
 the streamlines of that seed.
 
-Memory: the forward keeps the points; the backward records, per step (per RK4 stage), a cell, eight
-corner weights and the sample's cotangent, (C + 9) float64, for groups of at most ``RECORDS``
-steps at a time, plus the field-sized gradient.
+Precision: the gradient comes in the dtype of the field's tensor and its sums run in it (float32 for
+a float32 tensor, else float64). The closed forms of sdstream and tensordet work in float64; detmax
+and prob on the CPU differentiate their relaxation in float32 for a float32 tensor (its products and
+passes at twice the vector width; on phantom_cross the gradient is the float64 replay's to 3e-7
+(detmax) and 2.5e-6 (prob) relative), else in float64 (as on CUDA).
+
+Memory: the forward keeps the points; the backward records, per step (per RK4 stage), a cell and
+eight corner weights (float64) and the sample's cotangent (C,) in the method's working precision,
+for groups of at most ``RECORDS`` steps at a time, plus the field-sized gradient.
 """
 from __future__ import annotations
 
@@ -34,20 +40,29 @@ RECORDS = 1 << 16
 class Replay:
     """The backward pass of a ``KernelTracker``'s runs (numpy in, numpy out, on all CPU cores)."""
 
-    def __init__(self, kernels: KernelTracker):
+    def __init__(self, kernels: KernelTracker, gradient_dtype: torch.dtype = torch.float64):
+        """``gradient_dtype``: that of the tensor whose gradient the replay computes (the field's):
+        detmax and prob on the CPU differentiate their relaxation in float32 for a float32 tensor."""
         from .kernels.common import make_consts
 
         self.kernels = kernels
+        self.gradient_dtype = gradient_dtype
+        #: the precision of the field gradient's sums: the gradient's own (float32 below float64)
+        self.sums = np.float64 if gradient_dtype == torch.float64 else np.float32
         field, params = kernels.field, kernels.params
         family = kernels.algorithm.kernel
         c = kernels.volume.values.shape[1]
+        #: the working precision of the method's backward (c_bar's)
+        self.precision = np.float64
         if family == "tensor":
             from .kernels.tensordet import TensorData
 
             self.method = TensorData(0.0, 0.0, tensor_solver_matrix(field, np.float64))
             sizes = (c, c, 7, 18)
-        elif family == "pmf":
-            self.method = pmf_adjoint(field, params, kernels.sphere)
+        elif family == "pmf":  # float32 products and relaxation for a float32 gradient (on the CPU)
+            if kernels.device == "cpu":
+                self.precision = self.sums
+            self.method = pmf_adjoint(field, params, kernels.sphere, self.precision)
             d = max(len(kernels.sphere.vertices), self.method.cone_basis.shape[2])  # candidates: a cone or all
             sizes = (c, d, d, d)
         else:
@@ -104,14 +119,15 @@ class Replay:
         lengths, before = run.lengths, run.before
         steps = (lengths - 1) * self.stages
         values = k.volume.values
-        out = np.zeros(values.shape, dtype=k.dtype)  # float32 values of a float64 run: float64 sums
+        out = np.zeros(values.shape, dtype=self.sums)
         seed_grad = grad[run.offsets[:-1] + before].copy()
         method, consts, volume = k.method, k.consts, k.volume
         ny, nz = int(volume.dims[1]), int(volume.dims[2])
         threads = get_num_threads()
         done = np.r_[0, np.cumsum(steps)]  # records before each streamline
         size = int(min(done[-1], max(RECORDS, steps.max(initial=0))))
-        sink = kernels_replay.Records(np.empty(size, np.int64), np.empty((size, 8)), np.empty((size, values.shape[1])))
+        sink = kernels_replay.Records(np.empty(size, np.int64), np.empty((size, 8)),
+                                      np.empty((size, values.shape[1]), self.precision))
         first = 0
         while first < len(lengths):
             last = max(first + 1, int(np.searchsorted(done, done[first] + RECORDS, side="right")) - 1)

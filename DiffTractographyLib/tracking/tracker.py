@@ -212,9 +212,9 @@ class Tracker:
             return self._track_torch(seeds, seed_directions, seed_ids, progress, cancel)
         kernels = self._prepare_kernels()
         if self._wants_grad(seeds):
-            if self._replay is None:
-                self._replay = Replay(kernels)
             data = self._data if torch.is_tensor(self._data) else torch.as_tensor(self._data)
+            if self._replay is None or self._replay.gradient_dtype != data.dtype:
+                self._replay = Replay(kernels, data.dtype)
             points, out = track_differentiable(kernels, self._replay, data, seeds, seed_directions=seed_directions,
                                                seed_ids=seed_ids, progress=progress, cancel=cancel)
         else:

@@ -150,6 +150,17 @@ def corner_weight(vol, K, corner, fx, fy, fz):
 
 
 @jit(inline="always")
+def corner_rows(vol, i0, i1, j0, j1, k0, k1):
+    """The eight corners' rows of ``vol.values`` in ``corner_index``'s order."""
+    ny, nz = vol.dims[1], vol.dims[2]
+    values = vol.values
+    return (values[(i0 * ny + j0) * nz + k0], values[(i1 * ny + j0) * nz + k0],
+            values[(i0 * ny + j1) * nz + k0], values[(i1 * ny + j1) * nz + k0],
+            values[(i0 * ny + j0) * nz + k1], values[(i1 * ny + j0) * nz + k1],
+            values[(i0 * ny + j1) * nz + k1], values[(i1 * ny + j1) * nz + k1])
+
+
+@jit(inline="always")
 def sample(vol, K, px, py, pz, out):
     """Trilinear interpolation of ``vol`` at a RAS-mm point into ``out`` (C,); returns ``inside``
     (0 everywhere outside). ``interpolation.VolumeField.sample``'s arithmetic: weights formed in
@@ -161,16 +172,11 @@ def sample(vol, K, px, py, pz, out):
         for ch in range(out.shape[0]):
             out[ch] = K.zero
         return False
-    ny, nz = vol.dims[1], vol.dims[2]
-    values = vol.values
     w0, w1 = corner_weight(vol, K, 0, fx, fy, fz), corner_weight(vol, K, 1, fx, fy, fz)
     w2, w3 = corner_weight(vol, K, 2, fx, fy, fz), corner_weight(vol, K, 3, fx, fy, fz)
     w4, w5 = corner_weight(vol, K, 4, fx, fy, fz), corner_weight(vol, K, 5, fx, fy, fz)
     w6, w7 = corner_weight(vol, K, 6, fx, fy, fz), corner_weight(vol, K, 7, fx, fy, fz)
-    r0, r1 = values[(i0 * ny + j0) * nz + k0], values[(i1 * ny + j0) * nz + k0]  # corner_index's order
-    r2, r3 = values[(i0 * ny + j1) * nz + k0], values[(i1 * ny + j1) * nz + k0]
-    r4, r5 = values[(i0 * ny + j0) * nz + k1], values[(i1 * ny + j0) * nz + k1]
-    r6, r7 = values[(i0 * ny + j1) * nz + k1], values[(i1 * ny + j1) * nz + k1]
+    r0, r1, r2, r3, r4, r5, r6, r7 = corner_rows(vol, i0, i1, j0, j1, k0, k1)
     for ch in range(out.shape[0]):  # one pass, the sums in registers, corner by corner as MRtrix3 adds them
         out[ch] = ((((((w0 * r0[ch] + w1 * r1[ch]) + w2 * r2[ch]) + w3 * r3[ch]) + w4 * r4[ch]) + w5 * r5[ch])
                    + w6 * r6[ch]) + w7 * r7[ch]

@@ -30,11 +30,13 @@ from .dense import batch_column_sums, batch_row_sums, column_sums, row_sums
 PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis vertex_basis basis_norm basis_max "
                                 "cone_basis vertices cone cone_count lookup rotation voxel_size sphere_vertices edges "
                                 "peak_threshold cos_separation voxel_top")
-#: the backward's float64 data: ``PmfData``'s choice rules, ``basis`` (C, D), ``vertices`` (D, 3) RAS
+#: the backward's data: ``PmfData``'s choice rules, ``basis`` (C, D), ``vertices`` (D, 3) RAS float64
 #: and as columns ``vertex_columns`` (3, D), the ``temperature`` of the relaxation the backward pass
-#: differentiates (``methods.pmf``), and as ``PmfData`` the cone table, each cone's basis columns
-#: ``cone_basis`` (D, C, K) with its vertices as columns ``cone_vertices`` (D, 3, K) (zero-padded),
-#: and the vertex lookup grid of the RAS vertices
+#: differentiates (``methods.pmf``; 1 / T a whole number), and as ``PmfData`` the cone table, each
+#: cone's basis columns ``cone_basis`` (D, C, K) with its vertices as columns ``cone_vertices``
+#: (D, 3, K) (zero-padded), and the vertex lookup grid of the RAS vertices. The columns (``basis``,
+#: ``vertex_columns``, ``cone_*``) hold the relaxation's working precision: float64, or float32 for
+#: a float32 run on the CPU
 PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertices vertex_columns "
                                       "temperature cone cone_basis cone_vertices lookup")
 
@@ -513,77 +515,84 @@ def seed_peaks(M, K, S, vol, px, py, pz, out):
 def _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample, draws, bx, by, bz, y):
     """The relaxation's backward from the candidates' pmf (those outside the support at most 0):
     ``y`` receives pmf_bar for the cotangent b of the direction; False (``y`` zero) when the support
-    is empty. Passes over the candidates without branches (vectorised; sums in any order: float64
-    rounding stays ~1e-15 of the result); ``draws`` the candidates' uniforms (prob)."""
-    floor = cutoff * _largest_of(pmf, width, 0.0)  # a step the forward took has no NaN in its pmf
+    is empty. In the precision of the candidates' arrays (``pmf``, their RAS coordinates (vx, vy,
+    vz), ``y``), by passes without branches (vectorised; sums in any order); ``draws`` (float64)
+    the candidates' uniforms (prob), overwritten.
+
+    With scores s_i = pmf_i f_i (f_i = 1 / -log u_i for prob, 1 for detmax) and r_i = s_i / max s
+    over the support, the weights are y_i = r_i ** (1 / T) (1 / T a whole number: by squaring, no
+    logarithm or exponential per vertex), and pmf_bar_i = r_i ** (1 / T - 1) (f_i / max s) (y_bar_i
+    - y . y_bar) / (T sum y), without a division per vertex."""
+    f = pmf.dtype.type
+    zero, one = f(0.0), f(1.0)
+    top = _largest_of(pmf, width, zero)  # a step the forward took has no NaN in its pmf
+    floor = f(cutoff) * top
     if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 32 times below the
         for i in range(width):  # largest lower bound p u / (1 - u) weighs < 2 ** -50 and is left out
             p = pmf[i]
-            y[i] = p / (1.0 - draws[i]) if (p > 0.0) & (p >= floor) else -1.0
+            y[i] = p / (1.0 - draws[i]) if (p > zero) & (p >= floor) else -1.0
         low = 0.0
         for i in range(width):
             low = max(low, y[i] * draws[i])
         low *= 2.0 ** -5
         for i in range(width):
-            y[i] = pmf[i] / -log_positive(draws[i]) if (y[i] > 0.0) & (y[i] >= low) else 0.0
+            factor = 1.0 / -log_positive(draws[i])
+            y[i] = pmf[i] * factor if (y[i] > zero) & (y[i] >= low) else zero
+            draws[i] = factor
+        best = _largest_of(y, width, zero)
     else:
         for i in range(width):
             p = pmf[i]
-            y[i] = p if (p > 0.0) & (p >= floor) else 0.0
-    best = _largest_of(y, width, 0.0)
-    if not best > 0.0:
+            y[i] = p if (p > zero) & (p >= floor) else zero
+        best = top if cutoff <= 1.0 else zero  # the largest pmf is the support's largest score
+    if not best > zero:
         for i in range(width):
-            y[i] = 0.0
+            y[i] = zero
         return False
-    # softmax((log p + g) / T) = (score / best) ** (1 / T) / total: by squaring when 1 / T is a whole
-    # number (T = 0.1: ten) below 64, one pass, without a logarithm and an exponential per vertex
-    inverse = 1.0 / temperature
-    power = np.int64(round(inverse)) if abs(inverse - round(inverse)) < 1e-9 and 0.5 < inverse < 63.5 else 0
-    scale = 1.0 / best
-    total = 0.0
-    if power > 0:
-        b0, b1, b2 = (power & 1) != 0, (power & 2) != 0, (power & 4) != 0
-        b3, b4, b5 = (power & 8) != 0, (power & 16) != 0, (power & 32) != 0
-        for i in range(width):
-            r = y[i] * scale  # r ** power: a factor r ** (2 ** k) per bit k of the power
-            a = r if b0 else 1.0
-            r *= r
-            a = a * r if b1 else a
-            r *= r
-            a = a * r if b2 else a
-            r *= r
-            a = a * r if b3 else a
-            r *= r
-            a = a * r if b4 else a
-            r *= r
-            a = a * r if b5 else a
-            y[i] = a
-            total += a
-    else:
-        for i in range(width):
-            a = math.exp(math.log(y[i] * scale) * inverse) if y[i] > 0.0 else 0.0
-            y[i] = a
-            total += a
-    sx = sy = sz = 0.0  # sum_i y_i s_i v_i (y not yet divided by its total), s_i the sign of v_i along d
+    power = np.int64(round(1.0 / temperature)) - 1  # r ** (1 / T - 1): a factor r ** (2 ** k) per bit k
+    b0, b1, b2 = (power & 1) != 0, (power & 2) != 0, (power & 4) != 0
+    b3, b4, b5 = (power & 8) != 0, (power & 16) != 0, (power & 32) != 0
+    scale = one / best
+    ex, ey, ez = f(dx), f(dy), f(dz)
+    total = sx = sy = sz = zero  # sum_i y_i and sum_i y_i s_i v_i, s_i the sign of v_i along d
     for i in range(width):
-        w = y[i] if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -y[i]
-        sx += w * vx[i]
-        sy += w * vy[i]
-        sz += w * vz[i]
+        r = y[i] * scale
+        q = r
+        a = q if b0 else one
+        q *= q
+        a = a * q if b1 else a
+        q *= q
+        a = a * q if b2 else a
+        q *= q
+        a = a * q if b3 else a
+        q *= q
+        a = a * q if b4 else a
+        q *= q
+        a = a * q if b5 else a
+        a = a if r > zero else zero
+        weight = a * r
+        total += weight
+        weight = weight if (ex * vx[i] + ey * vy[i]) + ez * vz[i] > zero else -weight
+        sx += weight * vx[i]
+        sy += weight * vy[i]
+        sz += weight * vz[i]
+        y[i] = a
+    total, sx, sy, sz = np.float64(total), np.float64(sx), np.float64(sy), np.float64(sz)
     norm = math.sqrt(sx * sx + sy * sy + sz * sz)
     if not norm >= 1e-300 * total:
         for i in range(width):
-            y[i] = 0.0
+            y[i] = zero
         return True
     along = (bx * sx + by * sy + bz * sz) / norm
     k = total / norm  # d_bar = (b - (b . soft) soft) / |soft before normalising|
     gx, gy, gz = (bx - along * sx / norm) * k, (by - along * sy / norm) * k, (bz - along * sz / norm) * k
-    mean = (gx * sx + gy * sy + gz * sz) / total  # y . y_bar: zero but for rounding (d_bar is normal to soft)
-    scale = 1.0 / (total * temperature)
-    for i in range(width):  # softmax's backward: pmf_bar = y (y_bar - y . y_bar) / (T pmf), y_bar_i = s_i v_i . d_bar
+    mean = f((gx * sx + gy * sy + gz * sz) / total)  # y . y_bar: zero but for rounding (d_bar is normal to soft)
+    factor = f(1.0 / (np.float64(best) * total * temperature))
+    gx, gy, gz = f(gx), f(gy), f(gz)
+    for i in range(width):  # softmax's backward, y_bar_i = s_i v_i . d_bar
         along = gx * vx[i] + gy * vy[i] + gz * vz[i]
-        bar = y[i] * scale * ((along if (dx * vx[i] + dy * vy[i]) + dz * vz[i] > 0.0 else -along) - mean) / pmf[i]
-        y[i] = bar if y[i] > 0.0 else 0.0
+        bar = y[i] * factor * ((along if (ex * vx[i] + ey * vy[i]) + ez * vz[i] > zero else -along) - mean)
+        y[i] = bar * f(draws[i]) if sample else bar
     return True
 
 

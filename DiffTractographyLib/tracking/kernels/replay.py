@@ -29,22 +29,23 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import pmf, sdstream, tensordet
-from .common import Scratch, corner_weight, jit, locate
+from .common import Scratch, corner_rows, corner_weight, jit, locate
 from .dense import BATCH
 from .rows import stage_direction
 
 parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 
-#: float64 work arrays of the backward: the sample ``c`` (C,), method work ``a``, ``b``, ``d``
+#: work arrays of the backward: the sample ``c`` (C,) and ``d`` in float64, method work ``a``, ``b`` in
+#: the method's working precision (that of its c_bar)
 Adjoint = namedtuple("Adjoint", "c a b d")
 #: the recorded run: points (P, 3), per streamline offsets (S + 1,), lengths, points before the
 #: seed, each half's start direction (S, 2, 3), seed ids and peak numbers
 Run = namedtuple("Run", "points offsets lengths before half_starts seed_ids peaks")
 #: the CPU's sink: per recorded step its cell (the flat index of its first corner, -1 for none),
-#: corner weights (8,) and c_bar (C,)
+#: corner weights (8,) float64 and c_bar (C,) in the method's working precision
 Records = namedtuple("Records", "cells weights cbars")
 #: a group of up to ``dense.BATCH`` steps replayed together (``replay_batched_half``): their samples
-#: (B, C), the method's work (B, D) twice, previous directions and cotangents (B, 3), step numbers
+#: (B, C) float64, the method's work (B, D) twice, previous directions and cotangents (B, 3), step numbers
 #: and cells (B,)
 Batch = namedtuple("Batch", "cs pmf y directions cotangents steps cells")
 
@@ -117,20 +118,20 @@ def _batched(M):
 
 
 def previous_direction(M, dx, dy, dz):
-    """The previous step direction from a point difference: a vertex for ``pmf`` (snapped to it),
-    as it is for the others."""
+    """(vertex, direction) of the previous step from a point difference: for ``pmf`` the vertex it
+    is (to rounding; -1 for none) and the direction snapped to it, for the others (-1, the direction)."""
 
 
 @overload(previous_direction, jit_options={"cache": True})
 def _previous_direction(M, dx, dy, dz):
     if M.instance_class is not pmf.PmfAdjoint:
-        return lambda M, dx, dy, dz: (dx, dy, dz)
+        return lambda M, dx, dy, dz: (-1, dx, dy, dz)
 
     def impl(M, dx, dy, dz):
         v, cos = pmf.looked_up(M, dx, dy, dz, 1e-5)  # most steps: the vertex of the direction's cell
         if v >= 0:
             a = M.vertices[v]
-            return (a[0], a[1], a[2]) if cos >= 0.0 else (-a[0], -a[1], -a[2])
+            return (v, a[0], a[1], a[2]) if cos >= 0.0 else (v, -a[0], -a[1], -a[2])
         best, at = -1.0, 0
         for v in range(M.vertices.shape[0]):
             a = M.vertices[v]
@@ -138,31 +139,27 @@ def _previous_direction(M, dx, dy, dz):
             if cos > best:
                 best, at = cos, v
         if best < 1.0 - 1e-5:
-            return dx, dy, dz
+            return -1, dx, dy, dz
         a = M.vertices[at]
         if dx * a[0] + dy * a[1] + dz * a[2] < 0.0:
-            return -a[0], -a[1], -a[2]
-        return a[0], a[1], a[2]
+            return at, -a[0], -a[1], -a[2]
+        return at, a[0], a[1], a[2]
     return impl
 
 
 # -- one step -----------------------------------------------------------------------------------------
 @jit(inline="always")
 def _interpolate(vol, K, i0, i1, j0, j1, k0, k1, fx, fy, fz, c, weights):
-    """The sample ``c`` (C,) in float64 from the located cell's corners, their weights into ``weights`` (8,)."""
-    ny, nz = vol.dims[1], vol.dims[2]
-    n = c.shape[0]
-    for ch in range(n):
-        c[ch] = 0.0
+    """The sample ``c`` (C,) in float64 from the located cell's corners (one pass, the sums in
+    registers), their weights into ``weights`` (8,)."""
     for corner in range(8):
-        w = corner_weight(vol, K, corner, fx, fy, fz)
-        weights[corner] = w
-        i = i1 if corner & 1 else i0
-        j = j1 if corner & 2 else j0
-        k = k1 if corner & 4 else k0
-        values = vol.values[(i * ny + j) * nz + k]
-        for ch in range(n):
-            c[ch] += w * values[ch]
+        weights[corner] = corner_weight(vol, K, corner, fx, fy, fz)
+    w0, w1, w2, w3 = np.float64(weights[0]), np.float64(weights[1]), np.float64(weights[2]), np.float64(weights[3])
+    w4, w5, w6, w7 = np.float64(weights[4]), np.float64(weights[5]), np.float64(weights[6]), np.float64(weights[7])
+    r0, r1, r2, r3, r4, r5, r6, r7 = corner_rows(vol, i0, i1, j0, j1, k0, k1)
+    for ch in range(c.shape[0]):
+        c[ch] = ((w0 * r0[ch] + w1 * r1[ch]) + (w2 * r2[ch] + w3 * r3[ch])) + \
+                ((w4 * r4[ch] + w5 * r5[ch]) + (w6 * r6[ch] + w7 * r7[ch]))
 
 
 @jit
@@ -182,11 +179,7 @@ def step_vjp(MB, KB, K, W, vol, px, py, pz, dx, dy, dz, ux, uy, uz, bx, by, bz, 
         return -1, 0.0, 0.0, 0.0
     gx = gy = gz = 0.0
     if not position_free(MB):
-        values = vol.values
-        r0, r1 = values[(i0 * ny + j0) * nz + k0], values[(i1 * ny + j0) * nz + k0]
-        r2, r3 = values[(i0 * ny + j1) * nz + k0], values[(i1 * ny + j1) * nz + k0]
-        r4, r5 = values[(i0 * ny + j0) * nz + k1], values[(i1 * ny + j0) * nz + k1]
-        r6, r7 = values[(i0 * ny + j1) * nz + k1], values[(i1 * ny + j1) * nz + k1]
+        r0, r1, r2, r3, r4, r5, r6, r7 = corner_rows(vol, i0, i1, j0, j1, k0, k1)
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0  # c_bar . values of each corner: eight independent sums
         for ch in range(n):
             cb = cbar[ch]
@@ -226,15 +219,15 @@ def _unit(x, y, z):
 
 @jit(inline="always")
 def _step_from(MB, K, points, i, sign, k, sx, sy, sz):
-    """The previous direction at step ``k`` of a half (point ``i``): the start direction (sx, sy, sz)
-    at the seed, else the last step's (``previous_direction``)."""
+    """(vertex, direction) of the previous step at step ``k`` of a half (point ``i``): (-1, the start
+    direction (sx, sy, sz)) at the seed, else the last step's (``previous_direction``)."""
     if k == 0:
-        return sx, sy, sz
+        return -1, sx, sy, sz
     back = i - sign
     ex, ey, ez = _unit(np.float64(points[i, 0]) - points[back, 0], np.float64(points[i, 1]) - points[back, 1],
                        np.float64(points[i, 2]) - points[back, 2])
-    ex, ey, ez = previous_direction(MB, ex, ey, ez)
-    return K.f(ex), K.f(ey), K.f(ez)
+    v, ex, ey, ez = previous_direction(MB, ex, ey, ez)
+    return v, K.f(ex), K.f(ey), K.f(ez)
 
 
 # -- one half-streamline ------------------------------------------------------------------------------
@@ -254,7 +247,7 @@ def replay_half(M, K, S, MB, KB, W, vol, P, points, start, sign, n, sx, sy, sz, 
     for k in range(n - 1, -1, -1):
         i = start + sign * k
         px, py, pz = points[i, 0], points[i, 1], points[i, 2]
-        dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
+        dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)[1:]
         bx, by, bz = s * lx, s * ly, s * lz
         if not P.rk4:
             nxt = i + sign
@@ -355,8 +348,8 @@ def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy,
         row = -1
         while count < BATCH and k >= 0:
             i = start + sign * k
-            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
-            r = pmf.cone_row(MB, dx, dy, dz)
+            r, dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
+            r = r if k > 0 else pmf.cone_row(MB, dx, dy, dz)
             if r < 0 or (count > 0 and r != row):
                 break
             row = r
@@ -376,7 +369,7 @@ def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy,
             k -= 1
         if count == 0:  # a previous direction that is no vertex: this step alone, over every vertex
             i = start + sign * k
-            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
+            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)[1:]
             cbar, weights = buffers(sink, first)
             cell = step_vjp(MB, KB, K, W, vol, points[i, 0], points[i, 1], points[i, 2], dx, dy, dz, dx, dy, dz,
                             s * lx, s * ly, s * lz, seed_id, branch, k, cbar, weights)[0]  # pmf reads no u
@@ -418,11 +411,12 @@ def replay_rows(M, K, MB, KB, vol, P, sizes, adjoint_sizes, run, rows, records, 
         S = Scratch(np.empty(sizes[0], dtype), np.empty(sizes[1], dtype), np.empty(sizes[2], dtype),
                     np.empty(sizes[3], dtype), np.empty(sizes[4], np.float64),
                     np.empty(sizes[5], np.float32))
-        W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1]), np.empty(adjoint_sizes[2]),
-                    np.empty(adjoint_sizes[3]))
+        precision = sink.cbars.dtype  # the method's working precision
+        W = Adjoint(np.empty(adjoint_sizes[0]), np.empty(adjoint_sizes[1], precision),
+                    np.empty(adjoint_sizes[2], precision), np.empty(adjoint_sizes[3]))
         grouped = BATCH if batched(MB) else 0
-        B = Batch(np.empty((grouped, adjoint_sizes[0])), np.empty((grouped, adjoint_sizes[1])),
-                  np.empty((grouped, adjoint_sizes[1])), np.empty((grouped, 3)), np.empty((grouped, 3)),
+        B = Batch(np.empty((grouped, adjoint_sizes[0])), np.empty((grouped, adjoint_sizes[1]), precision),
+                  np.empty((grouped, adjoint_sizes[1]), precision), np.empty((grouped, 3)), np.empty((grouped, 3)),
                   np.empty(grouped, np.int64), np.empty(grouped, np.int64))
         gx, gy, gz = replay_row_half(M, K, S, MB, KB, W, B, vol, P, run, rows[t // 2], t % 2, grad, sink, records[t])
         seed_grad[t // 2, t % 2, 0], seed_grad[t // 2, t % 2, 1], seed_grad[t // 2, t % 2, 2] = gx, gy, gz
@@ -435,6 +429,7 @@ def scatter(cells, weights, cbars, ny, nz, threads, out):
     records whose cell has an even x index, then the odd ones (a cell's corners span planes x and
     x + 1, so within one pass cells in different pairs of planes share no row), each thread taking
     the pairs of planes x // 2 = its number modulo ``threads`` (Numba's thread count)."""
+    f = out.dtype.type  # the sums in ``out``'s precision
     for odd in range(2):
         for t in prange(threads):
             for r in range(cells.shape[0]):
@@ -447,7 +442,7 @@ def scatter(cells, weights, cbars, ny, nz, threads, out):
                 j0, k0 = (cell // nz) % ny, cell % nz
                 source = cbars[r]
                 for corner in range(8):
-                    w = weights[r, corner]
+                    w = f(weights[r, corner])
                     if w == 0.0:
                         continue
                     target = out[((i0 + (corner & 1)) * ny + j0 + ((corner >> 1) & 1)) * nz + k0 + ((corner >> 2) & 1)]
