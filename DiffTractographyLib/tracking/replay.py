@@ -181,10 +181,8 @@ class _Run:
         grad = torch.as_tensor(volume_grad, device=data.device).reshape(data.shape).to(data.dtype)
         field = self.replay.kernels.field
         if isinstance(field, SHField) and self.replay.kernels.algorithm.kernel == "sdstream" \
-                and field.basis != "tournier07":
-            with torch.enable_grad():  # the kernels sample MRtrix3's basis: back through the conversion
-                leaf = data.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(sh.convert_basis(leaf, field.basis, "tournier07"), leaf, grad)
+                and field.basis != "tournier07":  # the kernels sample MRtrix3's basis: back through the
+            grad = sh.convert_basis(grad, "tournier07", field.basis)  # conversion, a signed permutation
         return grad
 
 

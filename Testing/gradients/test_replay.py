@@ -12,6 +12,7 @@ from DiffTractographyLib import SHField, Tracker, track
 from DiffTractographyLib.fields import DWIField
 from DiffTractographyLib.geometry import apply_affine, axes_rotation
 from DiffTractographyLib.images import load_nifti
+from DiffTractographyLib.sh import convert_basis
 from helpers import crossing_phantom
 
 DATA = Path(__file__).resolve().parents[1] / "Data" / "phantom_cross"
@@ -78,6 +79,20 @@ def test_a_float32_field_gets_a_float32_gradient_of_the_same_run(algorithm):
         runs.append(out.points.detach())
     assert torch.equal(runs[0], runs[1]) and grads[0].dtype == torch.float32
     assert (grads[0].double() - grads[1]).norm() <= 1e-5 * grads[1].norm()
+
+
+def test_sdstream_on_a_dipy_basis_fod_differentiates_through_the_basis_conversion():
+    """SD_Stream's kernels sample MRtrix3's basis: a descoteaux07 FOD's gradient comes back through
+    the conversion (a signed permutation: its transpose is its inverse), as the torch loop's does."""
+    fod = convert_basis(np.asarray(FOD, dtype=np.float64), "tournier07", "descoteaux07")
+    grads = []
+    for engine in (None, "torch"):
+        data = torch.as_tensor(fod).requires_grad_(True)
+        out = track(SHField(data, AFFINE, "descoteaux07"), seeds(10), algorithm="sdstream", engine=engine, **RUN)
+        (out.points * torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)).sum().backward()
+        grads.append(data.grad)
+    assert grads[1].abs().sum() > 0
+    assert (grads[0] - grads[1]).norm() <= 1e-6 * grads[1].norm()
 
 
 def test_seed_directions_get_no_gradient():
