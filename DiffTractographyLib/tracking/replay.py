@@ -10,11 +10,12 @@ softmax relaxation read at a detached position (``methods.pmf``). A seed appears
 streamline and starts both halves: its gradient is dL/dp0 plus each half's first step, summed over
 the streamlines of that seed.
 
-Precision: the gradient comes in the dtype of the field's tensor and its sums run in it (float32 for
-a float32 tensor, else float64). The closed forms of sdstream and tensordet work in float64; detmax
-and prob on the CPU differentiate their relaxation in float32 for a float32 tensor (its products and
-passes at twice the vector width; on phantom_cross the gradient is the float64 replay's to 3e-7
-(detmax) and 2.5e-6 (prob) relative), else in float64 (as on CUDA).
+Precision: the gradient comes in the dtype of the field's tensor; on the CPU its sums run in float64
+for a float64 tensor, else in float32 (on CUDA in float64, then cast). The closed forms of sdstream
+and tensordet work in float64; detmax and prob on the CPU differentiate their relaxation in float32
+for a tensor below float64 (its products and passes at twice the vector width; on phantom_cross the
+gradient is the float64 replay's to 3e-7 (detmax) and 2.5e-6 (prob) relative), else in float64 (as
+on CUDA).
 
 Memory: the forward keeps the points; the backward records, per step (per RK4 stage), a cell and
 eight corner weights (float64) and the sample's cotangent (C,) in the method's working precision,

@@ -76,19 +76,22 @@ def test_a_float32_gradient_differentiates_the_relaxation_in_float32(algorithm):
     result = kernels(seeds(30))
     grad = torch.linspace(0.3, 1.7, len(result.points), dtype=torch.float64)[:, None].expand(-1, 3)
     wide = Replay(kernels, torch.float64)(result, grad)[1]
-    narrow = Replay(kernels, torch.float32)(result, grad)[1]
+    replay = Replay(kernels, torch.float32)
+    assert replay.method.cone_basis.dtype == np.float32 and replay.method.basis.dtype == np.float32
+    narrow = replay(result, grad)[1]
     assert narrow.dtype == np.float32 and np.abs(wide).sum() > 0
     assert np.linalg.norm(narrow - wide) <= 1e-5 * np.linalg.norm(wide)
 
 
-def test_sdstream_on_a_dipy_basis_fod_differentiates_through_the_basis_conversion():
-    """SD_Stream's kernels sample MRtrix3's basis: a descoteaux07 FOD's gradient comes back through
-    the conversion (a signed permutation: its transpose is its inverse), as the torch loop's does."""
-    fod = convert_basis(np.asarray(FOD, dtype=np.float64), "tournier07", "descoteaux07")
+@pytest.mark.parametrize("basis", ["descoteaux07", "descoteaux07-nonlegacy"])
+def test_sdstream_on_a_dipy_basis_fod_differentiates_through_the_basis_conversion(basis):
+    """SD_Stream's kernels sample MRtrix3's basis: a DIPY-basis FOD's gradient comes back through the
+    conversion (a signed permutation: its transpose is its inverse), as the torch loop's does."""
+    fod = convert_basis(np.asarray(FOD, dtype=np.float64), "tournier07", basis)
     grads = []
     for engine in (None, "torch"):
         data = torch.as_tensor(fod).requires_grad_(True)
-        out = track(SHField(data, AFFINE, "descoteaux07"), seeds(10), algorithm="sdstream", engine=engine, **RUN)
+        out = track(SHField(data, AFFINE, basis), seeds(10), algorithm="sdstream", engine=engine, **RUN)
         (out.points * torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)).sum().backward()
         grads.append(data.grad)
     assert grads[1].abs().sum() > 0

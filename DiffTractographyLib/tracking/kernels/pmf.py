@@ -525,16 +525,17 @@ def _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample,
     - y . y_bar) / (T sum y), without a division per vertex."""
     f = pmf.dtype.type
     zero, one = f(0.0), f(1.0)
+    inverse = np.int64(round(1.0 / temperature))
     top = _largest_of(pmf, width, zero)  # a step the forward took has no NaN in its pmf
     floor = f(cutoff) * top
-    if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 32 times below the
-        for i in range(width):  # largest lower bound p u / (1 - u) weighs < 2 ** -50 and is left out
+    if sample:  # scores p / -log u; a vertex whose upper bound p / (1 - u) lies 2 ** (50 T) times below
+        for i in range(width):  # the largest lower bound p u / (1 - u) weighs < 2 ** -50: left out
             p = pmf[i]
             y[i] = p / (1.0 - draws[i]) if (p > zero) & (p >= floor) else -1.0
         low = 0.0
         for i in range(width):
             low = max(low, y[i] * draws[i])
-        low *= 2.0 ** -5
+        low *= 2.0 ** (-50.0 / inverse)
         for i in range(width):
             factor = 1.0 / -log_positive(draws[i])
             y[i] = pmf[i] * factor if (y[i] > zero) & (y[i] >= low) else zero
@@ -545,11 +546,12 @@ def _relaxation(pmf, width, vx, vy, vz, dx, dy, dz, cutoff, temperature, sample,
             p = pmf[i]
             y[i] = p if (p > zero) & (p >= floor) else zero
         best = top if cutoff <= 1.0 else zero  # the largest pmf is the support's largest score
-    if not best > zero:
+    # no support, or a largest score so small (subnormal) that 1 / (T max s) would overflow
+    if not best >= (2.0 ** -120 if pmf.itemsize == 4 else 2.0 ** -1000):
         for i in range(width):
             y[i] = zero
         return False
-    power = np.int64(round(1.0 / temperature)) - 1  # r ** (1 / T - 1): a factor r ** (2 ** k) per bit k
+    power = inverse - 1  # r ** (1 / T - 1): a factor r ** (2 ** k) per bit k
     b0, b1, b2 = (power & 1) != 0, (power & 2) != 0, (power & 4) != 0
     b3, b4, b5 = (power & 8) != 0, (power & 16) != 0, (power & 32) != 0
     scale = one / best
@@ -634,8 +636,8 @@ def sample_vjp(M, K, W, c, dx, dy, dz, bx, by, bz, seed_id, branch, step, cbar):
     over the relaxation's support (the cone around the previous direction (dx, dy, dz), the pmf at
     least ``cutoff`` times the cone's largest), s_i the sign along that direction, g the Gumbel noise
     of the step's draw (prob) or 0 (detmax). When d is a vertex (to float32 rounding) its cone's
-    columns are the candidates, else every vertex is, tested against the cone. In float64 (``M`` a
-    ``PmfAdjoint``); False when the support is empty."""
+    columns are the candidates, else every vertex is, tested against the cone. In the precision of
+    the columns of ``M`` (a ``PmfAdjoint``); False when the support is empty."""
     row = cone_row(M, dx, dy, dz)
     if row >= 0:
         basis, vertices, width = M.cone_basis[row], M.cone_vertices[row], M.cone_basis.shape[2]

@@ -6,8 +6,8 @@ only selects (the peak the search starts from, the eigenvector's sign, the cone)
 gradient. The adjoint runs from the last point kept back to the seed:
 ``lambda[k] = dL/dp[k] + lambda[k+1] + dU/dp[k]' s lambda[k+1]``, and the step's vector-Jacobian
 product with cotangent ``s lambda[k+1]`` gives the sample's cotangent c_bar (``sample_vjp`` of
-the method family, closed forms in float64) and from it the position's, ``sum_corners (c_bar .
-values_corner) dw_corner/dp``. RK4 chains through its four stage points and the normalisation
+the method family: closed forms in float64, pmf's relaxation in its columns' precision) and from it
+the position's, ``sum_corners (c_bar . values_corner) dw_corner/dp``. RK4 chains through its four stage points and the normalisation
 (the stage directions are recomputed with the forward's arithmetic). Every step records its cell,
 corner weights and c_bar into a sink: on the CPU ``Records`` (per-step rows that ``scatter`` adds to
 the field's gradient without write conflicts), on CUDA ``kernels.cuda``'s sink, which adds each
@@ -348,8 +348,8 @@ def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy,
         row = -1
         while count < BATCH and k >= 0:
             i = start + sign * k
-            r, dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)
-            r = r if k > 0 else pmf.cone_row(MB, dx, dy, dz)
+            r, dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)  # the vertex the step
+            r = r if k > 0 else pmf.cone_row(MB, dx, dy, dz)  # came along, also where the lookup missed it
             if r < 0 or (count > 0 and r != row):
                 break
             row = r
@@ -429,7 +429,7 @@ def scatter(cells, weights, cbars, ny, nz, threads, out):
     records whose cell has an even x index, then the odd ones (a cell's corners span planes x and
     x + 1, so within one pass cells in different pairs of planes share no row), each thread taking
     the pairs of planes x // 2 = its number modulo ``threads`` (Numba's thread count)."""
-    f = out.dtype.type  # the sums in ``out``'s precision
+    f = out.dtype.type  # weights in ``out``'s precision (products in the wider of it and c_bar's)
     for odd in range(2):
         for t in prange(threads):
             for r in range(cells.shape[0]):
