@@ -43,7 +43,7 @@ class Replay:
 
     def __init__(self, kernels: KernelTracker, gradient_dtype: torch.dtype = torch.float64):
         """``gradient_dtype``: that of the tensor whose gradient the replay computes (the field's):
-        detmax and prob on the CPU differentiate their relaxation in float32 for a float32 tensor."""
+        detmax and prob on the CPU differentiate their relaxation in float32 below float64."""
         from .kernels.common import make_consts
 
         self.kernels = kernels
@@ -53,16 +53,14 @@ class Replay:
         field, params = kernels.field, kernels.params
         family = kernels.algorithm.kernel
         c = kernels.volume.values.shape[1]
-        #: the working precision of the method's backward (c_bar's)
-        self.precision = np.float64
+        #: the working precision of the method's backward (c_bar's): the sums' for pmf on the CPU
+        self.precision = self.sums if family == "pmf" and kernels.device == "cpu" else np.float64
         if family == "tensor":
             from .kernels.tensordet import TensorData
 
             self.method = TensorData(0.0, 0.0, tensor_solver_matrix(field, np.float64))
             sizes = (c, c, 7, 18)
-        elif family == "pmf":  # float32 products and relaxation for a float32 gradient (on the CPU)
-            if kernels.device == "cpu":
-                self.precision = self.sums
+        elif family == "pmf":
             self.method = pmf_adjoint(field, params, kernels.sphere, self.precision)
             d = max(len(kernels.sphere.vertices), self.method.cone_basis.shape[2])  # candidates: a cone or all
             sizes = (c, d, d, d)

@@ -35,8 +35,8 @@ PmfData = namedtuple("PmfData", "cutoff cos_max inclusive sample rng_seed basis 
 #: differentiates (``methods.pmf``; 1 / T a whole number), and as ``PmfData`` the cone table, each
 #: cone's basis columns ``cone_basis`` (D, C, K) with its vertices as columns ``cone_vertices``
 #: (D, 3, K) (zero-padded), and the vertex lookup grid of the RAS vertices. The columns (``basis``,
-#: ``vertex_columns``, ``cone_*``) hold the relaxation's working precision: float64, or float32 for
-#: a float32 run on the CPU
+#: ``vertex_columns``, ``cone_*``) hold the relaxation's working precision: float64, or float32 on
+#: the CPU for a gradient below float64 (``tracking.replay``)
 PmfAdjoint = namedtuple("PmfAdjoint", "cutoff cos_max inclusive sample rng_seed basis vertices vertex_columns "
                                       "temperature cone cone_basis cone_vertices lookup")
 
