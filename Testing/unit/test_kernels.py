@@ -200,8 +200,9 @@ def replayed(tracker, seeds) -> tuple[np.ndarray, np.ndarray]:
     return by_row, np.asarray(torch.as_tensor(volume))
 
 
-def simulator_cases(device: str) -> dict:
-    """One short tracker per algorithm (a few hundred streamlines of up to 30 steps per half)."""
+def simulator_cases(device: str, **options) -> dict:
+    """One short tracker per algorithm (a few hundred streamlines of up to 30 steps per half);
+    ``options`` (e.g. ``precision``) for every tracker."""
     fod, affine = load_nifti(DATA / "phantom_cross" / "fod_mrtrix_masked.nii.gz")
     mask, _ = load_nifti(DATA / "phantom_cross" / "mask.nii.gz")
     rng = np.random.default_rng(5)
@@ -213,7 +214,7 @@ def simulator_cases(device: str) -> dict:
     dipy_mask = np.asarray(nib.load(DATA / "phantom_cross" / "mask_dipy_crop.nii.gz").dataobj) > 0
     dipy_seeds = apply_affine(dipy.affine, np.argwhere(dipy_mask)[rng.choice(int(dipy_mask.sum()), 200)])
     dipy_field = SHField(np.asarray(dipy.dataobj, dtype=np.float64), dipy.affine, basis="descoteaux07")
-    common = dict(device=device, step_size=0.5, max_angle=45.0, max_length=15.0, min_length=0.0)
+    common = dict(device=device, step_size=0.5, max_angle=45.0, max_length=15.0, min_length=0.0, **options)
     return {
         "sdstream": (KernelTracker(SHField(fod, affine), mask=mask, **common), seeds),
         "sdstream-rk4": (KernelTracker(SHField(fod, affine), mask=mask, rk4=True, **common), seeds),

@@ -12,6 +12,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
+from numba.core.target_extension import current_target
 from numba.extending import overload
 
 from ...stopping import StreamlineStatus
@@ -62,7 +63,14 @@ def _method_init(M, K, S, vol, px, py, pz, dx, dy, dz):
     return lambda M, K, S, vol, px, py, pz, dx, dy, dz: impl(M, K, S, vol, px, py, pz, dx, dy, dz)
 
 
-@overload(method_next, jit_options={"cache": True}, inline="always")
+def _on_the_cpu(expr, caller, callee) -> bool:
+    """``method_next``'s inlining: on the CPU it keeps the method's tuple out of a call per step.
+    numba-cuda (0.30) mistypes an inlined overload whose body calls an inlined function (the pmf
+    step: ``mul(omitted, omitted)`` at lowering), so on CUDA the method is a device function."""
+    return current_target() == "cpu"
+
+
+@overload(method_next, jit_options={"cache": True}, inline=_on_the_cpu)
 def _method_next(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature, seed_id, branch, step):
     kind = M.instance_class
     if kind is pmf.PmfData:
