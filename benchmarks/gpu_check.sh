@@ -4,14 +4,18 @@
 # (ours against cuslines on the same seeds and field). Each step has its own time limit and log, so a
 # failing step leaves the others' results.
 #
-#   benchmarks/gpu_check.sh OUT [WHEELS]
+#   benchmarks/gpu_check.sh OUT [WHEELS] [STEPS]
 #
 # OUT receives env.log, warm.log, tests.log, bench.log and gpu.json. WHEELS: a folder of wheels to
 # install first (a machine without network: nibabel, dipy, trx-python, numba-cuda, cuslines, cuda-cccl
-# for its Python); they go to /tmp/site, ahead of the machine's own packages.
+# for its Python); they go to /tmp/site, ahead of the machine's own packages. STEPS: the steps to run
+# (default "env warm tests bench": up to 11 minutes if every step runs to its limit). Under a 10-minute
+# limit per command, run "env warm" (compiling, up to 6 minutes) and then "tests bench" on the same
+# machine while it is still held (the kernel caches stay on its disk).
 set -u
-OUT=${1:?usage: gpu_check.sh OUT [WHEELS]}
+OUT=${1:?usage: gpu_check.sh OUT [WHEELS] [STEPS]}
 WHEELS=${2:-}
+STEPS=" ${3:-env warm tests bench} "
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 rm -rf /tmp/site
@@ -27,6 +31,7 @@ export PYTHONPATH=$PWD:$PWD/Testing:${PYTHONPATH:-}
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.log, print its tail
   local name=$1 limit=$2; shift 2
+  [[ $STEPS == *" $name "* ]] || return 0
   local start=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
@@ -45,24 +50,25 @@ from DiffTractographyLib.tracking.kernels.availability import cuda_status
 print(\"kernels on CUDA:\", cuda_status())
 "'
 
-# one process per algorithm and precision: CUDA and CPU kernels, forward and backward, compiled and cached
-warm() {
-  python3 - "$1" "$2" <<'EOF'
+# one process per algorithm, precision and device (13 at once on the GPU machine's 16 cores), forward and
+# backward, compiled and cached: a pmf kernel's NVVM compile alone takes ~85 s (forward) and ~50 s
+# (backward) on a 2.6 GHz core
+warm() {  # warm ALGORITHM PRECISION DEVICE
+  python3 - "$1" "$2" "$3" <<'EOF'
 import sys, time
 import numpy as np, torch
 from DiffTractographyLib import SHField, Tracker
 from DiffTractographyLib.phantoms import brain_phantom
-algorithm, precision = sys.argv[1:]
+algorithm, precision, device = sys.argv[1:]
 started = time.perf_counter()
 coeffs, mask, affine = brain_phantom((24, 24, 18))
 seeds = np.argwhere(mask)[:64] @ affine[:3, :3].T + affine[:3, 3]
-for device in ("cuda", "cpu"):
-    data = torch.as_tensor(coeffs, dtype=torch.float64 if precision == "float64" else torch.float32).to(device)
-    data.requires_grad_(True)
-    field = SHField(data, affine, "tournier07")
-    tracker = Tracker(field, mask=mask, algorithm=algorithm, device=device, precision=precision, step_size=0.75)
-    tracker(seeds).points.square().sum().backward()
-print(f"{algorithm} {precision}: compiled in {time.perf_counter() - started:.0f} s")
+data = torch.as_tensor(coeffs, dtype=torch.float64 if precision == "float64" else torch.float32).to(device)
+data.requires_grad_(True)
+field = SHField(data, affine, "tournier07")
+tracker = Tracker(field, mask=mask, algorithm=algorithm, device=device, precision=precision, step_size=0.75)
+tracker(seeds).points.square().sum().backward()
+print(f"{algorithm} {precision} {device}: compiled in {time.perf_counter() - started:.0f} s")
 EOF
 }
 warm_fidelity() {  # the kernel fidelity cases of Testing/unit/test_kernels.py, on both devices
@@ -74,7 +80,8 @@ for device in ('cuda', 'cpu'):
 print('fidelity cases compiled')"
 }
 export -f warm warm_fidelity
-step warm 180 bash -c 'for a in sdstream detmax prob; do for p in float32 float64; do warm $a $p & done; done; warm_fidelity & wait'
+step warm 300 bash -c 'for a in sdstream detmax prob; do for p in float32 float64; do for d in cuda cpu; do
+  warm $a $p $d & done; done; done; warm_fidelity & wait'
 
 step tests 120 python3 -m pytest -q -p no:cacheprovider Testing/gpu
 step bench 200 python3 benchmarks/gpu.py --reference --dipy-seeds 0 --max-seconds 20 --out "$OUT/gpu.json"
