@@ -85,6 +85,17 @@ def _pmf(M, K, S, vol, px, py, pz):
     return inside, _sphere(M.basis, K, S.c, S.a)
 
 
+@jit(inline="always")
+def _cell_vertex(lookup, one, cells_half, dx, dy, dz):
+    """The vertex the ``lookup`` grid holds for the cell of the unit direction d (-1: none), the cell
+    found in the precision of ``one`` and ``cells_half`` (``LOOKUP_CELLS`` / 2)."""
+    g = LOOKUP_CELLS
+    i = min(max(np.int64(math.floor((dx + one) * cells_half)), 0), g - 1)
+    j = min(max(np.int64(math.floor((dy + one) * cells_half)), 0), g - 1)
+    k = min(max(np.int64(math.floor((dz + one) * cells_half)), 0), g - 1)
+    return lookup[(i * g + j) * g + k]
+
+
 @jit
 def _cone_row(lookup, vertices, K, dx, dy, dz):
     """The row of the cone table when (dx, dy, dz) is exactly a vertex or its antipode, else -1 (the
@@ -92,11 +103,7 @@ def _cone_row(lookup, vertices, K, dx, dy, dz):
     per step that is not inlined)."""
     if lookup.shape[0] == 0:
         return -1
-    g = LOOKUP_CELLS
-    i = min(max(np.int64(math.floor((dx + K.one) * K.cells_half)), 0), g - 1)
-    j = min(max(np.int64(math.floor((dy + K.one) * K.cells_half)), 0), g - 1)
-    k = min(max(np.int64(math.floor((dz + K.one) * K.cells_half)), 0), g - 1)
-    v = lookup[(i * g + j) * g + k]
+    v = _cell_vertex(lookup, K.one, K.cells_half, dx, dy, dz)
     if v < 0:
         return -1
     a = vertices[v]
@@ -108,14 +115,11 @@ def _cone_row(lookup, vertices, K, dx, dy, dz):
 @jit
 def looked_up(M, dx, dy, dz, tolerance):
     """(vertex, cos) of the vertex whose lookup cell holds the unit direction, when |cos| >= 1 -
-    ``tolerance`` (within 0.26 degrees for 1e-5: at most one vertex of a DIPY sphere), else (-1, 0)."""
+    ``tolerance`` (within 0.26 degrees for 1e-5: at most one vertex of a DIPY sphere), else (-1, 0).
+    float64, whatever the run's precision."""
     if M.lookup.shape[0] == 0:
         return -1, 0.0
-    g = LOOKUP_CELLS
-    i = min(max(np.int64(math.floor((dx + 1.0) * (g * 0.5))), 0), g - 1)
-    j = min(max(np.int64(math.floor((dy + 1.0) * (g * 0.5))), 0), g - 1)
-    k = min(max(np.int64(math.floor((dz + 1.0) * (g * 0.5))), 0), g - 1)
-    v = M.lookup[(i * g + j) * g + k]
+    v = _cell_vertex(M.lookup, 1.0, LOOKUP_CELLS * 0.5, np.float64(dx), np.float64(dy), np.float64(dz))
     if v < 0:
         return -1, 0.0
     a = M.vertices[v]

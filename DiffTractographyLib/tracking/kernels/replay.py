@@ -367,10 +367,8 @@ def replay_batched_half(MB, K, KB, W, B, vol, P, points, start, sign, n, sx, sy,
                 lx, ly, lz = lx + grad[i, 0], ly + grad[i, 1], lz + grad[i, 2]
             count += 1
             k -= 1
-        if count == 0:  # a previous direction that is no vertex: this step alone, over every vertex
-            i = start + sign * k
-            dx, dy, dz = _step_from(MB, K, points, i, sign, k, sx, sy, sz)[1:]
-            cbar, weights = buffers(sink, first)
+        if count == 0:  # step k's previous direction (i, dx, dy, dz as the loop left them) is no vertex:
+            cbar, weights = buffers(sink, first)  # this step alone, over every vertex
             cell = step_vjp(MB, KB, K, W, vol, points[i, 0], points[i, 1], points[i, 2], dx, dy, dz, dx, dy, dz,
                             s * lx, s * ly, s * lz, seed_id, branch, k, cbar, weights)[0]  # pmf reads no u
             deposit(sink, first, cell)
