@@ -1,7 +1,7 @@
 """Every CUDA kernel compiles for a GPU (PTX for sm_90) on a machine without one, with the argument
 types a real launch gives it: the simulator (``test_kernels``) runs the kernels' logic as Python,
 so it cannot see what numba-cuda refuses to type or lower. The types come from launches recorded
-under the simulator, the PTX from NVVM (``numba-cuda[cu12]``, no GPU needed). Minutes of NVVM, so
+under the simulator, the PTX from NVVM (``numba-cuda[cu12]``, no GPU needed). Minutes of compiling, so
 only with --runslow; skipped where numba-cuda cannot compile PTX."""
 from __future__ import annotations
 
