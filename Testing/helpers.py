@@ -8,6 +8,17 @@ from scipy.spatial import cKDTree
 from DiffTractographyLib.phantoms import Bundle, fod_phantom
 
 
+def cuda_ptx(kernel, signature) -> str | None:
+    """PTX for sm_90 of the Python function ``kernel`` compiled as a CUDA kernel at ``signature``, or
+    None where numba-cuda cannot compile to PTX (it needs NVVM: numba-cuda[cu12]; no GPU)."""
+    try:
+        from numba import cuda
+
+        return cuda.compile_ptx(kernel, signature, cc=(9, 0))[0]
+    except Exception:
+        return None
+
+
 def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric Hausdorff distance between two polylines' vertices (mm)."""
     return float(max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max()))

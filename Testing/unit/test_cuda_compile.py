@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import cuda_ptx
+from numba import float64, void
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -83,21 +85,12 @@ if __name__ == "__main__":
 """
 
 
-def _compiles_ptx() -> bool:
-    """Whether numba-cuda can compile PTX here (NVVM present; no GPU needed)."""
-    try:
-        from numba import cuda, float64, void
-
-        def kernel(x):
-            x[0] = 1.0
-
-        return bool(cuda.compile_ptx(kernel, void(float64[::1]), cc=(9, 0))[0])
-    except Exception:
-        return False
+def _store_one(x):
+    x[0] = 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or not _compiles_ptx(),
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or cuda_ptx(_store_one, void(float64[::1])) is None,
                     reason="numba-cuda cannot compile PTX here (pip install numba-cuda[cu12])")
 def test_every_cuda_kernel_compiles_for_a_gpu(tmp_path):
     launches = tmp_path / "launches.pkl"
@@ -114,7 +107,7 @@ def test_every_cuda_kernel_compiles_for_a_gpu(tmp_path):
     results = [json.loads(line) for line in run.stdout.splitlines()]
     failed = [f"{r['kernel']}: {r['error']}" for r in results if "error" in r]
     assert not failed, "\n".join(failed)
-    kernels = {(r["kernel"][0], *r["kernel"][1:]) for r in results}
+    kernels = {tuple(r["kernel"]) for r in results}
     assert kernels == {("_gather_kernel",)} | {(name, precision, family) for name in ("_kernels", "_replay_kernel")
                                                 for family in ("sdstream", "tensordet", "pmf")
                                                 for precision in ("float32", "float64")}

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from numba import njit
+from helpers import cuda_ptx
+from numba import float32, float64, int64, njit, void
 
 from DiffTractographyLib.tracking.kernels import dense
 
@@ -141,23 +142,14 @@ def test_types_they_do_not_serve_are_refused_at_compile_time():
         rows(np.zeros((2, 4), np.float32), np.zeros(4), 4, np.zeros(2))
 
 
-def _cuda_ptx() -> str | None:
-    """PTX for sm_90 of a kernel calling both products, or None where numba-cuda cannot compile to
-    PTX (it needs NVVM and NVRTC: numba-cuda[cu12]; no GPU)."""
-    try:
-        from numba import cuda, float32, float64, int64, void
-
-        def kernel(basis, c, width, out, basis64, x, sums):
-            dense.column_sums(basis, c, width, out)
-            dense.row_sums(basis64, x, width, sums)
-
-        return cuda.compile_ptx(kernel, void(float32[:, ::1], float64[::1], int64, float64[::1], float64[:, ::1],
-                                             float64[::1], float64[::1]), cc=(9, 0))[0]
-    except Exception:
-        return None
+def _both_products(basis, c, width, out, basis64, x, sums):
+    dense.column_sums(basis, c, width, out)
+    dense.row_sums(basis64, x, width, sums)
 
 
-PTX = _cuda_ptx()
+#: a CUDA kernel calling both products, in PTX for sm_90 (None without numba-cuda[cu12])
+PTX = cuda_ptx(_both_products, void(float32[:, ::1], float64[::1], int64, float64[::1], float64[:, ::1],
+                                    float64[::1], float64[::1]))
 
 
 @pytest.mark.skipif(PTX is None, reason="numba-cuda cannot compile to PTX here (numba-cuda[cu12] not installed)")
