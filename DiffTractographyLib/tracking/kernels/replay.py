@@ -7,14 +7,14 @@ gradient. The adjoint runs from the last point kept back to the seed:
 ``lambda[k] = dL/dp[k] + lambda[k+1] + dU/dp[k]' s lambda[k+1]``, and the step's vector-Jacobian
 product with cotangent ``s lambda[k+1]`` gives the sample's cotangent c_bar (``sample_vjp`` of
 the method family: closed forms in float64, pmf's relaxation in its columns' precision) and from it
-the position's, ``sum_corners (c_bar . values_corner) dw_corner/dp``. RK4 chains through its four stage points and the normalisation
-(the stage directions are recomputed with the forward's arithmetic). Every step records its cell,
-corner weights and c_bar into a sink: on the CPU ``Records`` (per-step rows that ``scatter`` adds to
-the field's gradient without write conflicts), on CUDA ``kernels.cuda``'s sink, which adds each
-step to the gradient at once with atomic additions. Where U reads the field at a detached position
-(pmf: dU/dp = 0), every lambda is a suffix sum of dL/dp and the steps' backwards are independent:
-on the CPU, consecutive steps from one cone go to the method's backward together
-(``replay_batched_half``).
+the position's, ``sum_corners (c_bar . values_corner) dw_corner/dp``. RK4 chains through its four
+stage points and the normalisation (the stage directions are recomputed with the forward's
+arithmetic). Every step records its cell, corner weights and c_bar into a sink: on the CPU
+``Records`` (per-step rows that ``scatter`` adds to the field's gradient without write conflicts),
+on CUDA ``kernels.cuda``'s sink, which adds each step to the gradient at once with atomic additions.
+Where U reads the field at a detached position (pmf: dU/dp = 0), every lambda is a suffix sum of
+dL/dp and the steps' backwards are independent: on the CPU, consecutive steps from one cone go to
+the method's backward together (``replay_batched_half``).
 
 Previous directions are the point differences (the forward's step directions to rounding; detmax
 and prob snap them to their vertex), so nothing beyond the points is stored by the forward.
