@@ -16,6 +16,7 @@ from DiffTractographyLib import SHField, load_tractogram, track
 from DiffTractographyLib.fields import DWIField
 from DiffTractographyLib.geometry import axes_rotation
 from DiffTractographyLib.images import load_nifti
+from DiffTractographyLib.phantoms import brain_phantom
 from helpers import crossing_phantom, hausdorff, oblique_affine
 
 PARAMS = dict(max_angle=45, cutoff=0.1, min_length=2, max_length=250)
@@ -81,4 +82,29 @@ def test_sdstream_matches_live_tckgen_on_an_oblique_flipped_phantom(tmp_path):
     t = track(SHField(coeffs, affine), points, seed_directions=dirs, mask=mask, step_size=0.5, **PARAMS)
     d = distances(tmp_path, t, "ref.tck")
     assert len(d) > 50
+    assert (d < 1.0).mean() >= 0.99
+
+
+@pytest.mark.mrtrix
+@pytest.mark.skipif(shutil.which("tckgen") is None, reason="MRtrix3 is not installed")
+def test_sdstream_matches_live_tckgen_on_fibres_along_the_sh_frames_z_axis(tmp_path):
+    """The brain phantom's S-I fibres run along world z, the pole of the (world) SH frame, where the
+    peak search's spherical coordinates are singular. Searching from one start direction far from the
+    peaks (tckgen -seed_direction), ours converge where tckgen's do only with MRtrix3's
+    sin(acos(u_z)) for the elevation's sine: with sqrt(u_x^2 + u_y^2), 15 of these 967 reference
+    streamlines had no counterpart (98.4% within 1 mm); now 6 (99.4%)."""
+    coeffs, mask, _ = brain_phantom((32, 32, 28), 2.0)
+    affine = oblique_affine(spacing=(2.0, 2.2, 1.8), flip_x=True)
+    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), tmp_path / "fod.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "mask.nii.gz")
+    subprocess.run(["tckgen", "-quiet", "-algorithm", "SD_Stream", "fod.nii.gz", "ref.tck", "-seed_image", "mask.nii.gz",
+                    "-seed_direction", "0.3,0.5,0.81", "-mask", "mask.nii.gz", "-seeds", "6000", "-select", "0",
+                    "-step", "0.5", "-angle", "45", "-minlength", "2", "-maxlength", "250", "-nthreads", "0",
+                    "-output_seeds", "seeds.csv"], cwd=tmp_path, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "42"})
+    points = _seed_rows(tmp_path / "ref.tck", tmp_path / "seeds.csv")[0]
+    start = np.array([0.3, 0.5, 0.81]) / np.linalg.norm([0.3, 0.5, 0.81])
+    t = track(SHField(coeffs, affine), points, seed_directions=np.tile(start, (len(points), 1)), mask=mask,
+              step_size=0.5, **PARAMS)
+    d = distances(tmp_path, t, "ref.tck")
+    assert len(d) > 900
     assert (d < 1.0).mean() >= 0.99

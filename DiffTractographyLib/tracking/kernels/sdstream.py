@@ -184,12 +184,15 @@ def derivatives(M, K, vp, vm, ca, sa, el, se, q, work, exact):
 @jit(inline="always")
 def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
     """One iteration of ``get_peak``: the moved direction, the amplitude before the move, the step.
-    The sines and cosines of the angles come from u itself (MRtrix3 takes them of atan2 and acos:
-    the same to a few ulps); the elevation is needed for the Legendre table."""
+    The azimuth's cosine and sine come from u itself (MRtrix3 takes them of atan2: the same to a few
+    ulps), and so does the elevation's cosine; its sine is MRtrix3's sin(acos(u_z)): near the SH
+    frame's z axis the rounding of u_z sets acos(u_z), and sqrt(u_x^2 + u_y^2) differs from its sine
+    by far more than an ulp (~3% at 1e-3 rad; 2e-4 against 0 where u_z rounds to 1), enough for the
+    search there to stop at another point or not to converge."""
     el = K.f(math.acos(uz))
     r = K.f(math.sqrt(ux * ux + uy * uy))
     ca, sa = (ux / r, uy / r) if r > K.zero else (K.one, K.zero)  # atan2(0, 0) = 0 at the pole
-    ce, se = uz, r
+    ce, se = uz, K.f(math.sin(el))
     amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, ca, sa, el, se, q, work, False)
     norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
     a_az = d_az / norm if norm != K.zero else K.zero
