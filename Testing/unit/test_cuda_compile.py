@@ -56,12 +56,36 @@ for precision in ("float32", "float64"):
 pickle.dump(sorted(launches, key=str), open(sys.argv[1], "wb"))
 """
 
-#: without the simulator: each recorded launch compiled to PTX for sm_90; prints one JSON line per
-#: launch. The device functions a kernel calls ask numba-cuda for the current GPU's compute
-#: capability, which a machine without one answers with sm_90's.
+#: without the simulator: each recorded launch compiled to PTX for sm_90 and, where ptxas is at hand
+#: (numba-cuda[cu12] brings it), assembled for sm_90 with its resource report (registers and stack
+#: per thread); prints one JSON line per launch. The device functions a kernel calls ask numba-cuda
+#: for the current GPU's compute capability, which a machine without one answers with sm_90's.
 COMPILE = r"""
-import json, pickle, sys, types
+import json, os, pickle, re, shutil, subprocess, sys, tempfile, types
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+def ptxas():
+    try:
+        import nvidia.cuda_nvcc
+        found = Path(nvidia.cuda_nvcc.__path__[0]) / "bin" / "ptxas"
+        if found.exists():
+            return str(found)
+    except ImportError:
+        pass
+    return shutil.which("ptxas")
+
+def resources(ptx):
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "kernel.ptx"
+        source.write_text(ptx)
+        run = subprocess.run([ptxas(), "-arch=sm_90", "-v", str(source), "-o", os.devnull], capture_output=True,
+                             text=True)
+    report = run.stdout + run.stderr
+    if run.returncode:
+        return {"error": "ptxas: " + report[-2000:]}
+    used = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes cumulative stack size)?", report)  # the kernel's line
+    return {"registers": int(used[1]), "stack": int(used[2] or 0)}
 
 def compiled(launch):
     from numba import cuda
@@ -73,7 +97,8 @@ def compiled(launch):
     kernel = made[index] if isinstance(made, tuple) else made
     try:
         ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
-        return {"kernel": [factory, *key], "ptx": len(ptx)}
+        return {"kernel": [factory, *key], "ptx": len(ptx), "threads": kernels.THREADS_PER_BLOCK,
+                **(resources(ptx) if ptxas() else {})}
     except Exception as exc:
         return {"kernel": [factory, *key], "error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
 
@@ -111,3 +136,7 @@ def test_every_cuda_kernel_compiles_for_a_gpu(tmp_path):
     assert kernels == {("_gather_kernel",)} | {(name, precision, family) for name in ("_kernels", "_replay_kernel")
                                                 for family in ("sdstream", "tensordet", "pmf")
                                                 for precision in ("float32", "float64")}
+    # what a launch asks of an sm_90 multiprocessor: at most 64K registers a block, 512 KB of stack a thread
+    heavy = [f"{r['kernel']}: {r['registers']} registers x {r['threads']} threads, {r['stack']} B of stack"
+             for r in results if "registers" in r and (r["registers"] * r["threads"] > 65536 or r["stack"] > 512 << 10)]
+    assert not heavy, "\n".join(heavy)
