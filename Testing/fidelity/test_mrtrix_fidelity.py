@@ -2,7 +2,7 @@
 
 Reference subsets in Testing/Data (see its README): every reference streamline must be reproduced
 within 1 mm symmetric Hausdorff distance; in practice they agree to float rounding. When MRtrix3 is
-installed, the same is checked live on a generated oblique, flipped phantom."""
+installed, the same is checked live on generated oblique, flipped phantoms."""
 import os
 import shutil
 import subprocess
@@ -67,18 +67,24 @@ def _seed_rows(tck_path, seeds_path):
     return np.array(points), np.array(dirs)
 
 
+def _live_tckgen(folder, coeffs, mask, affine, *options):
+    """tckgen SD_Stream (MRtrix3's defaults but for these, seeds in the mask, fixed RNG) on the FOD
+    ``coeffs`` written to ``folder``, into ref.tck; returns the seed points and first-half directions."""
+    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), folder / "fod.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / "mask.nii.gz")
+    subprocess.run(["tckgen", "-quiet", "-algorithm", "SD_Stream", "fod.nii.gz", "ref.tck", "-seed_image", "mask.nii.gz",
+                    "-mask", "mask.nii.gz", "-select", "0", "-step", "0.5", "-angle", "45", "-minlength", "2",
+                    "-maxlength", "250", "-nthreads", "0", "-output_seeds", "seeds.csv", *options],
+                   cwd=folder, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "42"})
+    return _seed_rows(folder / "ref.tck", folder / "seeds.csv")
+
+
 @pytest.mark.mrtrix
 @pytest.mark.skipif(shutil.which("tckgen") is None, reason="MRtrix3 is not installed")
 def test_sdstream_matches_live_tckgen_on_an_oblique_flipped_phantom(tmp_path):
     affine = oblique_affine(spacing=(2.0, 2.2, 2.5), flip_x=True)
     coeffs, mask, affine, *_ = crossing_phantom(affine=affine)
-    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), tmp_path / "fod.nii.gz")
-    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "mask.nii.gz")
-    subprocess.run(["tckgen", "-quiet", "-algorithm", "SD_Stream", "fod.nii.gz", "ref.tck", "-seed_image", "mask.nii.gz",
-                    "-mask", "mask.nii.gz", "-seeds", "300", "-select", "0", "-step", "0.5", "-angle", "45",
-                    "-minlength", "2", "-maxlength", "250", "-nthreads", "0", "-output_seeds", "seeds.csv"],
-                   cwd=tmp_path, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "42"})
-    points, dirs = _seed_rows(tmp_path / "ref.tck", tmp_path / "seeds.csv")
+    points, dirs = _live_tckgen(tmp_path, coeffs, mask, affine, "-seeds", "300")
     t = track(SHField(coeffs, affine), points, seed_directions=dirs, mask=mask, step_size=0.5, **PARAMS)
     d = distances(tmp_path, t, "ref.tck")
     assert len(d) > 50
@@ -95,13 +101,7 @@ def test_sdstream_matches_live_tckgen_on_fibres_along_the_sh_frames_z_axis(tmp_p
     streamlines had no counterpart (98.4% within 1 mm); now 6 (99.4%)."""
     coeffs, mask, _ = brain_phantom((32, 32, 28), 2.0)
     affine = oblique_affine(spacing=(2.0, 2.2, 1.8), flip_x=True)
-    nib.save(nib.Nifti1Image(coeffs.numpy(), affine), tmp_path / "fod.nii.gz")
-    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "mask.nii.gz")
-    subprocess.run(["tckgen", "-quiet", "-algorithm", "SD_Stream", "fod.nii.gz", "ref.tck", "-seed_image", "mask.nii.gz",
-                    "-seed_direction", "0.3,0.5,0.81", "-mask", "mask.nii.gz", "-seeds", "6000", "-select", "0",
-                    "-step", "0.5", "-angle", "45", "-minlength", "2", "-maxlength", "250", "-nthreads", "0",
-                    "-output_seeds", "seeds.csv"], cwd=tmp_path, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "42"})
-    points = _seed_rows(tmp_path / "ref.tck", tmp_path / "seeds.csv")[0]
+    points = _live_tckgen(tmp_path, coeffs, mask, affine, "-seeds", "6000", "-seed_direction", "0.3,0.5,0.81")[0]
     start = np.array([0.3, 0.5, 0.81]) / np.linalg.norm([0.3, 0.5, 0.81])
     t = track(SHField(coeffs, affine), points, seed_directions=np.tile(start, (len(points), 1)), mask=mask,
               step_size=0.5, **PARAMS)

@@ -75,11 +75,13 @@ def ptxas():
         pass
     return shutil.which("ptxas")
 
+PTXAS = ptxas()
+
 def resources(ptx):
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "kernel.ptx"
         source.write_text(ptx)
-        run = subprocess.run([ptxas(), "-arch=sm_90", "-v", str(source), "-o", os.devnull], capture_output=True,
+        run = subprocess.run([PTXAS, "-arch=sm_90", "-v", str(source), "-o", os.devnull], capture_output=True,
                              text=True)
     report = run.stdout + run.stderr
     if run.returncode:
@@ -98,7 +100,7 @@ def compiled(launch):
     try:
         ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
         return {"kernel": [factory, *key], "ptx": len(ptx), "threads": kernels.THREADS_PER_BLOCK,
-                **(resources(ptx) if ptxas() else {})}
+                **(resources(ptx) if PTXAS else {})}
     except Exception as exc:
         return {"kernel": [factory, *key], "error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
 
