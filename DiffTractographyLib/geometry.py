@@ -1,10 +1,18 @@
-"""Affine helpers. An ``affine`` is always voxel index (i, j, k) -> RAS millimetres, (4, 4), with
-voxel centres at integer indices (NIfTI and Slicer's IJKToRAS convention)."""
+"""Affine and 3-vector helpers. An ``affine`` is always voxel index (i, j, k) -> RAS millimetres,
+(4, 4), with voxel centres at integer indices (NIfTI and Slicer's IJKToRAS convention)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import InputError
+
+
+def dot3(a, b):
+    """a . b over the last axis (size 3) of numpy arrays or torch tensors, in the order of Eigen's
+    unrolled 3-vector reduction, a_x b_x + (a_y b_y + a_z b_z): MRtrix3's ``dot``, ``squaredNorm``
+    and so ``normalize``, whose rounding steers its peak search near the SH frame's z axis."""
+    p = a * b
+    return p[..., 0] + (p[..., 1] + p[..., 2])
 
 
 def as_affine(affine) -> np.ndarray:

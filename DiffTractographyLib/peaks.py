@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import sh
+from .geometry import dot3
 
 MAX_DIR_CHANGE = 0.2
 ANGLE_TOLERANCE = 1e-4
@@ -62,7 +63,7 @@ def _newton_iteration(vp, vm, u, legendre_at, m, m2, trig_scale):
     moved = torch.stack([u[:, 0] + (a_el * ca * ce - a_az * sa),
                          u[:, 1] + (a_el * sa * ce + a_az * ca),
                          u[:, 2] - a_el * se], -1)
-    moved = moved / torch.sqrt((moved * moved).sum(-1, keepdim=True))
+    moved = moved / torch.sqrt(dot3(moved, moved))[:, None]
     return moved, amp, dt
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..geometry import dot3
 from .methods.base import Method
 from ..stopping import Region, Status
 
@@ -42,14 +43,14 @@ def rk4_direction(method: Method, pos: torch.Tensor, direction: torch.Tensor, st
     k2, s2 = method.next(pos + k1 * (0.5 * step_size), direction, check_curvature=False)
     k3, s3 = method.next(pos + k2 * (0.5 * step_size), direction, check_curvature=False)
     mid = k2 + k3
-    mid = mid / torch.sqrt((mid * mid).sum(-1, keepdim=True))
+    mid = mid / torch.sqrt(dot3(mid, mid))[:, None]
     k4, s4 = method.next(pos + k3 * step_size, mid, check_curvature=False)
     u = k1 + k2 * 2.0 + k3 * 2.0 + k4
-    u = u / torch.sqrt((u * u).sum(-1, keepdim=True))
+    u = u / torch.sqrt(dot3(u, u))[:, None]
     end, s5 = method.next(pos + u * step_size, u, check_curvature=False)
     for s in (s2, s3, s4, s5):
         status = torch.where(status == Status.CONTINUE, s, status)
-    curved = (status == Status.CONTINUE) & ((k1 * end).sum(-1) < cos_max)
+    curved = (status == Status.CONTINUE) & (dot3(k1, end) < cos_max)
     status = torch.where(curved, torch.full_like(status, Status.HIGH_CURVATURE), status)
     return u, status
 

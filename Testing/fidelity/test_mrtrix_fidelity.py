@@ -16,7 +16,6 @@ from DiffTractographyLib import SHField, load_tractogram, track
 from DiffTractographyLib.fields import DWIField
 from DiffTractographyLib.geometry import axes_rotation
 from DiffTractographyLib.images import load_nifti
-from DiffTractographyLib.phantoms import brain_phantom
 from helpers import crossing_phantom, hausdorff, oblique_affine
 
 PARAMS = dict(max_angle=45, cutoff=0.1, min_length=2, max_length=250)
@@ -91,22 +90,20 @@ def test_sdstream_matches_live_tckgen_on_an_oblique_flipped_phantom(tmp_path):
     assert (d < 1.0).mean() >= 0.99
 
 
-@pytest.mark.mrtrix
-@pytest.mark.skipif(shutil.which("tckgen") is None, reason="MRtrix3 is not installed")
-def test_sdstream_matches_live_tckgen_on_fibres_along_the_sh_frames_z_axis(tmp_path):
+@pytest.mark.parametrize("rk4", [False, True], ids=["euler", "rk4"])
+def test_sdstream_reproduces_tckgen_on_fibres_along_the_sh_frames_z_axis(data_dir, rk4):
     """The brain phantom's S-I fibres run along world z, the pole of the (world) SH frame, where the
-    peak search's spherical coordinates are singular. Searching from one start direction far from the
-    peaks (tckgen -seed_direction), ours converge where tckgen's do only with MRtrix3's
-    sin(acos(u_z)) for the elevation's sine: with sqrt(u_x^2 + u_y^2), 15 of these 967 reference
-    streamlines had no counterpart (98.4% within 1 mm); now 6 (99.4%)."""
-    coeffs, mask, _ = brain_phantom((32, 32, 28), 2.0)
-    affine = oblique_affine(spacing=(2.0, 2.2, 1.8), flip_x=True)
-    start = np.array([0.3, 0.5, 0.81])
-    points = _live_tckgen(tmp_path, coeffs, mask, affine, "-seeds", "6000",
-                          "-seed_direction", ",".join(map(str, start)))[0]
-    start /= np.linalg.norm(start)
-    t = track(SHField(coeffs, affine), points, seed_directions=np.tile(start, (len(points), 1)), mask=mask,
-              step_size=0.5, **PARAMS)
-    d = distances(tmp_path, t, "ref.tck")
-    assert len(d) > 900
-    assert (d < 1.0).mean() >= 0.99
+    float32 peak search is chaotic: from one start direction far from the peaks (tckgen
+    -seed_direction), ours stop where tckgen's do only with MRtrix3's rounding, sin(acos(u_z)) for
+    the elevation's sine and Eigen's x^2 + (y^2 + z^2) in ``normalize`` and ``dot``. With
+    (x^2 + y^2) + z^2, 97.2% (RK4: 94.8%) of these 250 reference streamlines were within 0.01 mm
+    of tckgen's; now 99.6% (98.4%)."""
+    root = data_dir / "brain_pole"
+    fod, affine = load_nifti(root / "fod.nii.gz")
+    mask, _ = load_nifti(root / "mask.nii.gz")
+    name = "sdstream_rk4" if rk4 else "sdstream"
+    seeds = np.loadtxt(root / f"{name}_seeds_subset.txt")
+    t = track(SHField(torch.from_numpy(fod), affine), seeds[:, :3], seed_directions=seeds[:, 3:], mask=mask,
+              step_size=0.5, rk4=rk4, **PARAMS)
+    d = distances(data_dir, t, f"brain_pole/{name}_ref_subset.tck")
+    assert (d < 0.01).mean() >= 0.98

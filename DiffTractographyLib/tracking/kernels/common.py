@@ -70,6 +70,14 @@ Scratch = namedtuple("Scratch", "c a b q d w")
 
 
 @jit(inline="always")
+def dot3(ax, ay, az, bx, by, bz):
+    """a . b in the order of Eigen's unrolled 3-vector reduction, a_x b_x + (a_y b_y + a_z b_z):
+    MRtrix3's ``dot``, ``squaredNorm`` and so ``normalize``, whose rounding steers its peak search
+    near the SH frame's z axis."""
+    return ax * bx + (ay * by + az * bz)
+
+
+@jit(inline="always")
 def round_half_away(v):
     """C's ``std::round`` of a float64 as int64 (halves away from zero)."""
     if v < 0.0:

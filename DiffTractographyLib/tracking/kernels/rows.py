@@ -17,7 +17,7 @@ from numba.extending import overload
 
 from ...stopping import StreamlineStatus
 from . import pmf, sdstream, tensordet
-from .common import CONTINUE, EXIT_MASK, HIGH_CURVATURE, MAX_LENGTH, contains, jit
+from .common import CONTINUE, EXIT_MASK, HIGH_CURVATURE, MAX_LENGTH, contains, dot3, jit
 
 ACCEPTED = int(StreamlineStatus.ACCEPTED)
 SEED_REJECTED = int(StreamlineStatus.SEED_REJECTED)
@@ -94,7 +94,7 @@ def _method_reverse(M, K, sx, sy, sz, fx, fy, fz):
 # -- stepping ---------------------------------------------------------------------------------------
 @jit
 def _normalised(K, x, y, z):
-    n = K.f(math.sqrt((x * x + y * y) + z * z))
+    n = K.f(math.sqrt(dot3(x, y, z, x, y, z)))
     return x / n, y / n, z / n
 
 
@@ -133,7 +133,7 @@ def rk4_direction(M, K, S, vol, P, px, py, pz, dx, dy, dz, seed_id, branch, step
                                      seed_id, branch, step)
     if s5 != CONTINUE:
         return s5, ux, uy, uz
-    if (k1x * ex + k1y * ey) + k1z * ez < P.rk4_cos_max:
+    if dot3(k1x, k1y, k1z, ex, ey, ez) < P.rk4_cos_max:
         return HIGH_CURVATURE, ux, uy, uz
     return CONTINUE, ux, uy, uz
 

@@ -8,7 +8,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sample
+from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, dot3, jit, sample
 
 MAX_ITERATIONS = 50
 
@@ -207,7 +207,7 @@ def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
     mx = ux + (a_el * ca * ce - a_az * sa)
     my = uy + (a_el * sa * ce + a_az * ca)
     mz = uz - a_el * se
-    n = K.f(math.sqrt(mx * mx + my * my + mz * mz))
+    n = K.f(math.sqrt(dot3(mx, my, mz, mx, my, mz)))
     return mx / n, my / n, mz / n, amp, dt
 
 
@@ -251,7 +251,7 @@ def _polish(M, K, vp, vm, ux, uy, uz, q, work):
         ux = ux + s_el * (ca * ce) + s_az * (-sa)
         uy = uy + s_el * (sa * ce) + s_az * ca
         uz = uz + s_el * (-se) + s_az * K.zero
-        n = K.f(math.sqrt(ux * ux + uy * uy + uz * uz))
+        n = K.f(math.sqrt(dot3(ux, uy, uz, ux, uy, uz)))
         ux, uy, uz = ux / n, uy / n, uz / n
     return ux, uy, uz, amp
 
@@ -302,7 +302,7 @@ def init(M, K, S, vol, px, py, pz, dx, dy, dz):
 @jit
 def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
     status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz)
-    if check_curvature and status == CONTINUE and (dx * ux + dy * uy) + dz * uz < M.cos_max:
+    if check_curvature and status == CONTINUE and dot3(dx, dy, dz, ux, uy, uz) < M.cos_max:
         status = HIGH_CURVATURE
     return status, ux, uy, uz
 

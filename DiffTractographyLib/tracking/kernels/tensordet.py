@@ -8,7 +8,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, jit, sample
+from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, dot3, jit, sample
 
 #: cutoff (FA), cos(max_angle), ``binv`` (7, G) pseudo-inverse of MRtrix3's b-matrix
 TensorData = namedtuple("TensorData", "cutoff cos_max binv")
@@ -113,7 +113,7 @@ def _tensor(M, K, S, vol, px, py, pz):
 def init(M, K, S, vol, px, py, pz, dx, dy, dz):
     """FA >= cutoff at the seed; the eigenvector oriented along the start direction."""
     inside, fa, ux, uy, uz = _tensor(M, K, S, vol, px, py, pz)
-    if (ux * dx + uy * dy) + uz * dz < K.zero:
+    if dot3(ux, uy, uz, dx, dy, dz) < K.zero:
         ux, uy, uz = -ux, -uy, -uz
     return inside and fa >= M.cutoff, ux, uy, uz
 
@@ -125,7 +125,7 @@ def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
     inside, fa, ux, uy, uz = _tensor(M, K, S, vol, px, py, pz)
     if not inside:
         return OUTSIDE_IMAGE, ux, uy, uz
-    dot = (dx * ux + dy * uy) + dz * uz
+    dot = dot3(dx, dy, dz, ux, uy, uz)
     status = LOW_SIGNAL if fa < M.cutoff else CONTINUE
     if check_curvature and status == CONTINUE and abs(dot) < M.cos_max:
         status = HIGH_CURVATURE
@@ -147,7 +147,7 @@ def sample_vjp(M, K, W, s, dx, dy, dz, bx, by, bz, sbar):
     best = eigensystem(dt[0], dt[1], dt[2], dt[3], dt[4], dt[5], work)
     v = work[9:18]
     e1x, e1y, e1z = v[best], v[3 + best], v[6 + best]
-    if (dx * e1x + dy * e1y) + dz * e1z < 0.0:  # the flip of ``next_direction``
+    if dot3(dx, dy, dz, e1x, e1y, e1z) < 0.0:  # the flip of ``next_direction``
         bx, by, bz = -bx, -by, -bz
     t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = 0.0  # T_bar = sum_j a_j e_j e1'
     for j in range(3):

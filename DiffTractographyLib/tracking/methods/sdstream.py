@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...fields import SHField
+from ...geometry import dot3
 from ...peaks import PeakFinder
 from ...stopping import Status
 from ..algorithms import ALGORITHMS, mrtrix_cos_threshold
@@ -55,5 +56,5 @@ class SDStream(Method):
     def next(self, pos, direction, check_curvature=True, key=None):
         u, status = self._peak(pos, direction)
         if check_curvature:
-            status = curvature_status(status, (direction * u).sum(-1), self.cos_max)
+            status = curvature_status(status, dot3(direction, u), self.cos_max)
         return u, status

@@ -6,6 +6,7 @@ import torch
 
 from ...dwi import tensor_solver
 from ...fields import DWIField
+from ...geometry import dot3
 from ...interpolation import VolumeField
 from ...stopping import Status
 from ..algorithms import ALGORITHMS, mrtrix_cos_threshold
@@ -60,14 +61,14 @@ class TensorDet(Method):
         dt, inside = self._tensor(pos)
         u = principal_direction(dt)
         given = ~torch.isnan(direction).any(-1)
-        flip = given & ((u * torch.nan_to_num(direction)).sum(-1) < 0)
+        flip = given & (dot3(u, torch.nan_to_num(direction)) < 0)
         u = torch.where(flip[:, None], -u, u)
         return u, inside & (tensor_fa(dt) >= self.cutoff)
 
     def next(self, pos, direction, check_curvature=True, key=None):
         dt, inside = self._tensor(pos)
         u = principal_direction(dt)
-        dot = (direction * u).sum(-1)
+        dot = dot3(direction, u)
         status = torch.where(inside, torch.where(tensor_fa(dt) < self.cutoff, Status.LOW_SIGNAL, Status.CONTINUE),
                              Status.OUTSIDE_IMAGE).to(torch.int64)
         if check_curvature:  # the eigenvector's sign is free: the turn is to the nearer of +-u
