@@ -21,7 +21,7 @@ from .. import rng, sh
 from ..config import TrackingParams
 from ..errors import InputError
 from ..fields import DWIField, SHField
-from ..geometry import mean_voxel_size, voxel_sizes
+from ..geometry import dot3, mean_voxel_size, voxel_sizes
 from ..stopping import AllOf, BinaryMask, Status, StreamlineStatus, ThresholdMap
 from ..streamlines import as_numpy
 from .algorithms import TEMPERATURE, algorithm, mrtrix_cos_threshold
@@ -470,8 +470,8 @@ class KernelTracker:
         given = np.zeros(len(seeds), bool) if directions is None else ~np.isnan(directions).any(-1)
         starts = np.zeros_like(seeds)
         if given.any():
-            d = np.nan_to_num(directions[given])
-            norm = np.sqrt((d * d).sum(-1, keepdims=True)).astype(self.dtype)
+            d = np.nan_to_num(directions[given])  # normalised in the working precision, as MRtrix3's init()
+            norm = np.sqrt(dot3(d, d))[:, None].astype(self.dtype)
             starts[given] = d / np.maximum(norm, self.dtype(1e-30))
         peak = np.zeros(len(seeds), dtype=np.int64)
         every = np.arange(len(seeds))

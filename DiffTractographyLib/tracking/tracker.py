@@ -18,7 +18,7 @@ from .. import rng
 from ..config import TrackingParams
 from ..devices import resolve_device
 from ..errors import InputError
-from ..geometry import mean_voxel_size
+from ..geometry import dot3, mean_voxel_size
 from ..fields import DWIField, SHField
 from ..stopping import BinaryMask, Status, StreamlineStatus
 from ..streamlines import Tractogram
@@ -79,8 +79,8 @@ def _track_chunk(method, seeds: torch.Tensor, directions: torch.Tensor, ids: tor
     seeds, directions, ids, peak = _expand_to_peaks(method, seeds, directions, ids)
     given = ~torch.isnan(directions).any(-1)
     random_dirs = rng.unit_vectors(params.rng_seed, ids, stream=0, dtype=seeds.dtype)
-    norm = torch.linalg.vector_norm(torch.nan_to_num(directions), dim=-1, keepdim=True).clamp(min=1e-30)
-    start = torch.where(given[:, None], torch.nan_to_num(directions) / norm, random_dirs)
+    d = torch.nan_to_num(directions)  # normalised in the working precision, as MRtrix3's init()
+    start = torch.where(given[:, None], d / torch.sqrt(dot3(d, d)).clamp(min=1e-30)[:, None], random_dirs)
     ok = torch.ones(len(seeds), dtype=torch.bool, device=seeds.device)
     if region is not None:
         ok &= region.contains(seeds)

@@ -94,10 +94,11 @@ def test_sdstream_matches_live_tckgen_on_an_oblique_flipped_phantom(tmp_path):
 def test_sdstream_reproduces_tckgen_on_fibres_along_the_sh_frames_z_axis(data_dir, rk4):
     """The brain phantom's S-I fibres run along world z, the pole of the (world) SH frame, where the
     float32 peak search is chaotic: from one start direction far from the peaks (tckgen
-    -seed_direction), ours stop where tckgen's do only with MRtrix3's rounding, sin(acos(u_z)) for
-    the elevation's sine and Eigen's x^2 + (y^2 + z^2) in ``normalize`` and ``dot``. With
-    (x^2 + y^2) + z^2, 97.2% (RK4: 94.8%) of these 250 reference streamlines were within 0.01 mm
-    of tckgen's; now 99.6% (98.4%)."""
+    -seed_direction, normalised by the tracker), ours stop where tckgen's do only with MRtrix3's
+    rounding: sin(acos(u_z)) for the elevation's sine and Eigen's x^2 + (y^2 + z^2) in ``dot`` and
+    ``normalize`` (the start direction's too). With (x^2 + y^2) + z^2, 97.6% (RK4: 93.2%) of these
+    250 reference streamlines were within 0.01 mm of tckgen's and 99.2% (95.2%) within 1 mm; now
+    99.6% (100%), and all within 1 mm."""
     root = data_dir / "brain_pole"
     fod, affine = load_nifti(root / "fod.nii.gz")
     mask, _ = load_nifti(root / "mask.nii.gz")
@@ -106,4 +107,5 @@ def test_sdstream_reproduces_tckgen_on_fibres_along_the_sh_frames_z_axis(data_di
     t = track(SHField(torch.from_numpy(fod), affine), seeds[:, :3], seed_directions=seeds[:, 3:], mask=mask,
               step_size=0.5, rk4=rk4, **PARAMS)
     d = distances(data_dir, t, f"brain_pole/{name}_ref_subset.tck")
-    assert (d < 0.01).mean() >= 0.98
+    assert (d < 1.0).mean() == 1.0
+    assert (d < 0.01).mean() >= 0.99
