@@ -101,8 +101,11 @@ def _trilinear(points, ras_to_voxel, dims, dims_f, strides, corners, flat_values
     base_i = (base.to(torch.int64) + 1).clamp(min=0).minimum(upper - 1)  # rows outside: any valid cell
     flat = (base_i * strides).sum(-1)[:, None] + corners
     values = flat_values.index_select(0, flat.reshape(-1)).view(len(flat), 8, -1)  # (N, 8, C)
-    weighted = w[:, :, None] * values
-    out = weighted[:, 0]
-    for k in range(1, 8):  # corners summed in order: the same rounding on every device
-        out = out + weighted[:, k]
+    t = (w[:, :, None] * values).unbind(1)
+    if mrtrix:  # MRtrix3's Interp::Linear::value() (kernels.common.mrtrix_corner_sum)
+        out = ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]))
+    else:
+        out = t[0]
+        for k in range(1, 8):  # corners summed in order: the same rounding on every device
+            out = out + t[k]
     return torch.where(inside[:, None], out, torch.zeros_like(out)), inside

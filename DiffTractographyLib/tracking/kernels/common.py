@@ -172,9 +172,9 @@ def corner_rows(vol, i0, i1, j0, j1, k0, k1):
 def sample(vol, K, px, py, pz, out):
     """Trilinear interpolation of ``vol`` at a RAS-mm point into ``out`` (C,); returns ``inside``
     (0 everywhere outside). ``interpolation.VolumeField.sample``'s arithmetic: weights formed in
-    float64 and cast, products in the working precision, corners summed in MRtrix3's order
-    (z outer, y, x inner); ``mrtrix`` rule: strict lower bound, nearest voxel in the support, weights
-    under 1e-6 set to 0."""
+    float64 and cast, products in the working precision, corners c = x + 2 y + 4 z summed in order;
+    ``mrtrix`` rule: strict lower bound, nearest voxel in the support, weights under 1e-6 set to 0,
+    and the corners summed as MRtrix3's ``Interp::Linear::value()`` does (``mrtrix_corner_sum``)."""
     inside, i0, i1, j0, j1, k0, k1, fx, fy, fz, vx, vy, vz = locate(vol, K, px, py, pz)
     if not inside:
         for ch in range(out.shape[0]):
@@ -185,10 +185,23 @@ def sample(vol, K, px, py, pz, out):
     w4, w5 = corner_weight(vol, K, 4, fx, fy, fz), corner_weight(vol, K, 5, fx, fy, fz)
     w6, w7 = corner_weight(vol, K, 6, fx, fy, fz), corner_weight(vol, K, 7, fx, fy, fz)
     r0, r1, r2, r3, r4, r5, r6, r7 = corner_rows(vol, i0, i1, j0, j1, k0, k1)
-    for ch in range(out.shape[0]):  # one pass, the sums in registers, corner by corner as MRtrix3 adds them
-        out[ch] = ((((((w0 * r0[ch] + w1 * r1[ch]) + w2 * r2[ch]) + w3 * r3[ch]) + w4 * r4[ch]) + w5 * r5[ch])
-                   + w6 * r6[ch]) + w7 * r7[ch]
+    if vol.mrtrix:  # one pass each, the sums in registers
+        for ch in range(out.shape[0]):
+            out[ch] = mrtrix_corner_sum(w0 * r0[ch], w1 * r1[ch], w2 * r2[ch], w3 * r3[ch], w4 * r4[ch], w5 * r5[ch],
+                                        w6 * r6[ch], w7 * r7[ch])
+    else:
+        for ch in range(out.shape[0]):
+            out[ch] = ((((((w0 * r0[ch] + w1 * r1[ch]) + w2 * r2[ch]) + w3 * r3[ch]) + w4 * r4[ch]) + w5 * r5[ch])
+                       + w6 * r6[ch]) + w7 * r7[ch]
     return True
+
+
+@jit(inline="always")
+def mrtrix_corner_sum(t0, t1, t2, t3, t4, t5, t6, t7):
+    """The weighted corners (c = x + 2 y + 4 z) summed as MRtrix3 3.0's ``Interp::Linear::value()``
+    does: Eigen's dot of two 8-vectors, two SSE packets of 4 added lane by lane, then the lanes
+    pairwise, ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)) (bit-equal to ``tcksample``)."""
+    return ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7))
 
 
 @jit(inline="always")
