@@ -28,10 +28,12 @@ _SPACE_TO_RAS = {
 }
 
 
-def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B0_THRESHOLD) -> DWI:
+def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B0_THRESHOLD,
+             mrtrix: bool = False) -> DWI:
     """Read a DWI series: NIfTI (.nii/.nii.gz) with FSL ``bvals`` + ``bvecs`` files or an MRtrix ``grad``
     (.b) table, or a Slicer DWI NRRD (.nrrd/.nhdr, gradients in its header). Without a table, a NIfTI's
-    sidecars ``<stem>.bval`` / ``<stem>.bvec`` (dcm2niix's naming) are used when present."""
+    sidecars ``<stem>.bval`` / ``<stem>.bvec`` (dcm2niix's naming) are used when present. ``mrtrix``:
+    a NIfTI's affine as MRtrix3 reads it (``images.mrtrix_affine``)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -42,7 +44,7 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         return load_nrrd_dwi(path, b0_threshold=b0_threshold)
     if not name.endswith(NIFTI_SUFFIXES):
         raise InputError(f"{path}: unknown DWI format; use NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)")
-    data, affine = load_nifti(path, ndim=4, what="DWI")
+    data, affine = load_nifti(path, ndim=4, what="DWI", mrtrix=mrtrix)
     if grad is not None:
         if bvals is not None or bvecs is not None:
             raise InputError("give either an MRtrix gradient table (--grad) or FSL --bvals/--bvecs, not both")
@@ -173,9 +175,9 @@ def _numbered(header: dict, prefix: str, n: int, path: Path) -> list[tuple[int, 
     return found
 
 
-def load_mask(path, dwi: DWI) -> np.ndarray:
+def load_mask(path, dwi: DWI, mrtrix: bool = False) -> np.ndarray:
     """(X, Y, Z) bool mask (values > 0) on the DWI's grid; any other grid is an ``InputError``."""
-    data, affine = load_nifti(path, ndim=3, what="mask")
+    data, affine = load_nifti(path, ndim=3, what="mask", mrtrix=mrtrix)
     if data.shape != dwi.data.shape[:3] or not np.allclose(affine, dwi.affine, atol=1e-3):
         raise InputError(f"{path}: the mask's grid (shape {data.shape}) differs from the DWI's "
                          f"(shape {dwi.data.shape[:3]}) or its affine does not match")

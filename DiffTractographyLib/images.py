@@ -10,8 +10,9 @@ from .errors import InputError
 from .geometry import as_affine
 
 
-def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image"):
-    """(data float32 array in voxel order i, j, k[, c], affine (4, 4) voxel -> RAS) of a NIfTI file."""
+def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image", mrtrix: bool = False):
+    """(data float32 array in voxel order i, j, k[, c], affine (4, 4) voxel -> RAS) of a NIfTI file:
+    nibabel's affine (DIPY's), or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``)."""
     import nibabel as nib
 
     path = Path(path)
@@ -35,7 +36,24 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
         shape = " x ".join(str(s) for s in data.shape)
         expected = " or ".join(f"{d}-D" for d in allowed)
         raise InputError(f"{path}: the {what} must be {expected}, got a {data.ndim}-D image ({shape})")
-    return np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64)
+    return np.ascontiguousarray(data), (mrtrix_affine(img.header) if mrtrix else np.asarray(img.affine, dtype=np.float64))
+
+
+def mrtrix_affine(header) -> np.ndarray:
+    """The voxel -> RAS affine MRtrix3 reads from a NIfTI header: the axis directions of the sform (else
+    the qform) normalised, times the voxel sizes in pixdim, and its translation. The sform's own column
+    lengths differ from pixdim by float32 rounding (~1e-7 relative on oblique scans), enough to change
+    the interpolation weights' last bits, so tracking that reproduces MRtrix3 needs this reading.
+    Without valid voxel sizes in pixdim, nibabel's affine."""
+    affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    sizes = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    if not (np.isfinite(sizes).all() and (sizes > 0).all()):
+        return affine
+    axes = affine[:3, :3]
+    lengths = np.sqrt(axes[0] * axes[0] + (axes[1] * axes[1] + axes[2] * axes[2]))  # Eigen's normalize()
+    out = affine.copy()
+    out[:3, :3] = axes / lengths * sizes
+    return out
 
 
 def nifti_grid(path, what: str = "template") -> tuple[tuple[int, int, int], np.ndarray]:

@@ -76,7 +76,7 @@ def main() -> None:
     data = Path(args.data)
     results, tractograms, engines = {}, {}, {}
     for name, step in (("phantom_cross", 0.5), ("invivo_small", 0.25)):
-        fod, affine = load_nifti(data / name / "fod_mrtrix.nii.gz")
+        fod, affine = load_nifti(data / name / "fod_mrtrix.nii.gz", mrtrix=True)  # as tckgen reads it
         mask, _ = load_nifti(data / name / "mask.nii.gz")
         points, dirs = seeds(data / name / "sdstream_seeds.txt")
         field, kw = SHField(fod, affine), dict(mask=mask, step_size=step, cutoff=0.1, **COMMON)
@@ -87,7 +87,7 @@ def main() -> None:
         engines[f"sdstream, {name}, RK4"] = kernels_vs_torch(field, points, rk4=True, **kw)[0]
     phantom = data / "phantom_cross"
     mask, affine = load_nifti(phantom / "mask.nii.gz")
-    dwi = load_dwi(phantom / "dwi.nii.gz", bvals=phantom / "dwi.bval", bvecs=phantom / "dwi.bvec")
+    dwi = load_dwi(phantom / "dwi.nii.gz", bvals=phantom / "dwi.bval", bvecs=phantom / "dwi.bvec", mrtrix=True)
     points, dirs = seeds(phantom / "tensordet_seeds.txt")
     kw = dict(algorithm="tensordet", mask=mask, step_size=0.5, cutoff=0.1, **COMMON)
     engines["tensordet, phantom_cross"], t = kernels_vs_torch(DWIField.from_dwi(dwi), points, seed_directions=dirs, **kw)

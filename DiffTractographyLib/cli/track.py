@@ -102,6 +102,14 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run_track)
 
 
+def _mrtrix(args) -> bool:
+    """Whether the algorithm reproduces MRtrix3, which reads a NIfTI's affine its own way
+    (``images.mrtrix_affine``): every image of the run is then read so."""
+    from ..config import reference_rule
+
+    return reference_rule(args.algorithm) == "mrtrix"
+
+
 def _read_input(args):
     """The FOD (an SHField) or the DWI named on the command line."""
     from ..fields import SHField
@@ -110,14 +118,14 @@ def _read_input(args):
     if (args.fod is None) == (args.dwi is None):
         raise InputError("give exactly one of --fod (SH coefficients) or --dwi (diffusion-weighted images)")
     if args.fod is not None:
-        data, affine = load_nifti(args.fod, ndim=4, what="FOD")
+        data, affine = load_nifti(args.fod, ndim=4, what="FOD", mrtrix=_mrtrix(args))
         try:
             return SHField(data, affine, args.sh_basis, args.sh_frame)
         except InputError as exc:
             raise InputError(f"{args.fod}: {exc}") from exc
     from ..dwi_io import load_dwi
 
-    return load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad)
+    return load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, mrtrix=_mrtrix(args))
 
 
 def _field(args, source, mask):
@@ -152,7 +160,7 @@ def _seeds(args, field_affine, field_shape):
             raise InputError(f"{args.seed_points}: {int(outside.sum())} of {len(points)} seeds lie outside the "
                              f"image (first: row {first}, {points[first].round(2).tolist()} mm RAS)")
         return points, directions
-    image, affine = load_nifti(args.seed_image, ndim=3, what="seed image")
+    image, affine = load_nifti(args.seed_image, ndim=3, what="seed image", mrtrix=_mrtrix(args))
     return seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,
                            args.seed_label), None
 
@@ -167,7 +175,7 @@ def _with_stop_map(args, mask):
         raise InputError("--stop-map and --stop-threshold go together")
     if args.stop_map is None:
         return mask
-    values, affine = load_nifti(args.stop_map, ndim=3, what="stopping map")
+    values, affine = load_nifti(args.stop_map, ndim=3, what="stopping map", mrtrix=_mrtrix(args))
     stop = ThresholdMap(values, affine, args.stop_threshold)
     if mask is None:
         return stop
@@ -197,9 +205,9 @@ def run_track(args) -> int:
         if isinstance(source, DWI) and algorithm(args.algorithm).tracks_fod:
             from ..dwi_io import load_mask
 
-            mask = fit_mask = (load_mask(args.mask, source), source.affine)  # the CSD fit needs the DWI's grid
+            mask = fit_mask = (load_mask(args.mask, source, _mrtrix(args)), source.affine)  # the CSD fit's grid
         else:
-            mask = load_nifti(args.mask, ndim=3, what="mask")
+            mask = load_nifti(args.mask, ndim=3, what="mask", mrtrix=_mrtrix(args))
     mask = _with_stop_map(args, mask)
     field = _field(args, source, fit_mask)
     start = time.perf_counter()

@@ -244,3 +244,24 @@ def test_an_nrrd_gradient_with_nan_is_refused(tmp_path):
     nrrd.write(str(path), np.ones((2, 2, 2, 2), np.float32), header)
     with pytest.raises(InputError, match="nan.nrrd: the DWMRI_gradient vectors hold NaN or Inf"):
         load_dwi(path)
+
+
+def test_mrtrix_reads_a_niftis_axis_lengths_from_pixdim(tmp_path):
+    """MRtrix3 takes a NIfTI's axis directions from the sform and their lengths from pixdim; on an
+    oblique grid the float32 sform's column lengths differ from pixdim in the last bits, and the
+    interpolation weights with them (``test_trilinear_interpolation_is_tcksamples_bit_for_bit``)."""
+    from DiffTractographyLib.images import load_nifti, mrtrix_affine
+
+    path = tmp_path / "oblique.nii.gz"
+    save_nifti(np.zeros((3, 4, 5), np.float32), affine("RAS_oblique"), path)
+    header = nib.load(path).header
+    _, nibabel_affine = load_nifti(path)
+    _, ours = load_nifti(path, mrtrix=True)
+    lengths = np.linalg.norm(ours[:3, :3], axis=0)
+    np.testing.assert_allclose(lengths, header["pixdim"][1:4], rtol=2e-16 * 4)
+    np.testing.assert_allclose(ours[:3, :3] / lengths, nibabel_affine[:3, :3] / np.linalg.norm(nibabel_affine[:3, :3], axis=0),
+                               rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(ours[:3, 3], nibabel_affine[:3, 3])
+    assert 0 < np.abs(ours - nibabel_affine).max() < 1e-6  # float32's rounding, not a different grid
+    header["pixdim"][1:4] = 0.0  # no voxel sizes: nibabel's affine
+    np.testing.assert_array_equal(mrtrix_affine(header), nibabel_affine)
