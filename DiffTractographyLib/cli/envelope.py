@@ -101,7 +101,7 @@ def run(args) -> int:
         raise InputError(f"--margin must be a number of mm >= 0, got {args.margin}")
     if args.method == "wild" and args.dwi is None:
         raise InputError("--method wild resamples a DWI: give --dwi")
-    algorithm = args.algorithm or ("tensordet" if args.method == "wild" else "prob")
+    args.algorithm = algorithm = args.algorithm or ("tensordet" if args.method == "wild" else "prob")
     params = TrackingParams(algorithm=algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
                             min_length=args.min_length, max_length=args.max_length, nthreads=args.nthreads,
                             rng_seed=args.rng_seed).validate()
@@ -109,22 +109,22 @@ def run(args) -> int:
     from ..planning.envelope import envelope
     from ..selection import parse_region
     from .select import _lesion
-    from .track import _read_input, _seeds
+    from .track import _mrtrix, _read_input, _seeds
 
     include = [parse_region(spec) for spec in args.include]
     exclude = [parse_region(spec) for spec in args.exclude]
     lesion = _lesion(args.lesion) if args.lesion else None
     template = nifti_grid(args.template) if args.template else None
-    source = _read_input(args)
+    source = _read_input(args)  # every image read as the algorithm's reference tool reads it
     points, directions = _seeds(args, source.affine, source.shape)
     mask = None
     if args.mask is not None:
         if args.dwi is not None:
             from ..dwi_io import load_mask
 
-            mask = load_mask(args.mask, source)
+            mask = load_mask(args.mask, source, _mrtrix(args))
         else:
-            data, affine = load_nifti(args.mask, ndim=3, what="mask")
+            data, affine = load_nifti(args.mask, ndim=3, what="mask", mrtrix=_mrtrix(args))
             mask = (data > 0, affine)
     bar = None
     if not args.quiet:

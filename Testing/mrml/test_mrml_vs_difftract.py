@@ -11,6 +11,8 @@ pytestmark = pytest.mark.mrml
 
 from DiffTractographyLib import load_tractogram, mrml, seeding  # noqa: E402
 from DiffTractographyLib.cli import main  # noqa: E402
+from DiffTractographyLib.config import reference_rule  # noqa: E402
+from DiffTractographyLib.images import load_nifti  # noqa: E402
 from DiffTractographyLib.polydata import polydata_to_tractogram  # noqa: E402
 from helpers import crossing_phantom  # noqa: E402
 
@@ -20,7 +22,8 @@ def test_sh_volume_node_tracks_as_difftract_track_on_the_nifti(scene, tmp_path, 
     coeffs, mask, affine, centre, u, v = crossing_phantom()
     nib.save(nib.Nifti1Image(coeffs.numpy(), affine), tmp_path / "fod.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp_path / "mask.nii.gz")
-    stored = nib.load(tmp_path / "fod.nii.gz").affine  # NIfTI keeps float32: give the nodes the same grid
+    # the grid difftract track reads from the NIfTI (float32; MRtrix3's reading for sdstream)
+    stored = load_nifti(tmp_path / "fod.nii.gz", mrtrix=reference_rule(algorithm) == "mrtrix")[1]
     fod = mrml.volume_node(scene, coeffs.numpy(), stored, "vtkMRMLVectorVolumeNode", "FOD")
     region = mrml.volume_node(scene, mask.astype(np.uint8), stored, "vtkMRMLLabelMapVolumeNode", "mask")
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "seeds")

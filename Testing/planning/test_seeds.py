@@ -67,8 +67,8 @@ def test_the_counted_streamlines_are_those_users_track_with_the_returned_ids(fie
 
 
 def test_seeds_stay_in_the_start_sphere_and_those_already_connecting_do_not_move(field, seeds, result):
-    assert START.contains(torch.from_numpy(result.seeds)).all()
-    assert np.linalg.norm(result.seeds - START.centre, axis=1).max() <= START.radius
+    assert START.contains(torch.from_numpy(result.seeds)).all()  # the sphere's own float32 test (tckedit's)
+    assert np.linalg.norm(result.seeds - START.centre, axis=1).max() <= START.radius + 1e-6
     first = connecting(field, seeds)
     assert first.sum() == 5
     np.testing.assert_array_equal(result.seeds[first], seeds[first])
