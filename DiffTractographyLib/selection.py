@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .geometry import dot3
 from .polylines import polyline_lengths, within_length
 from .stopping import BinaryMask, Region
 from .streamlines import Tractogram
@@ -31,10 +32,10 @@ class Sphere:
     radius: float
 
     def contains(self, points: torch.Tensor) -> torch.Tensor:
+        """MRtrix3's ROI test: the float32 squared distance, summed as Eigen's ``squaredNorm``."""
         d = torch.tensor(self.centre, dtype=torch.float32, device=points.device) - points.float()
-        d = d * d
         r = torch.tensor(self.radius, dtype=torch.float32)
-        return (d[:, 0] + d[:, 1] + d[:, 2]) <= r * r
+        return dot3(d, d) <= r * r
 
 
 @dataclass(frozen=True)
