@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .geometry import as_affine
+from .geometry import as_affine, dot3
 
 
 def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image", mrtrix: bool = False):
@@ -50,9 +50,8 @@ def mrtrix_affine(header) -> np.ndarray:
     if not (np.isfinite(sizes).all() and (sizes > 0).all()):
         return affine
     axes = affine[:3, :3]
-    lengths = np.sqrt(axes[0] * axes[0] + (axes[1] * axes[1] + axes[2] * axes[2]))  # Eigen's normalize()
     out = affine.copy()
-    out[:3, :3] = axes / lengths * sizes
+    out[:3, :3] = axes / np.sqrt(dot3(axes.T, axes.T)) * sizes  # each column normalised as Eigen does
     return out
 
 

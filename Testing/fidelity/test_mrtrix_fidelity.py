@@ -2,7 +2,7 @@
 
 Reference subsets in Testing/Data (see its README): every reference streamline must be reproduced
 within 1 mm symmetric Hausdorff distance; in practice they agree to float rounding. When MRtrix3 is
-installed, the same is checked live on generated oblique, flipped phantoms."""
+installed, the same is checked live on a generated oblique, flipped phantom."""
 import os
 import shutil
 import subprocess
