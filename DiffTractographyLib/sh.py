@@ -156,7 +156,8 @@ def legendre(lmax: int, x):
 
 @lru_cache(maxsize=None)
 def derivative_terms(lmax: int) -> dict[str, np.ndarray]:
-    """Index and constant arrays of ``SH::derivatives`` for every (l, m), grouped m = 0 / m > 0."""
+    """Index and constant arrays of ``SH::derivatives`` for every (l, m) in its order: the m = 0
+    terms by l, then the m > 0 terms by m, then l."""
     f32 = lambda v: float(np.sqrt(np.float32(v)))  # noqa: E731  (MRtrix3 takes float square roots)
     t: dict[str, list] = {k: [] for k in ("c0", "a0", "a1", "a2", "s1", "s2", "ll1",
                                           "ip", "im", "a", "am1", "ap1", "am2", "ap2",
@@ -169,7 +170,8 @@ def derivative_terms(lmax: int) -> dict[str, np.ndarray]:
         t["s1"].append(f32(l * (l + 1)))
         t["s2"].append(f32(l * (l + 1) * (l - 1) * (l + 2)) if l else 0.0)
         t["ll1"].append(float(l * (l + 1)))
-        for m in range(1, l + 1):
+    for m in range(1, lmax + 1):
+        for l in range(m + (m & 1), lmax + 1, 2):
             t["ip"].append(index(l, m))
             t["im"].append(index(l, -m))
             t["a"].append(index_mpos(l, m))
@@ -188,25 +190,40 @@ def derivative_terms(lmax: int) -> dict[str, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
+def ladder_terms(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """The P_l^m slots (T, 5) and factors (T, 5) of each ``derivative_terms`` term's sums in
+    ``SH::derivatives``. m = 0: slots (l,0), (l,1), (l,2) with l(l+1), sqrt(l(l+1)),
+    sqrt((l-1) l (l+1) (l+2)); m > 0: slots (l,m), (l,m-1), (l,m+1), (l,m-2) ((l,1) for m = 1),
+    (l,m+2) with its C, A, B, D, E (0 where a slot does not exist)."""
+    t = derivative_terms(lmax)
+    zeros = np.zeros(len(t["c0"]))
+    slots = np.r_[np.stack([t["a0"], t["a1"], t["a2"], zeros, zeros], 1).reshape(-1, 5),
+                  np.stack([t["a"], t["am1"], t["ap1"], t["am2"], t["ap2"]], 1).reshape(-1, 5)]
+    factors = np.r_[np.stack([t["ll1"], t["s1"], t["s2"], zeros, zeros], 1).reshape(-1, 5),
+                    np.stack([t["C"], t["A"], t["B"], t["D"], t["E"]], 1).reshape(-1, 5)]
+    return slots.astype(np.int64), factors
+
+
+@lru_cache(maxsize=None)
 def legendre_combination(lmax: int) -> np.ndarray:
     """(3 (L0 + K), n_mpos) matrix taking P_l^m (``sh.legendre`` slots) to the three rows of
     ``peaks.PeakFinder.combined_legendre`` (the theta-derivative ladder of ``SH::derivatives``)."""
-    t = derivative_terms(lmax)
-    n0, k = len(t["c0"]), len(t["a"])
-    out = np.zeros((3, n0 + k, n_mpos(lmax)))  # columns in the order of PeakFinder's terms
-    for j in range(n0):
-        out[0, j, t["a0"][j]] += 1.0
-        out[1, j, t["a1"][j]] += t["s1"][j]
-        out[2, j, t["a2"][j]] += t["s2"][j] / 2.0
-        out[2, j, t["a0"][j]] -= t["ll1"][j] / 2.0
-    for j in range(k):
-        out[0, n0 + j, t["a"][j]] += 1.0
-        out[1, n0 + j, t["am1"][j]] += t["A"][j] / -2.0
-        out[1, n0 + j, t["ap1"][j]] -= t["B"][j] / -2.0
-        out[2, n0 + j, t["a"][j]] += -t["C"][j] / 4.0
-        out[2, n0 + j, t["am2"][j]] += t["D"][j] / 4.0
-        out[2, n0 + j, t["ap2"][j]] += t["E"][j] / 4.0
-    return out.reshape(3 * (n0 + k), -1)
+    slots, f = ladder_terms(lmax)
+    n0 = len(derivative_terms(lmax)["c0"])
+    out = np.zeros((3, len(slots), n_mpos(lmax)))  # columns in the order of PeakFinder's terms
+    for j, (s, (f0, f1, f2, f3, f4)) in enumerate(zip(slots, f)):
+        out[0, j, s[0]] += 1.0
+        if j < n0:
+            out[1, j, s[1]] += f1
+            out[2, j, s[2]] += f2 / 2.0
+            out[2, j, s[0]] -= f0 / 2.0
+        else:
+            out[1, j, s[1]] += f1 / -2.0
+            out[1, j, s[2]] -= f2 / -2.0
+            out[2, j, s[0]] += -f0 / 4.0
+            out[2, j, s[3]] += f3 / 4.0
+            out[2, j, s[4]] += f4 / 4.0
+    return out.reshape(3 * len(slots), -1)
 
 
 @lru_cache(maxsize=None)
@@ -247,18 +264,43 @@ def amplitudes(coeffs: torch.Tensor, directions: torch.Tensor, basis: str = "tou
     return coeffs @ b.T
 
 
+def _cos(x):
+    return math.cos(x)
+
+
+@lru_cache(maxsize=None)
+def _float_cos():
+    import numba
+
+    return numba.vectorize(["float32(float32)"], cache=True)(_cos)
+
+
+def float_cos(x) -> np.ndarray:
+    """cos of float32 values by the platform's float cosine (C's ``std::cos`` of a float, as MRtrix3
+    calls it), which numpy's own vectorised cosine differs from by an ulp at times."""
+    return _float_cos()(np.asarray(x, dtype=np.float32))
+
+
+@lru_cache(maxsize=None)
+def precomputed_legendre(lmax: int, n: int = LEGENDRE_TABLE_ROWS) -> tuple[np.ndarray, np.float32]:
+    """MRtrix3's ``PrecomputedAL<float>``: (n, n_mpos) float32 P_l^m at the elevations k inc, and
+    inc = pi / (n - 1) rad, computed as it does (float recurrence, ``std::cos (k*inc)``). Read-only."""
+    inc = np.float32(math.pi / (n - 1))
+    rows = legendre(lmax, float_cos(np.arange(n, dtype=np.float32) * inc))
+    rows.flags.writeable = False
+    return rows, inc
+
+
 class LegendreTable:
-    """MRtrix3's ``PrecomputedAL``: P_l^m tabulated in float32 at ``n`` elevations theta_k = k pi / (n - 1),
-    read by linear blending of two rows (the default, ``sh_precomputed``, of SD_Stream)."""
+    """MRtrix3's ``PrecomputedAL`` (``precomputed_legendre``) as a torch tensor, read by linear
+    blending of two rows (the default, ``sh_precomputed``, of SD_Stream)."""
 
     def __init__(self, lmax: int, n: int = LEGENDRE_TABLE_ROWS, device=None):
         import torch
 
         self.lmax, self.n = lmax, n
-        self.inc = np.float32(math.pi / (n - 1))
-        elevations = np.arange(n, dtype=np.float32) * self.inc
-        cos_el = torch.from_numpy(np.cos(elevations).astype(np.float32))
-        self.rows = legendre(lmax, cos_el).to(device)  # (n, n_mpos) float32
+        rows, self.inc = precomputed_legendre(lmax, n)
+        self.rows = torch.from_numpy(rows.copy()).to(device)  # (n, n_mpos) float32
 
     def to(self, device) -> "LegendreTable":
         self.rows = self.rows.to(device)

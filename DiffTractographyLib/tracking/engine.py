@@ -187,17 +187,17 @@ def _sdstream_data(field: SHField, params: TrackingParams, dtype):
     lmax = field.lmax
     combine = sh.legendre_combination(lmax).astype(dtype)
     first, rest = _legendre_factors(lmax, dtype)[:2]
+    slots, factors = sh.ladder_terms(lmax)
     table, inc = np.zeros((2, 1), dtype=dtype), f(0.0)
-    if params.sh_precomputed:  # MRtrix3's PrecomputedAL: float32 Legendre rows at 512 elevations
-        rows = sh.LEGENDRE_TABLE_ROWS
-        inc32 = np.float32(math.pi / (rows - 1))
-        cos_el = np.cos(np.arange(rows, dtype=np.float32) * inc32).astype(np.float32)
-        table = np.einsum("rs,js->rj", sh.legendre(lmax, cos_el).astype(dtype), combine).astype(dtype)
+    if params.sh_precomputed:  # MRtrix3's PrecomputedAL, after its rows combined for the fast arithmetic
+        al32, inc32 = sh.precomputed_legendre(lmax)
+        al = al32.astype(dtype)
+        table = np.concatenate([np.einsum("rs,js->rj", al, combine).astype(dtype), al], axis=1)
         inc = f(inc32)
     return SDStreamData(
         f(params.cutoff), f(mrtrix_cos_threshold(params.max_angle, np.dtype(dtype))), *_sh_terms(field, dtype),
-        bool(params.sh_precomputed), np.ascontiguousarray(table), inc, np.ascontiguousarray(combine), lmax, f(sh.Y00),
-        first, rest, int(params.peak_polish))
+        bool(params.sh_precomputed), np.ascontiguousarray(table), inc, np.ascontiguousarray(combine),
+        np.concatenate([factors, slots], axis=1).astype(dtype), lmax, f(sh.Y00), first, rest, int(params.peak_polish))
 
 
 def _sh_terms(field: SHField, dtype) -> tuple:

@@ -119,14 +119,15 @@ def test_sdstream_matches_live_tckgen_on_an_oblique_flipped_phantom(tmp_path):
 
 
 @pytest.mark.parametrize("rk4", [False, True], ids=["euler", "rk4"])
-def test_sdstream_reproduces_tckgen_on_fibres_along_the_sh_frames_z_axis(data_dir, rk4):
+def test_sdstream_reproduces_tckgen_to_the_bit_on_fibres_along_the_sh_frames_z_axis(data_dir, rk4):
     """The brain phantom's S-I fibres run along world z, the pole of the (world) SH frame, where the
-    float32 peak search is chaotic: from one start direction far from the peaks (tckgen
-    -seed_direction, normalised by the tracker), ours stop where tckgen's do only with MRtrix3's
-    rounding: sin(acos(u_z)) for the elevation's sine and Eigen's x^2 + (y^2 + z^2) in ``dot`` and
-    ``normalize`` (the start direction's too). With (x^2 + y^2) + z^2, 97.6% (RK4: 93.2%) of these
-    250 reference streamlines were within 0.01 mm of tckgen's and 99.2% (95.2%) within 1 mm; now
-    100% (99.6%), and all within 1 mm."""
+    float32 peak search is chaotic: where its (az, el) coordinates degenerate it wanders about the
+    pole, and whether and where it stops depends on every rounding. Near the axis (and at seeds) the
+    kernels search in MRtrix3's own arithmetic (its term order and double promotions, Eigen's
+    x^2 + (y^2 + z^2), the platform's float trigonometry, ``PrecomputedAL`` from its float cosine), and
+    every one of these 250 reference streamlines (from a start direction far from the peaks, tckgen
+    -seed_direction) is tckgen's to the last bit (glibc's float trigonometry, tckgen's too). Without
+    it 2,685 of 2,962 were, 99.8% within 0.01 mm, and 2 of the 2,962 seeds gave no streamline."""
     root = data_dir / "brain_pole"
     fod, affine = load_nifti(root / "fod.nii.gz", mrtrix=True)
     mask, _ = load_nifti(root / "mask.nii.gz")
@@ -134,6 +135,7 @@ def test_sdstream_reproduces_tckgen_on_fibres_along_the_sh_frames_z_axis(data_di
     seeds = np.loadtxt(root / f"{name}_seeds_subset.txt")
     t = track(SHField(torch.from_numpy(fod), affine), seeds[:, :3], seed_directions=seeds[:, 3:], mask=mask,
               step_size=0.5, rk4=rk4, **PARAMS)
-    d = distances(data_dir, t, f"brain_pole/{name}_ref_subset.tck")
-    assert (d < 1.0).mean() == 1.0
-    assert (d < 0.01).mean() >= 0.99
+    ours = dict(zip(t.seed_index.tolist(), t.numpy_streamlines()))
+    reference = load_tractogram(root / f"{name}_ref_subset.tck").numpy_streamlines()
+    assert len(reference) == 250
+    assert all(i in ours and np.array_equal(ours[i], r) for i, r in enumerate(reference))

@@ -1,26 +1,43 @@
 """MRtrix3 SD_Stream in a kernel: the FOD peak nearest the previous direction, by MRtrix3's
-``Math::SH::get_peak`` on the precomputed Legendre table or exact Legendre functions (the
-arithmetic of ``peaks.PeakFinder``), with the optional exact Newton polish."""
+``Math::SH::get_peak`` on the precomputed Legendre table or exact Legendre functions, with the
+optional exact Newton polish.
+
+Two arithmetics of the same search: away from the SH frame's z axis that of ``peaks.PeakFinder``
+(combined Legendre rows, trigonometry by recurrence: the same peaks to a few ulps, at half the
+cost); near the axis MRtrix3's own, operation for operation (its term order, float products and
+double promotions, the platform's float trigonometry). There the float search is chaotic: where
+(az, el) coordinates degenerate it wanders about the pole, and whether and where it stops depends
+on every rounding, so only MRtrix3's own roundings stop it where, and when, ``tckgen`` does."""
 from __future__ import annotations
 
 import math
 from collections import namedtuple
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, dot3, jit, sample
 
 MAX_ITERATIONS = 50
+#: sine of the start's elevation from the SH frame's z axis below which a search takes MRtrix3's
+#: arithmetic (the fast one brings a direction a few ulps off into the chaotic zone, ~1e-3 rad)
+MRTRIX_NEAR_POLE = 0.2
+_NEAR_POLE_SIN2 = MRTRIX_NEAR_POLE ** 2
 
 #: cutoff (FOD amplitude) and cos(max_angle); ``rotation`` (3, 3) SH frame -> RAS when ``rotate``;
-#: the (l, m) terms of ``SH::derivatives`` (cos/sin coefficient slots, m as an index and in the
-#: working precision, m^2; the sqrt2 scale in float64 per m); the Legendre rows: ``table`` (n, 3 * T) of the precomputed table (``inc`` rad apart)
-#: or, exact, ``combine`` (3 * T, n_mpos) with the recurrence factors ``factors`` (lmax + 1, lmax + 1)
-#: and ``first_factors`` (lmax + 1,) of ``sh.legendre``; ``polish`` exact Newton iterations.
+#: the (l, m) terms of ``SH::derivatives`` in its order (cos/sin coefficient slots, m as an index and
+#: in the working precision, m^2; the sqrt2 scale in float64 per m); the Legendre rows: ``table``
+#: (n, 3 T + n_mpos), per elevation (``inc`` rad apart) the three combined rows and then P_l^m as
+#: MRtrix3's ``PrecomputedAL`` holds them, or, exact, ``combine`` (3 T, n_mpos) with the recurrence
+#: factors ``factors`` (lmax + 1, lmax + 1) and ``first_factors`` (lmax + 1,) of ``sh.legendre``;
+#: for MRtrix3's arithmetic, per term the factors and then the P_l^m slots of its sums, ``ladder``
+#: (T, 10) (``sh.ladder_terms``); ``polish`` exact Newton iterations.
 #: (Every field is an argument of each per-step call: a field more costs every step, which is why
 #: what the backward alone needs is in ``SDStreamAdjoint``.)
 SDStreamData = namedtuple("SDStreamData", "cutoff cos_max rotate rotation cos_slot sin_slot order m m2 trig_scale "
-                                          "precomputed table inc combine lmax y00 first_factors factors polish")
+                                          "precomputed table inc combine ladder lmax y00 "
+                                          "first_factors factors polish")
 #: the backward's float64 data: ``SDStreamData``'s frame and terms, ``sh.legendre``'s recurrence
 #: factors with the reciprocals ``inverse_factors`` of the factor before each, the P_m^m ratios
 #: ``seed_steps`` (lmax + 1,) and the term of each Legendre slot ``slot_term``
@@ -82,6 +99,107 @@ def _legendre_rows(M, K, el, q, work, exact):
         for s in range(n):
             acc += row[s] * al[s]
         q[j] = acc
+
+
+@jit(inline="always")
+def _legendre_values(M, K, el, al, values):
+    """P_l^m (``sh.legendre`` slots) at elevation ``el`` into ``al`` as MRtrix3 reads them:
+    ``PrecomputedAL::get`` (row int(el / inc) times 1 - f plus the next times f) or ``Plm_sph``
+    at cos(el)."""
+    if not M.precomputed:
+        legendre(M, K, K.f(math.cos(el)), al, values)
+        return
+    x = el / M.inc
+    rows, first = M.table.shape[0], M.m.shape[0] * 3
+    i = min(max(np.int64(x), 0), rows - 1)
+    frac = x - K.f(i) if i < rows - 1 else K.zero
+    w0 = K.f(1.0 - np.float64(frac))  # f1 = 1.0 - f2: in double
+    r0, r1 = M.table[i, first:], M.table[min(i + 1, rows - 1), first:]
+    for j in range(al.shape[0]):
+        al[j] = w0 * r0[j] + frac * r1[j] if frac != K.zero else r0[j]
+
+
+@jit(inline="always")
+def _ladder_sums(M, K, vp, vm, cm, sm, al, atpole):
+    """``SH::derivatives``' sums term by term, in its order and roundings, from the rows ``cm``,
+    ``sm`` (sqrt2 cos(m az), sqrt2 sin(m az)) and P_l^m ``al``: (f, df/del, sum m y P (at the pole
+    sum y dP), d2f/del2, sum m y dP, sum m^2 x P), x and y the term's cos / sin combinations."""
+    amp = d_el = d2_el = d_az = d2_elaz = d2_az = K.zero
+    j = 0
+    while j < M.m.shape[0] and M.order[j] == 0:  # m = 0: its (..) / 2.0 promotes the sum to double
+        v, f = vp[j], M.ladder[j]
+        p0, p1, p2 = al[np.int64(f[5])], al[np.int64(f[6])], al[np.int64(f[7])]
+        amp += v * p0
+        d_el += v * f[1] * p1
+        d2_el = K.f(np.float64(d2_el) + np.float64(v * (f[2] * p2 - f[0] * p0)) / 2.0)
+        j += 1
+    for j in range(j, M.m.shape[0]):
+        caz, saz = cm[M.order[j]], sm[M.order[j]]
+        x = vp[j] * caz + vm[j] * saz
+        y = vm[j] * caz - vp[j] * saz
+        f = M.ladder[j]
+        p = al[np.int64(f[5])]
+        amp += x * p
+        dp = (f[1] * al[np.int64(f[6])] - f[2] * al[np.int64(f[7])]) * K.f(-0.5)  # tmp /= -2.0: exact
+        d_el += x * dp
+        d2_el += x * (((-f[0]) * p + f[3] * al[np.int64(f[8])] + f[4] * al[np.int64(f[9])]) * K.f(0.25))
+        if atpole:
+            d_az += y * dp
+        else:
+            my = M.m[j] * y
+            d2_elaz += my * dp
+            d_az += my * p
+            d2_az += x * M.m[j] * M.m[j] * p
+    return amp, d_el, d_az, d2_el, d2_elaz, d2_az
+
+
+@jit
+def _mrtrix_iterate(M, K, vp, vm, ux, uy, uz, work):
+    """One iteration of ``get_peak`` in MRtrix3's arithmetic: ``_iterate``'s values, to the bit of
+    ``tckgen`` where the platform's float trigonometry is glibc's (Linux)."""
+    lmax = M.lmax
+    cm, sm = work[:lmax + 1], work[lmax + 1:2 * lmax + 2]
+    n = M.combine.shape[1]
+    al, values = work[2 * lmax + 2:2 * lmax + 2 + n], work[2 * lmax + 2 + n:]
+    az, el = K.f(math.atan2(uy, ux)), K.f(math.acos(uz))
+    ca, sa, ce, se = K.f(math.cos(az)), K.f(math.sin(az)), K.f(math.cos(el)), K.f(math.sin(el))
+    for m in range(lmax + 1):
+        cm[m] = K.f(np.float64(K.f(math.cos(K.f(m) * az))) * M.trig_scale[m])
+        sm[m] = K.f(np.float64(K.f(math.sin(K.f(m) * az))) * M.trig_scale[m])
+    _legendre_values(M, K, el, al, values)
+    atpole = se < K.pole
+    amp, d_el, d_az, h_el, h_elaz, h_az = _ladder_sums(M, K, vp, vm, cm, sm, al, atpole)
+    if atpole:
+        h_elaz, h_az = K.zero, K.zero
+    else:
+        d_az, h_elaz, h_az = d_az / se, h_elaz / se, -h_az / (se * se)
+    norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
+    a_az = d_az / norm if norm != K.zero else K.zero
+    a_el = d_el / norm if norm != K.zero else K.zero
+    slope = a_az * d_az + a_el * d_el
+    curv = K.f(np.float64(a_az * a_az * h_az) + 2.0 * np.float64(a_az) * np.float64(a_el) * np.float64(h_elaz)
+               + np.float64(a_el * a_el * h_el))  # the 2.0 takes the sum to double
+    dt = -slope / curv if curv != K.zero else K.zero
+    dt = abs(dt)
+    if dt > K.max_dir_change:
+        dt = K.max_dir_change
+    a_el, a_az = a_el * dt, a_az * dt
+    mx = ux + (a_el * ca * ce - a_az * sa)
+    my = uy + (a_el * sa * ce + a_az * ca)
+    mz = uz - a_el * se
+    n = K.f(math.sqrt(dot3(mx, my, mz, mx, my, mz)))
+    return mx / n, my / n, mz / n, amp, dt
+
+
+def single_precision(K) -> bool:
+    """Whether the working precision is float32, MRtrix3's (a compile-time constant in kernels)."""
+    return K.zero.dtype == np.float32
+
+
+@overload(single_precision, jit_options={"cache": True}, inline="always")
+def _single_precision(K):
+    single = K[1] == types.float32
+    return lambda K: single
 
 
 @jit(inline="always")
@@ -257,15 +375,20 @@ def _polish(M, K, vp, vm, ux, uy, uz, q, work):
 
 
 @jit(inline="always")
-def peak(M, K, S, ux, uy, uz):
+def peak(M, K, S, ux, uy, uz, mrtrix):
     """MRtrix3's peak search from (ux, uy, uz) (SH frame) on the coefficients in ``S.c``: the peak
-    direction, its amplitude and whether the search converged (else NaN, NaN)."""
+    direction, its amplitude and whether the search converged (else NaN, NaN). In float32, in
+    MRtrix3's arithmetic throughout with ``mrtrix``, else from where it comes near the z axis."""
     t = M.m.shape[0]
     vp, vm = S.a, S.b
     _coefficients(M, K, S.c, vp, vm)
     q, work = S.q[:3 * t], S.q[3 * t:]
     for _ in range(MAX_ITERATIONS):
-        ux, uy, uz, amp, dt = _iterate(M, K, vp, vm, ux, uy, uz, q, work)
+        mrtrix = single_precision(K) and (mrtrix or ux * ux + uy * uy < _NEAR_POLE_SIN2)
+        if mrtrix:
+            ux, uy, uz, amp, dt = _mrtrix_iterate(M, K, vp, vm, ux, uy, uz, work)
+        else:
+            ux, uy, uz, amp, dt = _iterate(M, K, vp, vm, ux, uy, uz, q, work)
         if dt < K.peak_tolerance:
             if M.polish:
                 ux, uy, uz, amp = _polish(M, K, vp, vm, ux, uy, uz, q, work)
@@ -275,7 +398,7 @@ def peak(M, K, S, ux, uy, uz):
 
 
 @jit(inline="always")
-def _direction(M, K, S, vol, px, py, pz, dx, dy, dz):
+def _direction(M, K, S, vol, px, py, pz, dx, dy, dz, mrtrix):
     """``SDStream._peak``: data at the point, peak search from (dx, dy, dz) (RAS), status."""
     inside = sample(vol, K, px, py, pz, S.c)
     if not inside or S.c[0] != S.c[0]:
@@ -284,7 +407,7 @@ def _direction(M, K, S, vol, px, py, pz, dx, dy, dz):
     if M.rotate:  # RAS -> SH frame: d @ R
         dx, dy, dz = (dx * r[0, 0] + dy * r[1, 0] + dz * r[2, 0], dx * r[0, 1] + dy * r[1, 1] + dz * r[2, 1],
                       dx * r[0, 2] + dy * r[1, 2] + dz * r[2, 2])
-    ux, uy, uz, amp, ok = peak(M, K, S, dx, dy, dz)
+    ux, uy, uz, amp, ok = peak(M, K, S, dx, dy, dz, mrtrix)
     if M.rotate:  # back to RAS: u @ R.T
         ux, uy, uz = (ux * r[0, 0] + uy * r[0, 1] + uz * r[0, 2], ux * r[1, 0] + uy * r[1, 1] + uz * r[1, 2],
                       ux * r[2, 0] + uy * r[2, 1] + uz * r[2, 2])
@@ -295,13 +418,13 @@ def _direction(M, K, S, vol, px, py, pz, dx, dy, dz):
 
 @jit
 def init(M, K, S, vol, px, py, pz, dx, dy, dz):
-    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz)
+    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz, True)  # once a seed: exact
     return status == CONTINUE, ux, uy, uz
 
 
 @jit
 def next_direction(M, K, S, vol, px, py, pz, dx, dy, dz, check_curvature):
-    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz)
+    status, ux, uy, uz = _direction(M, K, S, vol, px, py, pz, dx, dy, dz, False)
     if check_curvature and status == CONTINUE and dot3(dx, dy, dz, ux, uy, uz) < M.cos_max:
         status = HIGH_CURVATURE
     return status, ux, uy, uz
