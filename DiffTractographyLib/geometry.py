@@ -50,6 +50,62 @@ def axes_rotation(affine, max_shear: float = 1e-4) -> np.ndarray:
     return r
 
 
+def axial_permutation(affine) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """MRtrix3's ``Axes::get_permutation_to_make_axial``: for each of R, A, S the voxel axis whose
+    direction is nearest it (the largest |cosine| in its row; a repeated axis replaced as MRtrix3
+    does), and for each voxel axis whether it runs against its RAS axis."""
+    lin = as_affine(affine)[:3, :3]
+    cosines = np.abs(lin / np.linalg.norm(lin, axis=0))
+    perm = [int(np.argmax(cosines[row])) for row in range(3)]  # the first of equal maxima, as Eigen's
+
+    def other(a: int, b: int) -> int:
+        return next(i for i in range(3) if i not in (a, b))
+
+    if perm[0] == perm[1]:
+        perm[1] = other(perm[0], perm[2])
+    if perm[0] == perm[2]:
+        perm[2] = other(perm[0], perm[1])
+    if perm[1] == perm[2]:
+        perm[2] = other(perm[0], perm[1])
+    flip = [False] * 3
+    for row in range(3):
+        flip[perm[row]] = bool(lin[row, perm[row]] < 0)
+    return (perm[0], perm[1], perm[2]), (flip[0], flip[1], flip[2])
+
+
+def realign_to_ras(data, affine):
+    """The image (X, Y, Z, ...) as MRtrix3 holds every image it opens (``Header::realign_transform``):
+    voxel axes permuted and flipped to run closest to R, A, S; (data, affine), the same voxels at the
+    same RAS positions. Interpolation sums its corners and multiplies its weights in the order of
+    these axes, so reproducing MRtrix3's to the bit needs its order (numpy views, torch tensors)."""
+    perm, flip = axial_permutation(affine)
+    a = as_affine(affine).copy()
+    if perm == (0, 1, 2) and not any(flip):
+        return data, a
+    for i in range(3):
+        if flip[i]:  # the far end becomes the origin
+            a[:3, 3] += (data.shape[i] - 1) * a[:3, i]
+            a[:3, i] = -a[:3, i]
+    a[:3, :3] = a[:3, list(perm)]
+    flipped = [i for i in range(3) if flip[i]]
+    order = (*perm, *range(3, data.ndim))
+    if isinstance(data, np.ndarray):
+        return np.flip(data, flipped).transpose(order), a
+    return (data.flip(flipped) if flipped else data).permute(order), a
+
+
+def restore_voxel_order(held, affine):
+    """An array in ``realign_to_ras``'s voxel order (e.g. a gradient with respect to the held image)
+    back in the voxel order of ``affine``."""
+    perm, flip = axial_permutation(affine)
+    order = (*np.argsort(perm).tolist(), *range(3, held.ndim))
+    flipped = [i for i in range(3) if flip[i]]
+    if isinstance(held, np.ndarray):
+        return np.flip(held.transpose(order), flipped)
+    back = held.permute(order)
+    return back.flip(flipped) if flipped else back
+
+
 def apply_affine(affine, points: np.ndarray) -> np.ndarray:
     """(..., 3) points through a (4, 4) affine."""
     a = np.asarray(affine, dtype=np.float64)

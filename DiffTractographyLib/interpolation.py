@@ -19,7 +19,7 @@ import torch
 
 from .errors import InputError
 from .fields import RULES
-from .geometry import as_affine
+from .geometry import as_affine, realign_to_ras
 
 
 def round_half_away(v: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,8 @@ class Grid:
 
 
 class VolumeField:
-    """A (X, Y, Z, C) volume on a grid, sampled by trilinear interpolation at RAS-mm points."""
+    """A (X, Y, Z, C) volume on a grid, sampled by trilinear interpolation at RAS-mm points (the
+    ``mrtrix`` rule in MRtrix3's voxel order, ``geometry.realign_to_ras``)."""
 
     def __init__(self, data: torch.Tensor, affine, rule: str = "mrtrix"):
         if data.ndim != 4:
@@ -54,6 +55,9 @@ class VolumeField:
         self.data = data
         self.rule = rule
         self.grid = Grid(data.shape, affine, device=data.device)
+        if rule == "mrtrix":  # sampled in MRtrix3's voxel order: its corner sums and weight products
+            data, affine = realign_to_ras(data, affine)
+        self._held = Grid(data.shape, affine, device=data.device)
         x, y, z, c = data.shape
         # one replicated voxel around the grid: every corner of a point inside is a valid index, and the
         # outer half voxel reads the edge voxel, as the clamped indices of MRtrix3 and DIPY do
@@ -72,7 +76,7 @@ class VolumeField:
 
     def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Values (N, C) at (N, 3) RAS-mm ``points`` and a (N,) bool ``inside``; rows outside are 0."""
-        return _trilinear(points, self.grid.ras_to_voxel, self._dims, self._dims_f, self._strides, self._corners,
+        return _trilinear(points, self._held.ras_to_voxel, self._dims, self._dims_f, self._strides, self._corners,
                            self._flat, self._support, self.rule == "mrtrix")
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
-from .geometry import apply_affine, as_affine
+from .geometry import apply_affine, as_affine, realign_to_ras
 
 
 class Status(IntEnum):
@@ -49,8 +49,10 @@ class BinaryMask:
     """A binary region on its own grid; ``contains`` is the nearest-voxel test of ``rule``.
 
     ``mrtrix`` reproduces MRtrix3's ROI images (``-mask``, tckedit's ``-include``/``-exclude``): the
-    image is cropped to the bounding box of its non-zero voxels plus one voxel, and the float32
-    scanner-to-voxel transform of that crop is applied in float32, rounding halves away from zero.
+    image, held with its axes in MRtrix3's order (``geometry.realign_to_ras``: ``held``,
+    ``held_affine``), is cropped to the bounding box of its non-zero voxels plus one voxel, and the
+    float32 scanner-to-voxel transform of that crop is applied in float32, rounding halves away from
+    zero (so a point half way between two voxels of a flipped axis falls where tckedit puts it).
     ``dipy`` is ``BinaryStoppingCriterion``: float64 voxel coordinates, halves to even.
     """
 
@@ -61,9 +63,11 @@ class BinaryMask:
         if not m.any():
             raise InputError("the mask is empty (no non-zero voxel)")
         self.array, self.affine, self.rule, self.device = m, as_affine(affine), rule, device
-        self.crop_origin = np.maximum(np.argwhere(m).min(0) - 1, 0)
-        cropped = self.affine.copy()
-        cropped[:3, 3] = apply_affine(self.affine, self.crop_origin)
+        held, self.held_affine = realign_to_ras(m, self.affine) if rule == "mrtrix" else (m, self.affine)
+        self.held = np.ascontiguousarray(held)
+        self.crop_origin = np.maximum(np.argwhere(self.held).min(0) - 1, 0)
+        cropped = self.held_affine.copy()
+        cropped[:3, 3] = apply_affine(self.held_affine, self.crop_origin)
         #: MRtrix3's float32 scanner -> voxel transform of the cropped image, (3, 4)
         self.crop_to_voxel = np.linalg.inv(cropped)[:3].astype(np.float32)
         self._tensors = None
@@ -73,8 +77,10 @@ class BinaryMask:
 
     @property
     def mask(self):
-        """The mask as a bool tensor on the region's device."""
-        return self._state()[0]
+        """The mask (as given) as a bool tensor on the region's device."""
+        import torch
+
+        return torch.as_tensor(self.array, device=self.device)
 
     def voxel_centres(self) -> np.ndarray:
         """(V, 3) RAS mm centres of the mask's voxels."""
@@ -87,8 +93,8 @@ class BinaryMask:
             from .interpolation import Grid
 
             d = self.device
-            self._tensors = (torch.as_tensor(self.array, device=d), Grid(self.array.shape, self.affine, device=d),
-                             torch.tensor(self.array.shape, device=d), torch.from_numpy(self.crop_to_voxel).to(d),
+            self._tensors = (torch.as_tensor(self.held, device=d), Grid(self.held.shape, self.held_affine, device=d),
+                             torch.tensor(self.held.shape, device=d), torch.from_numpy(self.crop_to_voxel).to(d),
                              torch.from_numpy(self.crop_origin).to(d))
         return self._tensors
 

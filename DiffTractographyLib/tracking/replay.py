@@ -177,7 +177,8 @@ class _Run:
 
     def data_gradient(self, volume_grad: np.ndarray) -> torch.Tensor:
         data = self.data
-        grad = torch.as_tensor(volume_grad, device=data.device).reshape(data.shape).to(data.dtype)
+        grad = self.replay.kernels.field_order(torch.as_tensor(volume_grad, device=data.device))
+        grad = grad.reshape(data.shape).to(data.dtype)
         field = self.replay.kernels.field
         if isinstance(field, SHField) and self.replay.kernels.algorithm.kernel == "sdstream" \
                 and field.basis != "tournier07":  # the kernels sample MRtrix3's basis: back through the

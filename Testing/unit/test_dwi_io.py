@@ -265,3 +265,20 @@ def test_mrtrix_reads_a_niftis_axis_lengths_from_pixdim(tmp_path):
     assert 0 < np.abs(ours - nibabel_affine).max() < 1e-6  # float32's rounding, not a different grid
     header["pixdim"][1:4] = 0.0  # no voxel sizes: nibabel's affine
     np.testing.assert_array_equal(mrtrix_affine(header), nibabel_affine)
+
+
+def test_images_are_held_with_their_axes_running_closest_to_ras_as_mrtrix_holds_them():
+    """A 4 x 5 x 6 grid of 2 mm turned 90 degrees about S (voxel i runs A, j runs L) and stored upside
+    down (k runs I): MRtrix3 holds it (``mrinfo -size -transform``) as 5 x 4 x 6 with i R, j A, k S
+    from (38, -46, 12); every voxel keeps its value and its RAS position."""
+    from DiffTractographyLib.geometry import apply_affine, axial_permutation, realign_to_ras
+
+    stored = np.array([[0.0, -2.0, 0.0, 46.0], [2.0, 0.0, 0.0, -46.0], [0.0, 0.0, -2.0, 22.0], [0, 0, 0, 1]])
+    data = np.arange(4 * 5 * 6 * 2, dtype=np.float32).reshape(4, 5, 6, 2)
+    assert axial_permutation(stored) == ((1, 0, 2), (False, True, True))
+    held, affine = realign_to_ras(data, stored)
+    np.testing.assert_array_equal(affine, [[2, 0, 0, 38], [0, 2, 0, -46], [0, 0, 2, 12], [0, 0, 0, 1]])
+    assert held.shape == (5, 4, 6, 2)
+    index = np.argwhere(np.ones(data.shape[:3], bool))
+    moved = np.rint(apply_affine(np.linalg.inv(affine), apply_affine(stored, index))).astype(int)
+    np.testing.assert_array_equal(held[tuple(moved.T)], data[tuple(index.T)])
