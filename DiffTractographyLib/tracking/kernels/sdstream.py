@@ -153,6 +153,32 @@ def _ladder_sums(M, K, vp, vm, cm, sm, al, atpole):
     return amp, d_el, d_az, d2_el, d2_elaz, d2_az
 
 
+@jit(inline="always")
+def _ascent(K, d_el, d_az):
+    """``get_peak``'s unit ascent direction (del, daz) from the gradient, and the slope along it."""
+    norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
+    a_az = d_az / norm if norm != K.zero else K.zero
+    a_el = d_el / norm if norm != K.zero else K.zero
+    return a_el, a_az, a_az * d_az + a_el * d_el
+
+
+@jit(inline="always")
+def _move(K, ux, uy, uz, ca, sa, ce, se, a_el, a_az, slope, curv):
+    """``get_peak``'s move: the Newton step dt = |slope / curv| (at most ``K.max_dir_change``) along
+    the ascent from u at azimuth (cos, sin) ``ca``, ``sa`` and elevation ``ce``, ``se``, normalised:
+    (u', dt)."""
+    dt = -slope / curv if curv != K.zero else K.zero
+    dt = abs(dt)
+    if dt > K.max_dir_change:  # NaN stays NaN (MRtrix3's std::min)
+        dt = K.max_dir_change
+    a_el, a_az = a_el * dt, a_az * dt
+    mx = ux + (a_el * ca * ce - a_az * sa)
+    my = uy + (a_el * sa * ce + a_az * ca)
+    mz = uz - a_el * se
+    n = K.f(math.sqrt(dot3(mx, my, mz, mx, my, mz)))
+    return mx / n, my / n, mz / n, dt
+
+
 @jit
 def _mrtrix_iterate(M, K, vp, vm, ux, uy, uz, work):
     """One iteration of ``get_peak`` in MRtrix3's arithmetic: ``_iterate``'s values, to the bit of
@@ -173,22 +199,11 @@ def _mrtrix_iterate(M, K, vp, vm, ux, uy, uz, work):
         h_elaz, h_az = K.zero, K.zero
     else:
         d_az, h_elaz, h_az = d_az / se, h_elaz / se, -h_az / (se * se)
-    norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
-    a_az = d_az / norm if norm != K.zero else K.zero
-    a_el = d_el / norm if norm != K.zero else K.zero
-    slope = a_az * d_az + a_el * d_el
+    a_el, a_az, slope = _ascent(K, d_el, d_az)
     curv = K.f(np.float64(a_az * a_az * h_az) + 2.0 * np.float64(a_az) * np.float64(a_el) * np.float64(h_elaz)
                + np.float64(a_el * a_el * h_el))  # the 2.0 takes the sum to double
-    dt = -slope / curv if curv != K.zero else K.zero
-    dt = abs(dt)
-    if dt > K.max_dir_change:
-        dt = K.max_dir_change
-    a_el, a_az = a_el * dt, a_az * dt
-    mx = ux + (a_el * ca * ce - a_az * sa)
-    my = uy + (a_el * sa * ce + a_az * ca)
-    mz = uz - a_el * se
-    n = K.f(math.sqrt(dot3(mx, my, mz, mx, my, mz)))
-    return mx / n, my / n, mz / n, amp, dt
+    ux, uy, uz, dt = _move(K, ux, uy, uz, ca, sa, ce, se, a_el, a_az, slope, curv)
+    return ux, uy, uz, amp, dt
 
 
 def single_precision(K) -> bool:
@@ -312,21 +327,10 @@ def _iterate(M, K, vp, vm, ux, uy, uz, q, work):
     ca, sa = (ux / r, uy / r) if r > K.zero else (K.one, K.zero)  # atan2(0, 0) = 0 at the pole
     ce, se = uz, K.f(math.sin(el))
     amp, d_el, d_az, h_el, h_elaz, h_az = derivatives(M, K, vp, vm, ca, sa, el, se, q, work, False)
-    norm = K.f(math.sqrt(d_el * d_el + d_az * d_az))
-    a_az = d_az / norm if norm != K.zero else K.zero
-    a_el = d_el / norm if norm != K.zero else K.zero
-    slope = a_az * d_az + a_el * d_el
+    a_el, a_az, slope = _ascent(K, d_el, d_az)
     curv = a_az * a_az * h_az + K.two * a_az * a_el * h_elaz + a_el * a_el * h_el
-    dt = -slope / curv if curv != K.zero else K.zero
-    dt = abs(dt)
-    if dt > K.max_dir_change:  # NaN stays NaN (MRtrix3's std::min)
-        dt = K.max_dir_change
-    a_el, a_az = a_el * dt, a_az * dt
-    mx = ux + (a_el * ca * ce - a_az * sa)
-    my = uy + (a_el * sa * ce + a_az * ca)
-    mz = uz - a_el * se
-    n = K.f(math.sqrt(dot3(mx, my, mz, mx, my, mz)))
-    return mx / n, my / n, mz / n, amp, dt
+    ux, uy, uz, dt = _move(K, ux, uy, uz, ca, sa, ce, se, a_el, a_az, slope, curv)
+    return ux, uy, uz, amp, dt
 
 
 @jit
