@@ -44,14 +44,18 @@ def mrtrix_affine(header) -> np.ndarray:
     the qform) normalised, times the voxel sizes in pixdim, and its translation. The sform's own column
     lengths differ from pixdim by float32 rounding (~1e-7 relative on oblique scans), enough to change
     the interpolation weights' last bits, so tracking that reproduces MRtrix3 needs this reading.
-    Without valid voxel sizes in pixdim, nibabel's affine."""
+    Where pixdim disagrees with a sform's column lengths by more than 1e-5 (relative), MRtrix3 takes
+    the lengths, as nibabel does; without valid voxel sizes in pixdim, nibabel's affine."""
     affine = np.asarray(header.get_best_affine(), dtype=np.float64)
     sizes = np.asarray(header["pixdim"][1:4], dtype=np.float64)
     if not (np.isfinite(sizes).all() and (sizes > 0).all()):
         return affine
     axes = affine[:3, :3]
+    lengths = np.sqrt(dot3(axes.T, axes.T))  # each column's norm as Eigen's
+    if header["sform_code"] > 0 and (np.abs(sizes / lengths - 1.0) > 1e-5).any():
+        sizes = lengths  # "voxel spacings inconsistent between NIFTI s-form and header field pixdim"
     out = affine.copy()
-    out[:3, :3] = axes / np.sqrt(dot3(axes.T, axes.T)) * sizes  # each column normalised as Eigen does
+    out[:3, :3] = axes / lengths * sizes
     return out
 
 

@@ -267,6 +267,20 @@ def test_mrtrix_reads_a_niftis_axis_lengths_from_pixdim(tmp_path):
     np.testing.assert_array_equal(mrtrix_affine(header), nibabel_affine)
 
 
+def test_mrtrix_takes_the_sforms_voxel_sizes_where_pixdim_disagrees(tmp_path):
+    """pixdim 2.5 mm against a 2 mm sform: mrinfo warns and reports 2 x 2 x 2 mm (as nibabel does);
+    a disagreement within 1e-5 keeps pixdim (2.00001 mm)."""
+    from DiffTractographyLib.images import mrtrix_affine
+
+    grid = np.diag([2.0, 2.0, 2.0, 1.0])
+    header = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), grid).header
+    header.set_sform(grid, 1)
+    header["pixdim"][1:4] = [2.5, 2.0, 2.0]
+    np.testing.assert_array_equal(mrtrix_affine(header), grid)
+    header["pixdim"][1:4] = [2.00001, 2.0, 2.0]
+    np.testing.assert_array_equal(np.diag(mrtrix_affine(header))[:3], np.float32([2.00001, 2.0, 2.0]))
+
+
 def test_images_are_held_with_their_axes_running_closest_to_ras_as_mrtrix_holds_them():
     """A 4 x 5 x 6 grid of 2 mm turned 90 degrees about S (voxel i runs A, j runs L) and stored upside
     down (k runs I): MRtrix3 holds it (``mrinfo -size -transform``) as 5 x 4 x 6 with i R, j A, k S
