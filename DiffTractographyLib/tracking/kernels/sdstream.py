@@ -4,10 +4,12 @@ optional exact Newton polish.
 
 Two arithmetics of the same search: away from the SH frame's z axis that of ``peaks.PeakFinder``
 (combined Legendre rows, trigonometry by recurrence: the same peaks to a few ulps, at half the
-cost); near the axis MRtrix3's own, operation for operation (its term order, float products and
-double promotions, the platform's float trigonometry). There the float search is chaotic: where
-(az, el) coordinates degenerate it wanders about the pole, and whether and where it stops depends
-on every rounding, so only MRtrix3's own roundings stop it where, and when, ``tckgen`` does."""
+cost); in float32, near the axis and for a seed's search, MRtrix3's own, operation for operation
+(its term order, float products and double promotions, the platform's float trigonometry). Near
+the axis the float search is chaotic: where (az, el) coordinates degenerate it wanders about the
+pole, and whether and where it stops depends on every rounding, so only MRtrix3's own roundings
+stop it where, and when, ``tckgen`` does; a seed's search from a start far from any peak can wander
+as long (once per streamline, so cheap)."""
 from __future__ import annotations
 
 import math
@@ -20,8 +22,9 @@ from numba.extending import overload
 from .common import CONTINUE, HIGH_CURVATURE, LOW_SIGNAL, OUTSIDE_IMAGE, dot3, jit, sample
 
 MAX_ITERATIONS = 50
-#: sine of the start's elevation from the SH frame's z axis below which a search takes MRtrix3's
-#: arithmetic (the fast one brings a direction a few ulps off into the chaotic zone, ~1e-3 rad)
+#: sine of an iterate's elevation from the SH frame's z axis below which the search goes on in
+#: MRtrix3's arithmetic: well before the chaotic zone (~1e-3 rad), so that it enters it with
+#: MRtrix3's bits rather than a few ulps off them
 MRTRIX_NEAR_POLE = 0.2
 _NEAR_POLE_SIN2 = MRTRIX_NEAR_POLE ** 2
 
