@@ -109,12 +109,51 @@ def _tensor(M, K, S, vol, px, py, pz):
     return True, fa, K.f(ux), K.f(uy), K.f(uz)
 
 
+@jit(inline="always")
+def _column(dxx, dyy, dzz, dxy, dxz, dyz, lam, k):
+    """Column ``k`` of D - lam I."""
+    if k == 0:
+        return dxx - lam, dxy, dxz
+    if k == 1:
+        return dxy, dyy - lam, dyz
+    return dxz, dyz, dzz - lam
+
+
+@jit
+def eigen_sign(dxx, dyy, dzz, dxy, dxz, dyz, lam, ux, uy, uz):
+    """+1 or -1: the sign Eigen's ``SelfAdjointEigenSolver::computeDirect`` gives the eigenvector u of
+    eigenvalue ``lam`` (``extract_kernel``): of A = D - lam I, the column with the largest |diagonal|
+    (the first of equal ones) crossed with the next column or the one after, whichever product is
+    longer. In float64 here; Eigen's float32 on a scaled A can differ only at near-ties."""
+    diag = (abs(dxx - lam), abs(dyy - lam), abs(dzz - lam))
+    i0 = 0
+    if diag[1] > diag[0]:
+        i0 = 1
+    if diag[2] > diag[i0]:
+        i0 = 2
+    rx, ry, rz = _column(dxx, dyy, dzz, dxy, dxz, dyz, lam, i0)
+    ax, ay, az = _column(dxx, dyy, dzz, dxy, dxz, dyz, lam, (i0 + 1) % 3)
+    bx, by, bz = _column(dxx, dyy, dzz, dxy, dxz, dyz, lam, (i0 + 2) % 3)
+    c0 = (ry * az - rz * ay, rz * ax - rx * az, rx * ay - ry * ax)
+    c1 = (ry * bz - rz * by, rz * bx - rx * bz, rx * by - ry * bx)
+    n0 = c0[0] * c0[0] + c0[1] * c0[1] + c0[2] * c0[2]
+    n1 = c1[0] * c1[0] + c1[1] * c1[1] + c1[2] * c1[2]
+    kx, ky, kz = c0 if n0 > n1 else c1
+    return 1.0 if kx * ux + ky * uy + kz * uz >= 0.0 else -1.0
+
+
 @jit
 def init(M, K, S, vol, px, py, pz, dx, dy, dz):
-    """FA >= cutoff at the seed; the eigenvector oriented along the start direction."""
+    """FA >= cutoff at the seed; the eigenvector with the sign Eigen's ``computeDirect`` gives it:
+    MRtrix3's Tensor_Det keeps that sign whatever the start direction (its ``init`` returns before
+    comparing with ``-seed_direction``), and the sign decides which half tckgen stores first."""
     inside, fa, ux, uy, uz = _tensor(M, K, S, vol, px, py, pz)
-    if dot3(ux, uy, uz, dx, dy, dz) < K.zero:
-        ux, uy, uz = -ux, -uy, -uz
+    if inside:
+        dt, ev = S.a, S.d
+        lam = max(ev[0], ev[4], ev[8])
+        if eigen_sign(np.float64(dt[0]), np.float64(dt[1]), np.float64(dt[2]), np.float64(dt[3]),
+                      np.float64(dt[4]), np.float64(dt[5]), lam, ux, uy, uz) < 0.0:
+            ux, uy, uz = -ux, -uy, -uz
     return inside and fa >= M.cutoff, ux, uy, uz
 
 

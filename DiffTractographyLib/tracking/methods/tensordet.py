@@ -24,17 +24,35 @@ def tensor_fa(dt: torch.Tensor) -> torch.Tensor:
     return torch.where(norm2 != 0, torch.sqrt(num / safe), torch.zeros_like(norm2))
 
 
+def _matrices(dt: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.stack([dt[:, 0], dt[:, 3], dt[:, 4]], -1),
+                        torch.stack([dt[:, 3], dt[:, 1], dt[:, 5]], -1),
+                        torch.stack([dt[:, 4], dt[:, 5], dt[:, 2]], -1)], -2)
+
+
 def principal_direction(dt: torch.Tensor) -> torch.Tensor:
     """Unit eigenvector (N, 3) of the largest eigenvalue of each tensor."""
-    m = torch.stack([torch.stack([dt[:, 0], dt[:, 3], dt[:, 4]], -1),
-                     torch.stack([dt[:, 3], dt[:, 1], dt[:, 5]], -1),
-                     torch.stack([dt[:, 4], dt[:, 5], dt[:, 2]], -1)], -2)
-    return torch.linalg.eigh(m)[1][..., 2]
+    return torch.linalg.eigh(_matrices(dt))[1][..., 2]
+
+
+def eigen_sign(dt: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(N,) +1 or -1: the sign Eigen's ``computeDirect`` gives the principal eigenvector ``u``
+    (``kernels.tensordet.eigen_sign``, in float64)."""
+    m = _matrices(dt.detach().double())
+    lam = torch.linalg.eigvalsh(m)[:, 2]
+    a = m - lam[:, None, None] * torch.eye(3, dtype=m.dtype, device=m.device)
+    rows = torch.arange(len(a), device=a.device)
+    i0 = torch.argmax(torch.diagonal(a, dim1=-2, dim2=-1).abs(), -1)  # the first of equal maxima
+    column = lambda k: a[rows, :, k]  # noqa: E731
+    c0 = torch.linalg.cross(column(i0), column((i0 + 1) % 3))
+    c1 = torch.linalg.cross(column(i0), column((i0 + 2) % 3))
+    kernel = torch.where(((c0 * c0).sum(-1) > (c1 * c1).sum(-1))[:, None], c0, c1)
+    return torch.where((kernel * u.detach().double()).sum(-1) >= 0, 1.0, -1.0).to(u.dtype)
 
 
 class TensorDet(Method):
-    """``init``: FA >= cutoff at the seed, direction = principal eigenvector (oriented along the start
-    direction when one is given). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
+    """``init``: FA >= cutoff at the seed, direction = principal eigenvector with the sign Eigen's
+    ``computeDirect`` gives it, whatever the start direction (as MRtrix3). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
     |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
 
     algorithm = ALGORITHMS["tensordet"]
@@ -58,12 +76,11 @@ class TensorDet(Method):
         return self.volume.data.requires_grad
 
     def init(self, pos, direction):
+        """The start ``direction`` is not used: MRtrix3's Tensor_Det keeps the sign Eigen gives the
+        eigenvector (``eigen_sign``)."""
         dt, inside = self._tensor(pos)
         u = principal_direction(dt)
-        given = ~torch.isnan(direction).any(-1)
-        flip = given & (dot3(u, torch.nan_to_num(direction)) < 0)
-        u = torch.where(flip[:, None], -u, u)
-        return u, inside & (tensor_fa(dt) >= self.cutoff)
+        return u * eigen_sign(dt, u)[:, None], inside & (tensor_fa(dt) >= self.cutoff)
 
     def next(self, pos, direction, check_curvature=True, key=None):
         dt, inside = self._tensor(pos)
