@@ -34,7 +34,8 @@ def add_seed_arguments(group) -> None:
     group.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
     group.add_argument("--seed-points", metavar="FILE",
                        help="text file of seeds, 'x y z' or 'x y z dx dy dz' per row (RAS mm, optional "
-                            "initial direction); output keeps the row as seed_index")
+                            "initial direction; tensordet, like tckgen's Tensor_Det, starts along the "
+                            "eigenvector's own sign instead); output keeps the row as seed_index")
     group.add_argument("--seeds-per-voxel", type=int, default=1, metavar="N", help="seeds per voxel (default 1)")
     group.add_argument("--seed-placement", choices=("random", "grid"), default="random",
                        help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
