@@ -36,7 +36,8 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
         shape = " x ".join(str(s) for s in data.shape)
         expected = " or ".join(f"{d}-D" for d in allowed)
         raise InputError(f"{path}: the {what} must be {expected}, got a {data.ndim}-D image ({shape})")
-    return np.ascontiguousarray(data), (mrtrix_affine(img.header) if mrtrix else np.asarray(img.affine, dtype=np.float64))
+    affine = mrtrix_affine(img.header) if mrtrix else np.asarray(img.affine, dtype=np.float64)
+    return np.ascontiguousarray(data), affine
 
 
 def mrtrix_affine(header) -> np.ndarray:

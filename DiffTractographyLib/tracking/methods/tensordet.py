@@ -52,8 +52,9 @@ def eigen_sign(dt: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 class TensorDet(Method):
     """``init``: FA >= cutoff at the seed, direction = principal eigenvector with the sign Eigen's
-    ``computeDirect`` gives it, whatever the start direction (as MRtrix3). ``next``: LOW_SIGNAL if FA < cutoff, HIGH_CURVATURE if
-    |cos(turn)| < cos(max_angle); the eigenvector is flipped to continue forwards."""
+    ``computeDirect`` gives it, whatever the start direction (as MRtrix3). ``next``: LOW_SIGNAL if
+    FA < cutoff, HIGH_CURVATURE if |cos(turn)| < cos(max_angle); the eigenvector is flipped to
+    continue forwards."""
 
     algorithm = ALGORITHMS["tensordet"]
 
