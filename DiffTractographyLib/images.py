@@ -60,8 +60,9 @@ def mrtrix_affine(header) -> np.ndarray:
     return out
 
 
-def nifti_grid(path, what: str = "template") -> tuple[tuple[int, int, int], np.ndarray]:
-    """(shape of the first three axes, affine voxel -> RAS) of a NIfTI file, from its header alone."""
+def nifti_grid(path, what: str = "template", mrtrix: bool = False) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape of the first three axes, affine voxel -> RAS) of a NIfTI file, from its header alone:
+    nibabel's affine, or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``)."""
     import nibabel as nib
 
     path = Path(path)
@@ -73,7 +74,7 @@ def nifti_grid(path, what: str = "template") -> tuple[tuple[int, int, int], np.n
         raise InputError(f"{path}: cannot read the {what} as a NIfTI image ({exc})") from exc
     if len(img.shape) < 3:
         raise InputError(f"{path}: the {what} must have three spatial axes, got shape {img.shape}")
-    return tuple(int(s) for s in img.shape[:3]), as_affine(img.affine)
+    return tuple(int(s) for s in img.shape[:3]), mrtrix_affine(img.header) if mrtrix else as_affine(img.affine)
 
 
 def save_nifti(array, affine, path, description: str = "") -> None:

@@ -74,16 +74,17 @@ def run(args) -> int:
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{args.out}: the map is written as NIfTI; name it .nii or .nii.gz")
     shape, affine = nifti_grid(args.template)
+    grid = nifti_grid(args.template, mrtrix=True)[1]  # tckmap's reading: voxel sizes from pixdim
     start = time.perf_counter()
     points, lengths, step = _read(args.input)
     step = args.step or step
-    values = density_map(points, lengths, shape, affine, step_size=step, precise=args.precise,
+    values = density_map(points, lengths, shape, grid, step_size=step, precise=args.precise,
                          endpoints=args.endpoints, upsample=args.upsample)
     what = "mm of streamline per voxel" if args.precise else "endpoints per voxel" if args.endpoints \
         else "streamlines per voxel"
     save_nifti(values, affine, out, description=f"difftract density: {what}")
     if not args.quiet:
-        ratio = 1 if args.endpoints else args.upsample or upsample_ratio(step, affine, args.precise)
+        ratio = 1 if args.endpoints else args.upsample or upsample_ratio(step, grid, args.precise)
         print(f"{len(lengths)} streamlines -> {out} ({what}; upsampled x{ratio}; {int(np.count_nonzero(values))} "
               f"voxels visited, max {values.max():g}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

@@ -21,12 +21,14 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import InputError
-from ..geometry import as_affine, voxel_sizes
+from ..geometry import as_affine, realign_to_ras, restore_voxel_order, voxel_sizes
 
 #: tckmap's upsampled step, as a fraction of the smallest voxel size (float32, as MRtrix3 stores it)
 UPSAMPLE_FRACTION = float(np.float32(0.333))
 PRECISE_FRACTION = float(np.float32(0.1))
 HERMITE_TENSION = 0.1
+#: voxel indices beyond this are clamped to it (the keys of voxels outside the grid fit in int64)
+OUTSIDE_LIMIT = 1 << 19
 #: upsampled vertices per chunk (bounds the scratch memory: 12 bytes each)
 CHUNK_POINTS = 1 << 23
 
@@ -79,14 +81,13 @@ def _upsample(points, start, n, weights, out):
             out[k] = points[start + k]
         return n
     m = 0
-    two = np.float32(2.0)
     c = np.empty((4, 3), np.float32)
     for k in range(n - 1):
         for d in range(3):
             c[1, d] = points[start + k, d]
             c[2, d] = points[start + k + 1, d]
-            c[0, d] = points[start + k - 1, d] if k > 0 else c[1, d] * two - c[2, d]
-            c[3, d] = points[start + k + 2, d] if k + 2 < n else c[2, d] * two - c[1, d]
+            c[0, d] = points[start + k - 1, d] if k > 0 else c[1, d] + (c[1, d] - c[2, d])  # the upsampler's
+            c[3, d] = points[start + k + 2, d] if k + 2 < n else c[2, d] + (c[2, d] - c[1, d])  # padding
         out[m] = c[1]
         m += 1
         for i in range(r - 1):
@@ -98,16 +99,24 @@ def _upsample(points, start, n, weights, out):
 
 @_jit
 def _voxel(m, x, y, z, shape):
-    """Flat index of the voxel nearest to (x, y, z) through the float32 (3, 4) scanner -> voxel map,
-    halves away from zero as C's round; -1 outside the grid."""
+    """Key of the voxel nearest to (x, y, z) through the float32 (3, 4) scanner -> voxel map (each row
+    applied to (x, y, z, 1) in pairs, as tckmap's Eigen transform sums it: bisection for -precise homes
+    in on voxel faces, where the last bit decides), halves away from zero as C's round: its flat
+    index inside the grid; outside, a negative key of its own
+    (indices clamped to +-2^19), so that precise mapping tells one outside voxel from the next as
+    tckmap does."""
     flat = 0
+    key = 0
+    outside = False
     for a in range(3):
-        v = ((m[a, 0] * x + m[a, 1] * y) + m[a, 2] * z) + m[a, 3]
+        v = (m[a, 0] * x + m[a, 1] * y) + (m[a, 2] * z + m[a, 3])  # Eigen's AffineCompact product
+        if not abs(v) < OUTSIDE_LIMIT:  # also NaN
+            v = np.float32(-OUTSIDE_LIMIT) if v < 0 else np.float32(OUTSIDE_LIMIT)
         i = int(np.floor(v + np.float32(0.5))) if v >= 0 else -int(np.floor(-v + np.float32(0.5)))
-        if i < 0 or i >= shape[a]:
-            return -1
+        outside = outside or i < 0 or i >= shape[a]
         flat = flat * shape[a] + i
-    return flat
+        key = key * (2 * OUTSIDE_LIMIT + 1) + i + OUTSIDE_LIMIT
+    return -1 - key if outside else flat
 
 
 @_jit
@@ -221,13 +230,17 @@ def density_map(points, lengths, shape, affine, *, step_size: float | None = Non
     """(X, Y, Z) map of streamlines (points (P, 3) RAS mm, lengths (N,)) on the grid ``shape`` with
     ``affine`` (voxel -> RAS mm): counts (uint32), or mm of streamline per voxel (float32) with
     ``precise``, or endpoint counts with ``endpoints``. ``step_size`` (mm) sets tckmap's automatic
-    upsampling ratio; ``upsample`` overrides it (tckmap -upsample)."""
+    upsampling ratio; ``upsample`` overrides it (tckmap -upsample). The map is computed on the grid as
+    MRtrix3 holds it (axes realigned to RAS, ``geometry.realign_to_ras``), so the float32 voxel
+    arithmetic is tckmap's whatever the template's storage order; give the affine MRtrix3 reads
+    (``images.mrtrix_affine``: voxel sizes from pixdim) to match tckmap on oblique templates."""
     if precise and endpoints:
         raise InputError("precise and endpoint mapping are mutually exclusive (as tckmap -precise / -ends_only)")
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"the template must be a 3-D grid, got shape {shape}")
-    affine = as_affine(affine)
+    template_affine = as_affine(affine)
+    held, affine = realign_to_ras(np.broadcast_to(np.uint8(0), shape), template_affine)
     points = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     if lengths.sum() != len(points):
@@ -242,7 +255,7 @@ def density_map(points, lengths, shape, affine, *, step_size: float | None = Non
     starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
     # scratch per streamline: its upsampled vertices (x 4 for the exits of precise mapping)
     need = np.where(lengths > 0, (np.maximum(lengths, 1) - 1) * ratio + 1, 0) * (4 if precise else 1) + 2
-    total = np.zeros(int(np.prod(shape)), np.float64 if precise else np.int64)
+    total = np.zeros(held.size, np.float64 if precise else np.int64)
     first = 0
     while first < len(lengths):
         last = first + max(1, int(np.searchsorted(np.cumsum(need[first:]), CHUNK_POINTS)))
@@ -250,7 +263,7 @@ def density_map(points, lengths, shape, affine, *, step_size: float | None = Non
         voxels = np.empty(bound[-1], np.int64)
         values = np.empty(bound[-1], np.float64)
         used = np.zeros(last - first, np.int64)
-        _map_chunk(points, starts[first:last], lengths[first:last], bound, m, np.asarray(shape, np.int64), weights,
+        _map_chunk(points, starts[first:last], lengths[first:last], bound, m, np.asarray(held.shape, np.int64), weights,
                    mode, accuracy, voxels, values, used)
         keep = np.arange(bound[-1]) - np.repeat(bound[:-1], need[first:last]) < np.repeat(used, need[first:last])
         if precise:
@@ -258,4 +271,5 @@ def density_map(points, lengths, shape, affine, *, step_size: float | None = Non
         else:
             total += np.bincount(voxels[keep], minlength=len(total))
         first = last
-    return total.reshape(shape).astype(np.float32 if precise else np.uint32)
+    total = restore_voxel_order(total.reshape(held.shape), template_affine)
+    return np.ascontiguousarray(total, dtype=np.float32 if precise else np.uint32)
