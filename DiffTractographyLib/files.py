@@ -31,6 +31,25 @@ def check_output(path, force: bool = True) -> Path:
     return path
 
 
+def check_outputs(outputs, inputs=(), force: bool = False) -> None:
+    """``check_output`` for every (option, path) of ``outputs`` (None paths skipped), and fail when two
+    options name the same file, when one names an input, or when one names a folder."""
+    seen: dict[Path, str] = {}
+    sources = {Path(p).resolve(): p for p in inputs if p is not None}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        check_output(path, force=force)
+        where = Path(path).resolve()
+        if where.is_dir():
+            raise InputError(f"{flag} {path} is a folder; name a file")
+        if where in seen:
+            raise InputError(f"{seen[where]} and {flag} name the same file {path}")
+        if where in sources:
+            raise InputError(f"{flag} {path} is an input; name another file")
+        seen[where] = flag
+
+
 def write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (``atomic_path``)."""
     with atomic_path(path) as tmp:
@@ -41,7 +60,10 @@ def write_text(path, text: str) -> None:
 def atomic_path(path):
     """Yield a temporary path beside ``path`` (same suffix); move it into place only on success."""
     path = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror})") from exc
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -49,6 +71,10 @@ def atomic_path(path):
         yield tmp
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp not in (exc.filename, getattr(exc, "filename2", None)):
+            raise
+        raise InputError(f"{path}: cannot write ({exc.strerror})") from exc  # the user's name, not ours
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
