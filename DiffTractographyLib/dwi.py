@@ -82,6 +82,11 @@ class DWI:
         """Indices of the diffusion-weighted volumes of each shell, by increasing b-value."""
         return shells(self.bvals, self.b0_threshold)
 
+    def check_diffusion_weighted(self) -> None:
+        """InputError when no volume has b > ``b0_threshold`` (nothing to fit a model to)."""
+        if not self.shells:
+            raise InputError("the DWI has no diffusion-weighted volume")
+
     def shell_bvalues(self) -> list[float]:
         """Mean b-value of each shell (s/mm^2), by increasing b-value."""
         return [float(self.bvals[s].mean()) for s in self.shells]
@@ -90,9 +95,8 @@ class DWI:
         """A single-shell DWI: the b=0 volumes and the shell nearest ``bvalue`` (within
         ``SHELL_EPSILON``). ``None`` keeps the largest b-value shell, with a warning when there are
         several (MRtrix3's ``dwi2fod csd`` choice)."""
+        self.check_diffusion_weighted()
         means = self.shell_bvalues()
-        if not means:
-            raise InputError("the DWI has no diffusion-weighted volume")
         listed = ", ".join(f"{b:.0f}" for b in means)
         if bvalue is None:
             pick = len(means) - 1

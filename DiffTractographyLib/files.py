@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import InputError
@@ -39,15 +40,29 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
     for flag, path in outputs:
         if path is None:
             continue
-        check_output(path, force=force)
         where = Path(path).resolve()
-        if where.is_dir():
+        if where.is_dir():  # before the existence check: --force cannot overwrite a folder
             raise InputError(f"{flag} {path} is a folder; name a file")
+        check_output(path, force=force)
         if where in seen:
             raise InputError(f"{seen[where]} and {flag} name the same file {path}")
         if where in sources:
             raise InputError(f"{flag} {path} is an input; name another file")
         seen[where] = flag
+
+
+def write_all(writers: Iterable[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Call ``write(path)`` for every (path, write) of ``writers``, in order; when one fails, remove the
+    files already written by this call, so that a failure leaves no partial set of outputs."""
+    written: list[Path] = []
+    try:
+        for path, write in writers:
+            write(path)
+            written.append(Path(path))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path, text: str) -> None:

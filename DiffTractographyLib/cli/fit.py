@@ -5,11 +5,16 @@ eigenvector, 3 volumes) and PREFIX_RGB.nii.gz (|V1| x FA). csd writes PREFIX_fod
 coefficients), PREFIX_fod.json (basis, frame, lmax, response, shell) and PREFIX_response.txt.
 Vectors and SH coefficients are in the ``--frame`` given (default world = RAS, as MRtrix3 writes
 them; ``voxel`` = along the voxel axes, as DIPY writes them); the frame is recorded in each header.
+Existing outputs are kept unless --force is given; a run that fails leaves none of its outputs.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +25,22 @@ from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
 from . import COMMANDS
-from ..files import write_text
+from ..files import check_outputs, write_all, write_text
 from ..images import save_nifti
 from ..models import defaults
+
+#: the maps of ``fit dti``; the files ``fit MODEL --out-prefix PREFIX`` writes: PREFIX and each suffix, in order
+DTI_MAPS = ("FA", "MD", "AD", "RD", "V1", "RGB")
+SUFFIXES = {"dti": tuple(f"_{name}.nii.gz" for name in DTI_MAPS), "csd": ("_fod.nii.gz", "_fod.json", "_response.txt")}
+#: (option, attribute, what its value is, bound, whether the bound itself is allowed, unit) of the numeric options.
+#: DIPY's CSD: tau = 0 is the ideal threshold (raised for stability); lambda weighs the non-negativity
+#: constraint, which 0 would switch off.
+_RANGES = (("--b0-threshold", "b0_threshold", "a finite b-value", 0, True, " s/mm^2"),
+           ("--shell", "shell", "a finite b-value", 0, False, " s/mm^2"),
+           ("--fa-threshold", "fa_threshold", "a finite FA", 0, True, ""),
+           ("--roi-radii", "roi_radii", "a number of voxels", 0, True, ""),
+           ("--tau", "tau", "a finite fraction of the mean FOD amplitude", 0, True, ""),
+           ("--lambda", "lambda_", "a finite constraint weight", 0, False, ""))
 
 
 def add_parser(subparsers) -> None:
@@ -43,17 +61,20 @@ def add_parser(subparsers) -> None:
     out.add_argument("--out-prefix", required=True, metavar="PREFIX", help="output path prefix, e.g. out/sub01")
     out.add_argument("--frame", choices=FRAMES, default="world",
                      help="frame of vectors and SH coefficients: world (RAS, MRtrix3) or voxel (voxel axes, DIPY)")
+    out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     compute = common.add_argument_group("computation")
     compute.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     compute.add_argument("--precision", choices=("float64", "float32"), default="float64")
 
     tensor = models.add_parser("dti", parents=[common], help="diffusion tensor (DIPY's estimators)")
-    tensor.add_argument("--method", choices=defaults.METHODS, default="WLS", help="log-signal least squares (default WLS)")
+    tensor.add_argument("--method", choices=defaults.METHODS, default="WLS",
+                        help="log-signal least squares (default WLS)")
     tensor.add_argument("--shell", type=float, metavar="B",
                         help="fit the b=0 volumes and the shell at B s/mm^2 only (default: all volumes)")
 
     fod = models.add_parser("csd", parents=[common], help="constrained spherical deconvolution (DIPY's CSD)")
-    fod.add_argument("--lmax", type=int, default=8, help="maximum SH degree, even (default 8; 12 with enough directions)")
+    fod.add_argument("--lmax", type=int, default=8,
+                     help="maximum SH degree, even (default 8; 12 with enough directions)")
     fod.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis written (default tournier07)")
     fod.add_argument("--shell", type=float, metavar="B", help="shell to fit, s/mm^2 (default: the largest)")
     fod.add_argument("--response", metavar="FILE",
@@ -61,8 +82,10 @@ def add_parser(subparsers) -> None:
     fod.add_argument("--fa-threshold", type=float, default=defaults.FA_THRESHOLD,
                      help=f"FA above which voxels are single-fibre for the response (default {defaults.FA_THRESHOLD})")
     fod.add_argument("--roi-radii", type=int, default=defaults.ROI_RADII,
-                     help=f"half-width in voxels of the central cube searched for the response (default {defaults.ROI_RADII})")
-    fod.add_argument("--tau", type=float, default=defaults.TAU, help=f"constraint threshold, x mean amplitude (default {defaults.TAU})")
+                     help="half-width in voxels of the central cube searched for the response "
+                          f"(default {defaults.ROI_RADII})")
+    fod.add_argument("--tau", type=float, default=defaults.TAU,
+                     help=f"constraint threshold, x mean amplitude (default {defaults.TAU})")
     fod.add_argument("--lambda", dest="lambda_", type=float, default=defaults.LAMBDA,
                      help=f"constraint weight (default {defaults.LAMBDA})")
     parser.set_defaults(run=run)
@@ -73,17 +96,38 @@ def run(args) -> int:
 
     from ..devices import resolve_device
 
-    dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
-    mask = load_mask(args.mask, dwi) if args.mask else None
+    _check_numbers(args)
+    outputs = [Path(_prefix(args.out_prefix) + suffix) for suffix in SUFFIXES[args.model]]
+    inputs = (args.dwi, args.bvals, args.bvecs, args.grad, args.mask, getattr(args, "response", None))
+    check_outputs([("--out-prefix", path) for path in outputs], inputs=inputs, force=args.force)
     device = resolve_device(args.device)
     dtype = getattr(torch, args.precision)
-    prefix = Path(args.out_prefix)
-    written = (_fit_dti if args.model == "dti" else _fit_csd)(args, dwi, mask, device, dtype, prefix)
-    print("\n".join(str(path) for path in written))
+    dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
+    mask = load_mask(args.mask, dwi) if args.mask else None
+    writers = (_fit_dti if args.model == "dti" else _fit_csd)(args, dwi, mask, device, dtype)
+    write_all(zip(outputs, writers, strict=True))
+    print("\n".join(str(path) for path in outputs))
     return 0
 
 
-def _fit_dti(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
+def _check_numbers(args) -> None:
+    """InputError naming the option and its value when a numeric option is out of its range."""
+    for option, name, what, bound, closed, unit in _RANGES:
+        value = getattr(args, name, None)  # dti has no CSD options; --shell may be left out
+        if value is not None and not (math.isfinite(value) and (value >= bound if closed else value > bound)):
+            raise InputError(f"{option} must be {what} {'>=' if closed else '>'} {bound:g}{unit}, got {value:g}")
+
+
+def _prefix(prefix: str) -> str:
+    """``--out-prefix`` as given; InputError when it names a folder rather than a file-name stem."""
+    if prefix.endswith(("/", os.sep)) or Path(prefix).name in ("", ".", "..") or Path(prefix).is_dir():
+        example = os.path.join(prefix, "subject")
+        raise InputError(f"--out-prefix {prefix} names a folder, not a file-name stem; give e.g. {example}")
+    return prefix
+
+
+def _fit_dti(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
+    """The tensor fit's maps as writers ``write(path)``, in the order of ``SUFFIXES['dti']``."""
     from ..models import dti
 
     if args.shell is not None:
@@ -92,15 +136,12 @@ def _fit_dti(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
     tag = f"difftract dti {args.method}"
     maps = {"FA": (fit.fa, "FA"), "MD": (fit.md, "MD mm2/s"), "AD": (fit.ad, "AD mm2/s"), "RD": (fit.rd, "RD mm2/s"),
             "V1": (fit.v1, f"V1 {args.frame} frame"), "RGB": (fit.color_fa, f"|V1|*FA {args.frame} frame")}
-    written = []
-    for name, (value, what) in maps.items():
-        path = _output(prefix, f"_{name}.nii.gz")
-        save_nifti(value.cpu().numpy(), dwi.affine, path, f"{tag} {what}")
-        written.append(path)
-    return written
+    return [partial(save_nifti, maps[name][0].cpu().numpy(), dwi.affine, description=f"{tag} {maps[name][1]}")
+            for name in DTI_MAPS]
 
 
-def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
+def _fit_csd(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
+    """The FOD, its sidecar and the response as writers ``write(path)``, in the order of ``SUFFIXES['csd']``."""
     from ..models import csd
 
     dwi = dwi.select_shell(args.shell)
@@ -108,18 +149,17 @@ def _fit_csd(args, dwi, mask, device, dtype, prefix: Path) -> list[Path]:
         dwi, mask, roi_radii=args.roi_radii, fa_threshold=args.fa_threshold)
     fod = csd.fit_fod(dwi, mask, args.lmax, response=response, basis=args.sh_basis, frame=args.frame, tau=args.tau,
                       lambda_=args.lambda_, device=device, dtype=dtype)
-    fod_path, json_path, response_path = (_output(prefix, s) for s in ("_fod.nii.gz", "_fod.json", "_response.txt"))
-    save_nifti(fod.coeffs.cpu().numpy(), dwi.affine, fod_path, f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame")
     sidecar = {
         "model": "csd", "software": f"difftractography {__version__}", "sh_basis": fod.basis, "sh_frame": fod.frame,
         "frame_meaning": "world: RAS directions (MRtrix3); voxel: directions along the voxel axes (DIPY)",
         "lmax": args.lmax, "shell_bvalue": dwi.shell_bvalues()[0], "tau": args.tau, "lambda": args.lambda_,
         "response": {"evals_mm2_per_s": list(response.evals), "s0": response.s0, "n_voxels": response.n_voxels},
     }
-    write_text(json_path, json.dumps(sidecar, indent=2) + "\n")
-    write_text(response_path, "# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
-                               + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")
-    return [fod_path, json_path, response_path]
+    return [partial(save_nifti, fod.coeffs.cpu().numpy(), dwi.affine,
+                    description=f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame"),
+            partial(write_text, text=json.dumps(sidecar, indent=2) + "\n"),
+            partial(write_text, text="# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
+                    + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")]
 
 
 def _read_response(path):
@@ -133,9 +173,3 @@ def _read_response(path):
     if values.size != 4:
         raise InputError(f"{path}: a response file holds four numbers 'l1 l2 l3 S0', got {values.size}")
     return csd.Response(tuple(values[:3].tolist()), float(values[3]))
-
-
-def _output(prefix: Path, suffix: str) -> Path:
-    return prefix.with_name(prefix.name + suffix)
-
-

@@ -115,7 +115,8 @@ def fit_dti(dwi: DWI, mask=None, *, method: str = "WLS", frame: str = "world", d
 
     Returns a ``TensorFit`` of shape (X, Y, Z): zeros outside the mask. Directions are in ``frame``:
     ``world`` (RAS) or ``voxel`` (the voxel axes, DIPY's frame). All volumes are used (select a shell
-    first with ``dwi.select_shell`` for a single-shell fit)."""
+    first with ``dwi.select_shell`` for a single-shell fit). InputError without a diffusion-weighted volume."""
+    dwi.check_diffusion_weighted()
     bvecs = frame_bvecs(dwi, frame)
     mask = as_mask(dwi, mask)
     parts = [fit_tensor(chunk, dwi.bvals, bvecs, method) for chunk in gather_voxels(dwi, mask, device, dtype, chunk_size)]
