@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 # One BLAS thread: the tracking kernels use every core, and a multi-threaded BLAS call (numpy's
 # matrix products, before any work) leaves its threads spinning on those cores. Set before numpy loads.
@@ -48,12 +49,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, without the source line Python shows by default."""
+    print(f"difftract: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            return int(args.run(args) or 0)
     except InputError as exc:
         print(f"difftract: error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..files import FORMATS, check_output, tractogram_format, write_text
+from ..files import FORMATS, check_outputs, tractogram_format, write_text
 from ..streamlines import Tractogram, _lengths_to_offsets, as_numpy
 from . import COMMANDS
 
@@ -55,6 +55,8 @@ def add_parser(sub) -> None:
                         "(one column per level, coarse to fine, with several thresholds)")
     p.add_argument("--centroids-out", metavar="FILE", help="tractogram of the cluster centroids (finest level)")
     p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (and the cluster files an earlier run left in --out FOLDER)")
     p.add_argument("--quiet", action="store_true", help="no summary")
     p.set_defaults(run=run)
 
@@ -66,10 +68,15 @@ def run(args) -> int:
         raise InputError(f"--min-size must be at least 1, got {args.min_size}")
     if args.out is None and args.labels_out is None and args.centroids_out is None:
         raise InputError("nothing to write: give --out, --labels-out or --centroids-out")
-    out = check_output(args.out) if args.out is not None else None
-    for path in (args.labels_out, args.centroids_out):
-        if path is not None:
-            check_output(path)
+    out = Path(args.out) if args.out is not None else None
+    folder = out is not None and out.suffix.lower() != ".trx"
+    if folder and out.suffix.lower() in FORMATS:
+        raise InputError(f"--out {out}: clusters go into one .trx file or a folder of per-cluster files, "
+                         f"not one {out.suffix} file")
+    check_outputs([("--out", None if folder else out), ("--labels-out", args.labels_out),
+                   ("--centroids-out", args.centroids_out)], inputs=[args.input, args.reference], force=args.force)
+    if folder:
+        _check_folder(out, args.force)
     if args.centroids_out is not None:
         tractogram_format(args.centroids_out)
     tractogram = _read(args.input, args.reference)
@@ -123,12 +130,29 @@ def _write_trx(tractogram: Tractogram, clusters, out: Path) -> None:
     save_tractogram(tractogram, out, groups={_name(k): (members[k], colors[k]) for k in range(len(clusters))})
 
 
-def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str) -> None:
+def _earlier_clusters(out: Path) -> list[Path]:
+    """The per-cluster files of an earlier run in the folder ``out``."""
+    return [f for f in out.glob("cluster_*") if f.is_file() and f.suffix.lower() in FORMATS
+            and f.stem[len("cluster_"):].isdigit()]
+
+
+def _check_folder(out: Path, force: bool) -> None:
+    """--out FOLDER: a folder (or a new name in an existing folder) without another run's clusters,
+    unless --force (which replaces them)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder or a .trx path to --out")
+    if not out.parent.exists():
+        raise InputError(f"{out}: the output folder {out.parent} does not exist")
+    if out.is_dir() and _earlier_clusters(out) and not force:
+        raise InputError(f"{out} holds the cluster files of an earlier run; use --force to replace them")
+
+
+def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str) -> None:
     from ..io import save_tractogram
 
     out.mkdir(exist_ok=True)
+    for stale in _earlier_clusters(out):
+        stale.unlink()
     lengths = np.diff(tractogram.offsets)
     for k, index in enumerate(_members(clusters)):
         counts = lengths[index]

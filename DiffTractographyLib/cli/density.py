@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import InputError
@@ -77,7 +78,12 @@ def run(args) -> int:
     grid = nifti_grid(args.template, mrtrix=True)[1]  # tckmap's reading: voxel sizes from pixdim
     start = time.perf_counter()
     points, lengths, step = _read(args.input)
+    if len(lengths) == 0:
+        raise InputError(f"{args.input}: the tractogram has no streamlines")
     step = args.step or step
+    if step is None and args.upsample is None and not args.endpoints:
+        warnings.warn(f"{args.input} records no step size: the streamlines are mapped without upsampling "
+                      "(give --step MM or --upsample N)", stacklevel=2)
     values = density_map(points, lengths, shape, grid, step_size=step, precise=args.precise,
                          endpoints=args.endpoints, upsample=args.upsample)
     what = "mm of streamline per voxel" if args.precise else "endpoints per voxel" if args.endpoints \

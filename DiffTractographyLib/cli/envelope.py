@@ -11,7 +11,7 @@ import sys
 
 from ..config import ALGORITHMS, BASES
 from ..errors import InputError
-from ..files import check_output, write_text
+from ..files import check_outputs, write_text
 from . import COMMANDS
 from .select import REGION_HELP
 from .track import add_limit_arguments, add_seed_arguments
@@ -90,9 +90,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..config import TrackingParams
 
-    outputs = [(flag, path) for flag, path in (("--out-prob", args.out_prob), ("--out-json", args.out_json)) if path]
-    for flag, path in outputs:
-        check_output(path, force=args.force)
+    if args.out_prob is None and args.out_json is None:
+        raise InputError("nothing to write: give --out-prob or --out-json")
+    check_outputs([("--out-prob", args.out_prob), ("--out-json", args.out_json)],
+                  inputs=[args.dwi, args.bvals, args.bvecs, args.grad, args.fod, args.mask, args.seed_image,
+                          args.seed_points, args.template], force=args.force)
     if args.out_prob and not str(args.out_prob).endswith((".nii", ".nii.gz")):
         raise InputError(f"--out-prob {args.out_prob}: write the probability volume as .nii or .nii.gz")
     if args.repeats < 1:

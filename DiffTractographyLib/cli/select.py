@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import COMMANDS
-from ..files import FORMATS, atomic_path, check_output, tractogram_format
+from ..files import FORMATS, atomic_path, check_outputs, tractogram_format
 
 #: the region syntax of ``selection.parse_region``
 REGION_HELP = (
@@ -60,18 +60,20 @@ def add_parser(sub) -> None:
                    help="cluster of every input streamline (difftract cluster --labels-out): per-cluster distances")
     p.add_argument("--out", required=True, metavar="FILE", help=f"kept streamlines ({', '.join(FORMATS)})")
     p.add_argument("--reference", metavar="NIFTI", help="image giving the grid of .tck/.vtk inputs (for .trk/.trx outputs)")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no summary")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    tractogram_format(check_output(args.out, force=args.force))
-    if args.distance_out is not None:
-        check_output(args.distance_out)
+    tractogram_format(args.out)
+    check_outputs([("--out", args.out), ("--distance-out", args.distance_out)],
+                  inputs=[args.cluster_labels, args.reference], force=args.force)  # --out may replace INPUT
     for flag, value in (("--min-length", args.min_length), ("--max-length", args.max_length)):
         if value is not None and not value >= 0:
             raise InputError(f"{flag} must be a length in mm >= 0, got {value}")
+    if args.min_length is not None and args.max_length is not None and args.min_length > args.max_length:
+        raise InputError(f"--min-length {args.min_length:g} mm exceeds --max-length {args.max_length:g} mm")
     if args.distance_out is not None and args.distance_to is None:
         raise InputError("--distance-out needs --distance-to")
     if not (args.include or args.exclude or args.distance_to or args.cluster_labels) \

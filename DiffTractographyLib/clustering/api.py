@@ -105,6 +105,8 @@ class _Features:
         self.sx, self.sxf = bound_features(self.x), bound_features(self.xf)
         self.valid = np.flatnonzero(~np.isnan(self.x[:, 0, 0]))
         self.n = len(lengths)
+        if len(self.valid) == 0:
+            raise InputError(f"none of the {self.n} streamlines has two distinct points: nothing to cluster")
 
     def run(self, threshold: float, groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """QuickBundles of the valid streamlines (one per group of ``groups`` (N,), -1: none):

@@ -136,3 +136,18 @@ def test_against_tckmap_live_on_a_tractogram_we_wrote(data_dir, tmp_path):
                         "-quiet", *(["-precise"] if flags else [])], check=True)
         a, b = nib.load(tmp_path / "a.nii").get_fdata(), nib.load(tmp_path / "b.nii").get_fdata()
         assert np.abs(a - b).max() < (1e-4 if flags else 0.5)
+
+
+def test_an_empty_tractogram_is_an_error_and_a_missing_step_size_is_said(data_dir, tmp_path, capsys):
+    from DiffTractographyLib.io import write_tck
+
+    template = data_dir / "tckmap" / "phantom_native_template.nii.gz"
+    empty, out = tmp_path / "empty.tck", tmp_path / "m.nii.gz"
+    write_tck(empty, [])
+    assert difftract(["density", str(empty), "--template", str(template), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"difftract: error: {empty}: the tractogram has no streamlines\n"
+    assert not out.exists()
+    tracks = data_dir / TRACTOGRAMS["phantom"]  # written without step_size
+    assert difftract(["density", str(tracks), "--template", str(template), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == (f"difftract: warning: {tracks} records no step size: the streamlines are "
+                                       "mapped without upsampling (give --step MM or --upsample N)\n")

@@ -193,6 +193,17 @@ def test_cli_bad_input_is_one_line(files, capsys, argv, message):
     if "--fod" in argv:
         base = ["envelope"]
     argv = [a.format(folder=files) for a in argv]
-    assert cli.main(base + argv) == 2
+    assert cli.main(base + ["--out-json", str(files / "never.json")] + argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("difftract: error:") and message in err[0]
+    assert not (files / "never.json").exists()
+
+
+def test_cli_refuses_to_run_for_nothing_or_to_write_two_outputs_to_one_file(files, capsys):
+    base = ["envelope", "--dwi", str(files / "dwi.nii.gz"), "--grad", str(files / "dwi.b"), "--seed-image",
+            str(files / "seeds.nii.gz")]
+    assert cli.main(base) == 2
+    assert capsys.readouterr().err == "difftract: error: nothing to write: give --out-prob or --out-json\n"
+    same = files / "out.nii.gz"
+    assert cli.main([*base, "--out-prob", str(same), "--out-json", str(same)]) == 2
+    assert capsys.readouterr().err == f"difftract: error: --out-prob and --out-json name the same file {same}\n"

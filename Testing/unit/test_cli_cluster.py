@@ -111,3 +111,47 @@ def test_a_tck_clusters_to_labels_alone_without_torch(tmp_path, tracks):
 def test_nothing_to_write_is_an_input_error(tracks, difftract, capsys):
     assert difftract(["cluster", str(tracks), "--threshold", "10"]) == 2
     assert "nothing to write" in capsys.readouterr().err
+
+
+def test_outputs_never_overwrite_the_input_or_each_other(tmp_path, tracks, difftract, capsys):
+    source, labels, tck = tmp_path / "in.trk", tmp_path / "c.txt", tmp_path / "o.tck"
+    source.write_bytes(tracks.read_bytes())
+    for argv, message in ((["--labels-out", str(source)], f"--labels-out {source} is an input; name another file"),
+                          (["--labels-out", str(labels), "--centroids-out", str(labels)],
+                           f"--labels-out and --centroids-out name the same file {labels}"),
+                          (["--out", str(tck)], f"--out {tck}: clusters go into one .trx file or a folder of "
+                                                "per-cluster files, not one .tck file")):
+        assert difftract(["cluster", str(source), "--threshold", "10", "--force", *argv]) == 2
+        assert capsys.readouterr().err == f"difftract: error: {message}\n"
+    assert source.read_bytes() == tracks.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.trk"]
+
+
+def test_existing_outputs_need_force_and_force_replaces_an_earlier_runs_clusters(tmp_path, tracks, difftract,
+                                                                                 capsys):
+    labels, folder = tmp_path / "labels.txt", tmp_path / "bundles"
+    labels.write_text("keep\n")
+    argv = ["cluster", str(tracks), "--threshold", "10", "--labels-out", str(labels), "--quiet"]
+    assert difftract(argv) == 2
+    assert capsys.readouterr().err == f"difftract: error: {labels} exists; use --force to overwrite it\n"
+    assert labels.read_text() == "keep\n"
+    folder.mkdir()
+    (folder / "cluster_0099.trk").write_bytes(b"stale")
+    (folder / "notes.txt").write_text("mine")
+    argv = ["cluster", str(tracks), "--threshold", "10", "--out", str(folder), "--quiet"]
+    assert difftract(argv) == 2
+    assert "holds the cluster files of an earlier run; use --force" in capsys.readouterr().err
+    assert difftract([*argv, "--force"]) == 0
+    written = sorted(p.name for p in folder.iterdir())
+    assert "cluster_0099.trk" not in written and "notes.txt" in written and "cluster_0000.trk" in written
+
+
+def test_streamlines_without_two_distinct_points_are_an_input_error(tmp_path, difftract, capsys):
+    from DiffTractographyLib import Tractogram
+
+    path = tmp_path / "points.tck"
+    save_tractogram(Tractogram.from_list([np.ones((1, 3)), np.zeros((2, 3))]), path)
+    assert difftract(["cluster", str(path), "--threshold", "5", "--labels-out", str(tmp_path / "l.txt")]) == 2
+    assert capsys.readouterr().err == ("difftract: error: none of the 2 streamlines has two distinct points: "
+                                       "nothing to cluster\n")
+    assert not (tmp_path / "l.txt").exists()

@@ -60,6 +60,7 @@ def test_surface_points_as_lesion(tmp_path, phantom, difftract):
     (["--include", "sphere:1,2"], "4 comma-separated numbers"),
     (["--min-length", "-3"], "--min-length"),
     (["--distance-out", "d.txt"], "needs --distance-to"),
+    (["--min-length", "100", "--max-length", "10"], "--min-length 100 mm exceeds --max-length 10 mm"),
     (["--exclude", "missing.nii.gz"], "no such"),
 ])
 def test_bad_options_end_with_one_error_line(tmp_path, phantom, difftract, capsys, argv, message):
@@ -68,3 +69,16 @@ def test_bad_options_end_with_one_error_line(tmp_path, phantom, difftract, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+def test_the_distance_file_follows_the_force_rule_and_never_replaces_the_tractogram(tmp_path, phantom, difftract,
+                                                                                    capsys):
+    tracks, _, lesion = phantom
+    out, distances = tmp_path / "o.trk", tmp_path / "d.txt"
+    distances.write_text("keep\n")
+    argv = ["select", str(tracks), "--distance-to", str(lesion), "--out", str(out), "--quiet"]
+    assert difftract([*argv, "--distance-out", str(distances)]) == 2
+    assert capsys.readouterr().err == f"difftract: error: {distances} exists; use --force to overwrite it\n"
+    assert difftract([*argv, "--distance-out", str(out), "--force"]) == 2
+    assert capsys.readouterr().err == f"difftract: error: --out and --distance-out name the same file {out}\n"
+    assert distances.read_text() == "keep\n" and not out.exists()
