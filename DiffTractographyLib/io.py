@@ -7,6 +7,7 @@ writes. Writes are atomic: a failed write never leaves a partial file behind.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -134,17 +135,24 @@ def read_tck_rows(path) -> tuple[np.ndarray, np.ndarray]:
     vertices followed by its NaN row, up to the last NaN row; vertex counts (N,) int64). Reading
     stops at the end marker (an Inf row); a file that MRtrix3 left unfinished (``count: 0``, no end
     marker) reads as MRtrix3 reads it: every streamline closed by a NaN row, a trailing open one
-    left out."""
-    _, offset, datatype = read_tck_header(path)
+    left out. A file cut short of the count its header states is read up to its last complete
+    streamline, with a warning."""
+    fields, offset, datatype = read_tck_header(path)
     size = max((Path(path).stat().st_size - offset) // (3 * np.dtype(datatype).itemsize), 0)
     if size == 0:
-        return np.zeros((0, 3), dtype=datatype), np.zeros(0, dtype=np.int64)
-    data = np.memmap(path, dtype=datatype, mode="r", offset=offset, shape=(size, 3))
-    marks = np.flatnonzero(~np.isfinite(data[:, 0]))  # NaN rows and the end marker (as MRtrix3: x alone)
-    end = np.flatnonzero(np.isinf(data[marks, 0]))
-    delimiters = marks[:end[0]] if len(end) else marks
-    rows = data[:delimiters[-1] + 1] if len(delimiters) else data[:0]
-    return rows, np.diff(delimiters, prepend=-1) - 1
+        rows, lengths = np.zeros((0, 3), dtype=datatype), np.zeros(0, dtype=np.int64)
+    else:
+        data = np.memmap(path, dtype=datatype, mode="r", offset=offset, shape=(size, 3))
+        marks = np.flatnonzero(~np.isfinite(data[:, 0]))  # NaN rows and the end marker (as MRtrix3: x alone)
+        end = np.flatnonzero(np.isinf(data[marks, 0]))
+        delimiters = marks[:end[0]] if len(end) else marks
+        rows = data[:delimiters[-1] + 1] if len(delimiters) else data[:0]
+        lengths = np.diff(delimiters, prepend=-1) - 1
+    stated = fields.get("count", "").strip()
+    if stated.isdigit() and int(stated) > len(lengths):
+        warnings.warn(f"{path}: the header counts {int(stated)} streamlines but the file holds {len(lengths)} "
+                      "(cut short?); reading those", stacklevel=2)
+    return rows, lengths
 
 
 def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +177,11 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
     if fmt == ".tck":
         write_tck(path, [(tractogram.points, np.diff(as_numpy(tractogram.offsets)))])
         return
+    if fmt in (".trk", ".trx") and _without_grid(tractogram):
+        warnings.warn(f"{path}: no reference image gave the streamlines a grid (--reference); its header gets "
+                      "a 1 mm grid around them", stacklevel=2)
+        tractogram = Tractogram(tractogram.points, tractogram.offsets, *_grid_around(as_numpy(tractogram.points)),
+                                tractogram.data_per_streamline, tractogram.data_per_point)
     with atomic_path(path) as tmp:
         if fmt == ".trk":
             from .trk import write_trk
@@ -197,6 +210,23 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
             from .polydata import write_polydata_file
 
             write_polydata_file(tractogram, tmp)
+
+
+def _without_grid(tractogram: Tractogram) -> bool:
+    """Whether the tractogram holds the placeholder grid of a format that carries none (one voxel at
+    the origin) while its streamlines lie elsewhere."""
+    points = as_numpy(tractogram.points)
+    return (tractogram.dimensions == (1, 1, 1) and np.array_equal(tractogram.affine, np.eye(4)) and len(points) > 0
+            and float(np.abs(points).max()) > 0.5)
+
+
+def _grid_around(points: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(affine, dimensions) of a 1 mm RAS grid holding ``points`` (P, 3) mm with a voxel to spare."""
+    low = np.floor(points.min(axis=0)) - 1.0
+    high = np.ceil(points.max(axis=0)) + 1.0
+    affine = np.eye(4)
+    affine[:3, 3] = low
+    return affine, tuple(int(n) for n in high - low + 1)
 
 
 def load_tractogram(path, reference=None) -> Tractogram:

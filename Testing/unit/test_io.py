@@ -125,3 +125,25 @@ def test_a_file_that_is_not_a_tck_is_an_input_error(tmp_path):
     (tmp_path / "t.tck").write_bytes(b"not a track file\n")
     with pytest.raises(InputError, match="not an MRtrix3 .tck file"):
         load_tractogram(tmp_path / "t.tck")
+
+
+def test_a_tck_cut_short_of_its_header_count_is_read_with_a_warning(tmp_path):
+    streamlines = [np.ones((4, 3)), np.full((2, 3), 2.0), np.full((3, 3), 5.0)]
+    data = tck_bytes(streamlines, count=3)
+    (tmp_path / "t.tck").write_bytes(data[:len(data) - 5 * 12])  # the last streamline, its NaN row, the end
+    with pytest.warns(UserWarning, match="header counts 3 streamlines but the file holds 2"):
+        t = load_tractogram(tmp_path / "t.tck")
+    assert t.lengths.tolist() == [4, 2]
+
+
+def test_trk_and_trx_from_a_file_without_a_grid_get_a_grid_around_the_streamlines(tmp_path):
+    """A .tck carries no grid; DIPY refuses a .trk/.trx whose streamlines lie outside its header's grid."""
+    from dipy.io.streamline import load_tractogram as dipy_load
+
+    source = make_tractogram()
+    save_tractogram(source, tmp_path / "t.tck")
+    for ext in (".trk", ".trx"):
+        with pytest.warns(UserWarning, match="a 1 mm grid around them"):
+            save_tractogram(load_tractogram(tmp_path / "t.tck"), tmp_path / f"t{ext}")
+        loaded = dipy_load(str(tmp_path / f"t{ext}"), "same", bbox_valid_check=True)
+        np.testing.assert_allclose(np.vstack(loaded.streamlines), source.points.numpy(), atol=1e-4)
