@@ -84,6 +84,9 @@ class TrackingParams:
             raise InputError(f"max_angle must be in (0, 90] degrees, got {self.max_angle}")
         if self.cutoff is not None and not (math.isfinite(self.cutoff) and self.cutoff >= 0):
             raise InputError(f"cutoff must be a non-negative number, got {self.cutoff}")
+        if self.cutoff is not None and declared.cutoff_max is not None and self.cutoff > declared.cutoff_max:
+            raise InputError(f"the {self.algorithm} cutoff is the {declared.cutoff.split(' (')[0]}: at most "
+                             f"{declared.cutoff_max:g}, got {self.cutoff:g}")
         if self.rk4 and declared.rk4_step_voxels is None:
             raise InputError(f"rk4 integration is not available for {self.algorithm}; "
                              f"it is for {', '.join(n for n, a in _DECLARED.items() if a.rk4_step_voxels)}")

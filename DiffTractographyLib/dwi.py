@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import as_affine, axes_rotation
+from .images import zero_non_finite
 
 #: b-values (s/mm^2) at or below this are b=0 volumes. DIPY's ``gradient_table`` default; MRtrix3's
 #: ``BZeroThreshold`` is 10, which scanners that write b=5 for their b=0 volumes also pass.
@@ -60,7 +61,7 @@ class DWI:
         if not self.b0_mask.any():
             raise InputError(f"the DWI has no b=0 volume (b <= {self.b0_threshold:g} s/mm^2); the smallest "
                              f"b-value is {self.bvals.min():g}")
-        self.data = _finite_signal(data)
+        self.data = zero_non_finite(data, "and left out of fits")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -171,16 +172,6 @@ def shells(bvals: np.ndarray, b0_threshold: float = B0_THRESHOLD, epsilon: float
         return []
     breaks = np.flatnonzero(np.diff(bvals[order]) > epsilon) + 1
     return [np.sort(group) for group in np.split(order, breaks)]
-
-
-def _finite_signal(data: np.ndarray) -> np.ndarray:
-    data = np.asarray(data, dtype=np.float32)
-    bad = ~np.isfinite(data).all(axis=3)
-    if bad.any():
-        warnings.warn(f"{int(bad.sum())} voxels hold NaN or Inf values; they are set to 0 and left out of fits",
-                      stacklevel=3)
-        data = np.where(bad[..., None], np.float32(0), data)
-    return data
 
 
 def _listing(indices: np.ndarray, limit: int = 8) -> str:

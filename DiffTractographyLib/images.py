@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,18 @@ def mrtrix_affine(header) -> np.ndarray:
     out = affine.copy()
     out[:3, :3] = axes / lengths * sizes
     return out
+
+
+def zero_non_finite(data: np.ndarray, consequence: str) -> np.ndarray:
+    """``data`` (X, Y, Z, C) as float32 with the voxels that hold NaN or Inf in any channel set to 0,
+    and a warning saying how many and ``consequence``."""
+    data = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data).all(axis=3)
+    if bad.any():
+        warnings.warn(f"{int(bad.sum())} voxels hold NaN or Inf values; they are set to 0 {consequence}",
+                      stacklevel=3)
+        data = np.where(bad[..., None], np.float32(0), data)
+    return data
 
 
 def nifti_grid(path, what: str = "template", mrtrix: bool = False) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -10,13 +10,15 @@ import numpy as np
 from . import rng
 from .errors import InputError
 from .geometry import apply_affine, as_affine
+from .stopping import mask_voxels
 
 PLACEMENTS = ("random", "grid")
 
 
 def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "random", rng_seed: int = 0,
-                    label: int | None = None) -> np.ndarray:
-    """``seeds_per_voxel`` seeds in every voxel of ``mask`` (non-zero, or == ``label``), (N, 3) RAS mm.
+                    label: int | None = None, rule: str = "mrtrix") -> np.ndarray:
+    """``seeds_per_voxel`` seeds in every voxel of ``mask`` (inside as ``rule``'s tool reads a seed
+    image, ``stopping.mask_voxels``: MRtrix3's |value| >= 0.5, DIPY's > 0; or == ``label``), (N, 3) RAS mm.
 
     ``random``: uniform within each voxel (MRtrix3 ``-seed_random_per_voxel``); the draws depend only
     on ``rng_seed`` and the voxel. ``grid``: a regular n x n x n lattice per voxel with
@@ -30,7 +32,7 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
         raise InputError(f"seed placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if seeds_per_voxel < 1:
         raise InputError(f"seeds per voxel must be at least 1, got {seeds_per_voxel}")
-    selected = (m == label) if label is not None else (m != 0)
+    selected = (m == label) if label is not None else mask_voxels(m, rule, "seed image")
     voxels = np.argwhere(selected)
     if len(voxels) == 0:
         what = f"label {label}" if label is not None else "non-zero voxel"

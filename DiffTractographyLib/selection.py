@@ -20,7 +20,7 @@ import torch
 from .errors import InputError
 from .geometry import dot3
 from .polylines import polyline_lengths, within_length
-from .stopping import BinaryMask, Region
+from .stopping import BinaryMask, Region, mask_voxels
 from .streamlines import Tractogram
 
 
@@ -96,7 +96,7 @@ def load_mask(path, labels: Sequence[int] | None = None) -> BinaryMask:
     from .images import load_nifti
 
     data, affine = load_nifti(path, ndim=3, what="region")
-    selected = np.isin(data, list(labels)) if labels else data != 0
+    selected = np.isin(data, list(labels)) if labels else mask_voxels(data, "mrtrix", "region")  # as tckedit
     if not selected.any():
         which = f"with label {', '.join(map(str, labels))}" if labels else "that is non-zero"
         raise InputError(f"{path}: no voxel {which}")

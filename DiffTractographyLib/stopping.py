@@ -10,6 +10,7 @@ the region's device (the torch tracking path and selection), building its tensor
 """
 from __future__ import annotations
 
+import warnings
 from enum import IntEnum
 from typing import Protocol
 
@@ -45,6 +46,21 @@ class Region(Protocol):
     def contains(self, points: torch.Tensor) -> torch.Tensor: ...
 
 
+def mask_voxels(values, rule: str = "mrtrix", what: str = "mask") -> np.ndarray:
+    """The voxels of a mask or seed image (X, Y, Z) that count as inside, as the reference tool reads
+    the image: ``mrtrix`` as MRtrix3 reads any image into bool, by rounding (finite values of magnitude
+    >= 0.5: 0.3 in a probability map is outside, -1 inside); ``dipy`` values > 0 (``BinaryStoppingCriterion``).
+    NaN is outside in both, said in a warning naming ``what``."""
+    v = np.asarray(values.cpu() if hasattr(values, "cpu") else values)
+    if v.dtype == bool:
+        return v
+    if np.issubdtype(v.dtype, np.floating) and np.isnan(v).any():
+        warnings.warn(f"the {what} holds {int(np.isnan(v).sum())} NaN voxels; they count as outside", stacklevel=3)
+    if rule == "mrtrix":
+        return np.isfinite(v) & (np.abs(v) >= 0.5)
+    return v > 0
+
+
 class BinaryMask:
     """A binary region on its own grid; ``contains`` is the nearest-voxel test of ``rule``.
 
@@ -53,11 +69,12 @@ class BinaryMask:
     ``held_affine``), is cropped to the bounding box of its non-zero voxels plus one voxel, and the
     float32 scanner-to-voxel transform of that crop is applied in float32, rounding halves away from
     zero (so a point half way between two voxels of a flipped axis falls where tckedit puts it).
-    ``dipy`` is ``BinaryStoppingCriterion``: float64 voxel coordinates, halves to even.
+    ``dipy`` is ``BinaryStoppingCriterion``: float64 voxel coordinates, halves to even. The voxels
+    inside are those ``mask_voxels`` reads as the rule's tool does.
     """
 
     def __init__(self, mask, affine, rule: str = "mrtrix", device=None):
-        m = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask) != 0
+        m = mask_voxels(mask, rule)
         if m.ndim != 3:
             raise InputError(f"a mask must be a 3-D image, got shape {tuple(m.shape)}")
         if not m.any():

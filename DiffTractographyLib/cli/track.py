@@ -114,12 +114,13 @@ def _mrtrix(args) -> bool:
 def _read_input(args):
     """The FOD (an SHField) or the DWI named on the command line."""
     from ..fields import SHField
-    from ..images import load_nifti
+    from ..images import load_nifti, zero_non_finite
 
     if (args.fod is None) == (args.dwi is None):
         raise InputError("give exactly one of --fod (SH coefficients) or --dwi (diffusion-weighted images)")
     if args.fod is not None:
         data, affine = load_nifti(args.fod, ndim=4, what="FOD", mrtrix=_mrtrix(args))
+        data = zero_non_finite(data, "(no fibre: streamlines end there)")
         try:
             return SHField(data, affine, args.sh_basis, args.sh_frame)
         except InputError as exc:
@@ -148,6 +149,7 @@ def _field(args, source, mask):
 
 
 def _seeds(args, field_affine, field_shape):
+    from ..config import reference_rule
     from ..images import load_nifti
     from ..seeding import outside_grid, read_seed_file, seeds_from_mask
 
@@ -163,7 +165,7 @@ def _seeds(args, field_affine, field_shape):
         return points, directions
     image, affine = load_nifti(args.seed_image, ndim=3, what="seed image", mrtrix=_mrtrix(args))
     return seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,
-                           args.seed_label), None
+                           args.seed_label, reference_rule(args.algorithm)), None
 
 
 def _with_stop_map(args, mask):

@@ -20,7 +20,8 @@ class Algorithm:
     field: ``fod`` (SH coefficients, an ``SHField``) or ``dwi`` (raw signal, a ``DWIField``).
     reference: the tool and setting it reproduces streamline by streamline.
     rule: interpolation bounds and mask rounding of that tool (``fields.RULES``).
-    cutoff: what ``cutoff`` thresholds.
+    cutoff: what ``cutoff`` thresholds; cutoff_max: its largest meaningful value (1 for an FA or a
+        relative threshold; None for an amplitude).
     step_voxels / rk4_step_voxels: default step in voxels (None: no RK4).
     max_angle: default degrees between steps.
     min_length_voxels: default minimum length in voxels (0: every streamline is kept).
@@ -61,6 +62,7 @@ class Algorithm:
     method: str
     choice: str = ""
     cone_inclusive: bool = False
+    cutoff_max: float | None = None
 
     @property
     def tracks_fod(self) -> bool:
@@ -82,7 +84,7 @@ _MRTRIX = dict(rule="mrtrix", step_voxels=0.1, max_angle=60.0, min_length_voxels
 _DIPY = dict(rule="dipy", step_voxels=0.25, rk4_step_voxels=None, max_angle=45.0, min_length_voxels=0.0,
              max_length_voxels=None, max_length_steps=500, shared_budget=False, reverse_uses_first_step=True,
              forward_after_seed=True, start="peaks",
-             cutoff="pmf threshold, relative to the largest pmf value on the sphere (DIPY)")
+             cutoff="pmf threshold, relative to the largest pmf value on the sphere (DIPY)", cutoff_max=1.0)
 
 _DECLARED = (
     Algorithm("sdstream", "MRtrix3 SD_Stream: the FOD peak nearest the previous direction", "fod",
@@ -90,7 +92,7 @@ _DECLARED = (
               kernel="sdstream", method="sdstream:SDStream", **_MRTRIX),
     Algorithm("tensordet", "MRtrix3 Tensor_Det: the principal eigenvector of the tensor fitted to the "
               "interpolated DWI", "dwi", "MRtrix3 tckgen -algorithm Tensor_Det", cutoff="fractional anisotropy",
-              rk4_step_voxels=None, kernel="tensor", method="tensordet:TensorDet", **_MRTRIX),
+              cutoff_max=1.0, rk4_step_voxels=None, kernel="tensor", method="tensordet:TensorDet", **_MRTRIX),
     Algorithm("detmax", "DIPY deterministic maximum: the largest pmf vertex within max_angle", "fod",
               "DIPY LocalTracking + DeterministicMaximumDirectionGetter", precision="float64", kernel="pmf",
               method="detmax:DeterministicMaximum", choice="max", cone_inclusive=False, **_DIPY),

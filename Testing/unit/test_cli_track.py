@@ -90,6 +90,8 @@ def test_help_states_units():
     (["--fod", "{fod}", "--step", "-1"], "step_size must be a positive"),
     (["--fod", "{fod}", "--stop-map", "{mask}"], "go together"),
     (["--fod", "{fod}", "--stop-threshold", "0.5"], "go together"),
+    (["--fod", "{fod}", "--algorithm", "prob", "--cutoff", "2"],
+     "the prob cutoff is the pmf threshold, relative to the largest pmf value on the sphere: at most 1, got 2"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_file(files, tmp_path, capsys, args, message):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "empty.nii.gz")
@@ -111,3 +113,22 @@ def test_refuses_to_overwrite_without_force(files, tmp_path, capsys):
     out.write_text("keep me")
     assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--out", out) == 2
     assert out.read_text() == "keep me"
+
+
+def test_fod_voxels_holding_nan_are_zeroed_and_said(files, tmp_path, capsys):
+    fod = nib.load(files / "fod.nii.gz")
+    coeffs = np.asarray(fod.dataobj).copy()
+    coeffs[:3] = np.nan                                    # a slab far from the seeds
+    nib.save(nib.Nifti1Image(coeffs, fod.affine), tmp_path / "fod.nii.gz")
+    argv = ["track", "--seed-points", files / "seeds.txt", "--mask", files / "mask.nii.gz", "--step", 0.5,
+            "--quiet", "--out"]
+    assert run(*argv, tmp_path / "nan.tck", "--fod", tmp_path / "fod.nii.gz") == 0
+    slab = coeffs.shape[1] * coeffs.shape[2] * 3
+    assert capsys.readouterr().err == (f"difftract: warning: {slab} voxels hold NaN or Inf values; they are set "
+                                       "to 0 (no fibre: streamlines end there)\n")
+    coeffs[:3] = 0
+    nib.save(nib.Nifti1Image(coeffs, fod.affine), tmp_path / "zero.nii.gz")
+    assert run(*argv, tmp_path / "zero.tck", "--fod", tmp_path / "zero.nii.gz") == 0
+    nan, zero = load_tractogram(tmp_path / "nan.tck"), load_tractogram(tmp_path / "zero.tck")
+    assert nan.lengths.tolist() == zero.lengths.tolist()
+    np.testing.assert_array_equal(nan.points.numpy(), zero.points.numpy())
