@@ -53,8 +53,8 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
 
 
 def read_seed_file(path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Seeds from a text file of ``x y z`` or ``x y z dx dy dz`` rows (RAS mm; ``#`` comments).
-    Returns (points (N, 3), directions (N, 3) or None)."""
+    """Seeds from a text file of ``x y z`` or ``x y z dx dy dz`` rows (RAS mm; ``#`` comments; directions
+    0 0 0 on every row mean none). Returns (points (N, 3), directions (N, 3) or None)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such seed file")
@@ -70,7 +70,15 @@ def read_seed_file(path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputError(f"{path}: seed rows have {rows.shape[1]} columns; expected 3 (x y z) or 6 (x y z dx dy dz)")
     if not np.isfinite(rows).all():
         raise InputError(f"{path}: the seed file holds non-finite values")
-    return rows[:, :3], (rows[:, 3:] if rows.shape[1] == 6 else None)
+    directions = rows[:, 3:] if rows.shape[1] == 6 else None
+    if directions is not None:
+        zero = ~directions.any(axis=1)
+        if zero.all():
+            directions = None  # 0 0 0 on every row: no direction given
+        elif zero.any():
+            raise InputError(f"{path}: row {int(np.argmax(zero))} has the direction 0 0 0; give a direction on "
+                             "every row or on none")
+    return rows[:, :3], directions
 
 
 def outside_grid(points: np.ndarray, affine, shape) -> np.ndarray:

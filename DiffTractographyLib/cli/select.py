@@ -74,8 +74,9 @@ def run(args) -> int:
             raise InputError(f"{flag} must be a length in mm >= 0, got {value}")
     if args.min_length is not None and args.max_length is not None and args.min_length > args.max_length:
         raise InputError(f"--min-length {args.min_length:g} mm exceeds --max-length {args.max_length:g} mm")
-    if args.distance_out is not None and args.distance_to is None:
-        raise InputError("--distance-out needs --distance-to")
+    for flag, given in (("--distance-out", args.distance_out), ("--cluster-labels", args.cluster_labels)):
+        if given is not None and args.distance_to is None:
+            raise InputError(f"{flag} needs --distance-to")
     if not (args.include or args.exclude or args.distance_to or args.cluster_labels) \
             and tractogram_format(args.input) == tractogram_format(args.out) == ".tck":
         return _lengths_only(args)

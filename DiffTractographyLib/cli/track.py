@@ -5,6 +5,7 @@ import argparse
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -156,6 +157,11 @@ def _seeds(args, field_affine, field_shape):
     if (args.seed_image is None) == (args.seed_points is None):
         raise InputError("give exactly one of --seed-image or --seed-points")
     if args.seed_points is not None:
+        ignored = [flag for flag, given in (("--seed-label", args.seed_label is not None),
+                                            ("--seeds-per-voxel", args.seeds_per_voxel != 1),
+                                            ("--seed-placement", args.seed_placement != "random")) if given]
+        if ignored:
+            warnings.warn(f"{', '.join(ignored)}: for --seed-image; ignored with --seed-points", stacklevel=2)
         points, directions = read_seed_file(args.seed_points)
         outside = outside_grid(points, field_affine, field_shape)
         if outside.any():

@@ -60,6 +60,7 @@ def test_surface_points_as_lesion(tmp_path, phantom, difftract):
     (["--include", "sphere:1,2"], "4 comma-separated numbers"),
     (["--min-length", "-3"], "--min-length"),
     (["--distance-out", "d.txt"], "needs --distance-to"),
+    (["--cluster-labels", "labels.txt"], "--cluster-labels needs --distance-to"),
     (["--min-length", "100", "--max-length", "10"], "--min-length 100 mm exceeds --max-length 10 mm"),
     (["--exclude", "missing.nii.gz"], "no such"),
 ])

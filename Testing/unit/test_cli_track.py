@@ -132,3 +132,10 @@ def test_fod_voxels_holding_nan_are_zeroed_and_said(files, tmp_path, capsys):
     nan, zero = load_tractogram(tmp_path / "nan.tck"), load_tractogram(tmp_path / "zero.tck")
     assert nan.lengths.tolist() == zero.lengths.tolist()
     np.testing.assert_array_equal(nan.points.numpy(), zero.points.numpy())
+
+
+def test_seed_image_options_with_seed_points_are_said_to_be_ignored(files, tmp_path, capsys):
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--seeds-per-voxel", 8,
+               "--seed-label", 2, "--quiet", "--out", tmp_path / "t.tck") == 0
+    assert capsys.readouterr().err == ("difftract: warning: --seed-label, --seeds-per-voxel: for --seed-image; "
+                                       "ignored with --seed-points\n")

@@ -71,6 +71,19 @@ def test_damaged_files_are_one_line_errors(tmp_path, ext):
         load_tractogram(path)
 
 
+@pytest.mark.parametrize("ext", [".vtk", ".vtp"])
+def test_a_damaged_vtk_file_prints_nothing_of_vtks_own(tmp_path, capfd, ext):
+    """What vtk cannot read is an InputError (or no streamlines, said by the command), never vtk's log."""
+    source = tmp_path / f"t{ext}"
+    save_tractogram(make_tractogram(), source)
+    (tmp_path / f"cut{ext}").write_bytes(source.read_bytes()[:len(source.read_bytes()) // 2])
+    try:
+        assert len(load_tractogram(tmp_path / f"cut{ext}")) < 3
+    except InputError:
+        pass
+    assert capfd.readouterr().err == ""
+
+
 def test_large_seed_indices_survive_trx(tmp_path):
     t = make_tractogram()
     t.data_per_streamline["seed_index"] = torch.tensor([16777217, 20000001, 3])

@@ -54,6 +54,11 @@ def test_seed_files(tmp_path):
     f.write_text("1 2 3\n")
     points, dirs = read_seed_file(f)
     assert points.shape == (1, 3) and dirs is None
+    f.write_text("1 2 3 0 0 0\n4 5 6 0 0 0\n")                      # zero directions everywhere: none
+    assert read_seed_file(f)[1] is None
+    f.write_text("1 2 3 0 0 1\n4 5 6 0 0 0\n")
+    with pytest.raises(InputError, match="row 1 has the direction 0 0 0; give a direction on every row or on none"):
+        read_seed_file(f)
     f.write_text("1 2 3 4\n")
     with pytest.raises(InputError, match="4 columns"):
         read_seed_file(f)
