@@ -75,9 +75,12 @@ def read_trk(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple, dict, dic
 
     from nibabel.streamlines.trk import Field, TrkFile, get_affine_trackvis_to_rasmm
 
-    with warnings.catch_warnings():  # nibabel's notes on default header fields
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as notes:  # nibabel's notes on default header fields
+        warnings.simplefilter("always")
         header = TrkFile._read_header(str(path))
+    if int(header["version"]) >= 2 and any("vox_to_ras" in str(note.message) for note in notes):
+        warnings.warn(f"{path}: the header records no voxel-to-RAS transform (vox_to_ras); its points are read "
+                      "with an identity orientation, as in a TrackVis version 1 file", stacklevel=2)
     order = ">" if header[Field.ENDIANNESS] in (">", "big") else "<"
     words = np.fromfile(path, dtype=order + "i4", offset=header["_offset_data"])
     s, p = int(header[Field.NB_SCALARS_PER_POINT]), int(header[Field.NB_PROPERTIES_PER_STREAMLINE])

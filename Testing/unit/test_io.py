@@ -160,3 +160,13 @@ def test_trk_and_trx_from_a_file_without_a_grid_get_a_grid_around_the_streamline
             save_tractogram(load_tractogram(tmp_path / "t.tck"), tmp_path / f"t{ext}")
         loaded = dipy_load(str(tmp_path / f"t{ext}"), "same", bbox_valid_check=True)
         np.testing.assert_allclose(np.vstack(loaded.streamlines), source.points.numpy(), atol=1e-4)
+
+
+def test_a_trk_without_vox_to_ras_is_read_as_trackvis_reads_it_and_said(tmp_path):
+    save_tractogram(make_tractogram(), tmp_path / "t.trk")
+    raw = bytearray((tmp_path / "t.trk").read_bytes())
+    raw[440:504] = bytes(64)                             # vox_to_ras: 16 float32 from byte 440
+    (tmp_path / "bare.trk").write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="records no voxel-to-RAS transform"):
+        t = load_tractogram(tmp_path / "bare.trk")
+    assert len(t) == 3
