@@ -166,8 +166,11 @@ def _seeds(args, field_affine, field_shape):
         outside = outside_grid(points, field_affine, field_shape)
         if outside.any():
             first = int(np.argmax(outside))
-            raise InputError(f"{args.seed_points}: {int(outside.sum())} of {len(points)} seeds lie outside the "
-                             f"image (first: row {first}, {points[first].round(2).tolist()} mm RAS)")
+            where = (f"{args.seed_points}: {int(outside.sum())} of {len(points)} seeds lie outside the image "
+                     f"(first: row {first}, {points[first].round(2).tolist()} mm RAS)")
+            if outside.all():
+                raise InputError(where)
+            warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=2)
         return points, directions
     image, affine = load_nifti(args.seed_image, ndim=3, what="seed image", mrtrix=_mrtrix(args))
     return seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,

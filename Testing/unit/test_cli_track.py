@@ -139,3 +139,15 @@ def test_seed_image_options_with_seed_points_are_said_to_be_ignored(files, tmp_p
                "--seed-label", 2, "--quiet", "--out", tmp_path / "t.tck") == 0
     assert capsys.readouterr().err == ("difftract: warning: --seed-label, --seeds-per-voxel: for --seed-image; "
                                        "ignored with --seed-points\n")
+
+
+def test_seeds_outside_the_image_are_rejected_and_said_unless_all_are(files, tmp_path, capsys):
+    rows = np.loadtxt(files / "seeds.txt")
+    np.savetxt(tmp_path / "seeds.txt", np.vstack([rows, [500.0, 0, 0, 1, 0, 0]]))
+    out = tmp_path / "t.tck"
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", tmp_path / "seeds.txt", "--step", 0.5,
+               "--quiet", "--out", out) == 0
+    assert capsys.readouterr().err == (f"difftract: warning: {tmp_path / 'seeds.txt'}: 1 of 3 seeds lie outside "
+                                       "the image (first: row 2, [500.0, 0.0, 0.0] mm RAS); they are rejected, as "
+                                       "tckgen rejects a seed outside its mask\n")
+    assert len(load_tractogram(out)) == 2
