@@ -16,6 +16,7 @@ import numpy as np
 
 from .dwi import B0_THRESHOLD, DWI
 from .errors import InputError
+from .files import load_table
 from .geometry import axes_rotation
 from .images import load_nifti
 
@@ -188,7 +189,7 @@ def _read_table(path) -> np.ndarray:
     if not Path(path).exists():
         raise InputError(f"{path}: no such file")
     try:
-        table = np.loadtxt(path, ndmin=2, comments="#", dtype=np.float64)
+        table = load_table(path, ndmin=2, comments="#", dtype=np.float64)
     except ValueError as exc:
         raise InputError(f"{path}: not a table of numbers ({exc})") from exc
     if table.size == 0:

@@ -52,17 +52,38 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
 
 
 def write_all(writers: Iterable[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Call ``write(path)`` for every (path, write) of ``writers``, in order; when one fails, remove the
-    files already written by this call, so that a failure leaves no partial set of outputs."""
-    written: list[Path] = []
+    """Call ``write(path)`` for every (path, write) of ``writers`` on a hidden file beside ``path``, and
+    move them all into place only when every one was written: a failure leaves the earlier files as
+    they were (with --force too) and none of this run's."""
+    staged: list[tuple[str, Path]] = []
     try:
         for path, write in writers:
-            write(path)
-            written.append(Path(path))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+            path = check_output(path)
+            fd, tmp = tempfile.mkstemp(prefix=".", suffix=f".{path.name}", dir=path.parent)  # same extension
+            os.close(fd)
+            staged.append((tmp, path))
+            try:
+                write(Path(tmp))
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write ({exc.strerror})") from exc
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def load_table(path, **options):
+    """``numpy.loadtxt(path, **options)`` without numpy's warning for a file with no rows: callers
+    check the table and say what is wrong in one line."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+        return np.loadtxt(path, **options)
 
 
 def write_text(path, text: str) -> None:
@@ -87,8 +108,8 @@ def atomic_path(path):
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
-        if tmp not in (exc.filename, getattr(exc, "filename2", None)):
-            raise
+        if exc.filename not in (None, tmp) and getattr(exc, "filename2", None) != tmp:
+            raise  # another file's error (an input read inside the block): its own name
         raise InputError(f"{path}: cannot write ({exc.strerror})") from exc  # the user's name, not ours
     finally:
         if os.path.exists(tmp):

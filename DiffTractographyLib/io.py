@@ -177,11 +177,8 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
     if fmt == ".tck":
         write_tck(path, [(tractogram.points, np.diff(as_numpy(tractogram.offsets)))])
         return
-    if fmt in (".trk", ".trx") and _without_grid(tractogram):
-        warnings.warn(f"{path}: no reference image gave the streamlines a grid (--reference); its header gets "
-                      "a 1 mm grid around them", stacklevel=2)
-        tractogram = Tractogram(tractogram.points, tractogram.offsets, *_grid_around(as_numpy(tractogram.points)),
-                                tractogram.data_per_streamline, tractogram.data_per_point)
+    if fmt in (".trk", ".trx"):
+        tractogram = with_grid(tractogram, path)
     with atomic_path(path) as tmp:
         if fmt == ".trk":
             from .trk import write_trk
@@ -210,6 +207,18 @@ def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) ->
             from .polydata import write_polydata_file
 
             write_polydata_file(tractogram, tmp)
+
+
+def with_grid(tractogram: Tractogram, path) -> Tractogram:
+    """``tractogram``, or, when it holds no grid (a .tck or .vtk read without a reference image), a copy
+    with a 1 mm RAS grid around its streamlines, said in a warning naming ``path`` (what .trk and .trx
+    headers need)."""
+    if not _without_grid(tractogram):
+        return tractogram
+    warnings.warn(f"{path}: no reference image gave the streamlines a grid (--reference); the header gets a "
+                  "1 mm grid around them", stacklevel=3)
+    return Tractogram(tractogram.points, tractogram.offsets, *_grid_around(as_numpy(tractogram.points)),
+                      tractogram.data_per_streamline, tractogram.data_per_point)
 
 
 def _without_grid(tractogram: Tractogram) -> bool:

@@ -115,12 +115,12 @@ def read_polydata_file(path) -> Tractogram:
     reader.AddObserver(vtk.vtkCommand.ErrorEvent, lambda *_: errors.append(True))
     reader.GetExecutive().AddObserver(vtk.vtkCommand.ErrorEvent, lambda *_: errors.append(True))
     reader.SetFileName(str(path))
-    shown = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.SetGlobalWarningDisplay(0)  # a damaged file is said below, in one line, not in vtk's log
+    shown = vtk.vtkLogger.GetCurrentVerbosityCutoff()
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_OFF)  # a damaged file is said below, in one line
     try:
         reader.Update()
     finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(shown)
+        vtk.vtkLogger.SetStderrVerbosity(shown)
     if errors or (not xml and not reader.IsFilePolyData()):
         raise InputError(f"{path}: vtk cannot read it as polydata")
     pd = reader.GetOutput()

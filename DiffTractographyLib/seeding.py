@@ -2,13 +2,13 @@
 text file. Always RAS mm."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import rng
 from .errors import InputError
+from .files import load_table
 from .geometry import apply_affine, as_affine
 from .stopping import mask_voxels
 
@@ -59,9 +59,7 @@ def read_seed_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.exists():
         raise InputError(f"{path}: no such seed file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an empty file is reported below, in one line
-            rows = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
+        rows = load_table(path, dtype=np.float64, comments="#", ndmin=2)  # an empty file is said below
     except ValueError as exc:
         raise InputError(f"{path}: cannot read seed rows ({exc}); expected 'x y z' or 'x y z dx dy dz' per line") from exc
     if rows.size == 0:

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"difftract: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system's: a full disk, a file too large, a lost mount
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"difftract: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("difftract: interrupted", file=sys.stderr)
         return 130

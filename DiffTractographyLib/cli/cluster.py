@@ -84,6 +84,12 @@ def run(args) -> int:
         raise InputError(f"{args.input}: the tractogram has no streamlines")
     levels = hierarchical_quickbundles(tractogram, args.threshold, args.points, min_size=args.min_size)
     clusters = levels[-1]
+    written = [f".{args.format}" if folder else out.suffix.lower()] if out is not None else []
+    written += [Path(args.centroids_out).suffix.lower()] if args.centroids_out is not None else []
+    if {".trk", ".trx"} & set(written):  # headers with a grid: one for every file, said once
+        from ..io import with_grid
+
+        tractogram = with_grid(tractogram, args.input)
     if out is not None:
         for i, level in enumerate(levels[:-1]):
             tractogram.data_per_streamline[f"cluster_level{i}"] = level.labels
@@ -182,7 +188,7 @@ def _write_centroids(tractogram: Tractogram, clusters, path) -> None:
 
 def _summary(levels, n: int) -> None:
     for level in levels:
-        largest = ", ".join(str(s) for s in np.sort(level.sizes)[::-1][:5].tolist())
+        largest = ", ".join(str(s) for s in np.sort(level.sizes)[::-1][:5].tolist()) or "none"
         print(f"threshold {level.threshold:g} mm: {len(level)} clusters hold {int(level.sizes.sum())} of {n} "
               f"streamlines (largest {largest})", file=sys.stderr)
     clusters = levels[-1]

@@ -53,9 +53,10 @@ def _read(path: str) -> tuple:
         step = read_tck_header(path)[0].get("step_size")
         points, lengths = read_tck(path)
         try:
-            return points, lengths, float(step) if step else None
+            step = float(step) if step else None
         except ValueError:
-            return points, lengths, None
+            step = None
+        return points, lengths, step if step is not None and step > 0 else None
     from ..io import load_tractogram
 
     t = load_tractogram(path)
@@ -65,15 +66,16 @@ def _read(path: str) -> tuple:
 def run(args) -> int:
     import numpy as np
 
-    from ..files import check_output
+    from ..files import check_outputs
     from ..images import nifti_grid, save_nifti
     from ..planning.density import density_map, upsample_ratio
 
     if args.step is not None and not args.step > 0:
         raise InputError("--step must be a positive number of mm")
-    out = check_output(args.out, force=args.force)
+    out = Path(args.out)
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{args.out}: the map is written as NIfTI; name it .nii or .nii.gz")
+    check_outputs([("--out", out)], inputs=[args.input, args.template], force=args.force)
     shape, affine = nifti_grid(args.template)
     grid = nifti_grid(args.template, mrtrix=True)[1]  # tckmap's reading: voxel sizes from pixdim
     start = time.perf_counter()
@@ -82,8 +84,9 @@ def run(args) -> int:
         raise InputError(f"{args.input}: the tractogram has no streamlines")
     step = args.step or step
     if step is None and args.upsample is None and not args.endpoints:
-        warnings.warn(f"{args.input} records no step size: the streamlines are mapped without upsampling "
-                      "(give --step MM or --upsample N)", stacklevel=2)
+        warnings.warn(f"{args.input} records no usable step size (a .tck header's step_size; other formats "
+                      "carry none): the streamlines are mapped without upsampling (give --step MM or --upsample N)",
+                      stacklevel=2)
     values = density_map(points, lengths, shape, grid, step_size=step, precise=args.precise,
                          endpoints=args.endpoints, upsample=args.upsample)
     what = "mm of streamline per voxel" if args.precise else "endpoints per voxel" if args.endpoints \

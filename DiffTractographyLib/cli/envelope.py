@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from ..config import ALGORITHMS, BASES
 from ..errors import InputError
@@ -147,6 +148,9 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not result.streamlines.any():
+        warnings.warn("no repeat gave the bundle a streamline (check the seeds, the regions and --cutoff): the "
+                      "visitation map is zero everywhere", stacklevel=2)
     if args.out_prob:
         save_nifti(result.probability, result.affine, args.out_prob,
                    description=f"difftract envelope: share of {args.repeats} {args.method} repeats")

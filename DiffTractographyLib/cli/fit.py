@@ -25,7 +25,7 @@ from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
 from . import COMMANDS
-from ..files import check_outputs, write_all, write_text
+from ..files import check_outputs, load_table, write_all, write_text
 from ..images import save_nifti
 from ..models import defaults
 
@@ -99,7 +99,8 @@ def run(args) -> int:
     _check_numbers(args)
     outputs = [Path(_prefix(args.out_prefix) + suffix) for suffix in SUFFIXES[args.model]]
     inputs = (args.dwi, args.bvals, args.bvecs, args.grad, args.mask, getattr(args, "response", None))
-    check_outputs([("--out-prefix", path) for path in outputs], inputs=inputs, force=args.force)
+    check_outputs([(f"--out-prefix {args.out_prefix} ->", path) for path in outputs], inputs=inputs,
+                  force=args.force)
     device = resolve_device(args.device)
     dtype = getattr(torch, args.precision)
     dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
@@ -167,7 +168,7 @@ def _read_response(path):
     from ..models import csd
 
     try:
-        values = np.loadtxt(path, comments="#", dtype=np.float64).ravel()
+        values = load_table(path, comments="#", dtype=np.float64).ravel()
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a response file ({exc})") from exc
     if values.size != 4:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import COMMANDS
-from ..files import FORMATS, atomic_path, check_outputs, tractogram_format
+from ..files import FORMATS, atomic_path, check_outputs, load_table, tractogram_format
 
 #: the region syntax of ``selection.parse_region``
 REGION_HELP = (
@@ -164,7 +164,7 @@ def _lesion(spec: str):
     if not Path(spec).exists():
         raise InputError(f"{spec}: no such lesion file")
     try:
-        points = np.loadtxt(spec, ndmin=2, delimiter="," if spec.endswith(".csv") else None)
+        points = load_table(spec, ndmin=2, delimiter="," if spec.endswith(".csv") else None)
     except ValueError as exc:
         raise InputError(f"{spec}: not a table of 'x y z' points ({exc})") from exc
     if points.shape[1] != 3 or len(points) == 0:
@@ -179,7 +179,7 @@ def _cluster_labels(path: str, n: int):
     if not Path(path).exists():
         raise InputError(f"{path}: no such labels file")
     try:
-        table = np.loadtxt(path, ndmin=2, dtype=np.int64)
+        table = load_table(path, ndmin=2, dtype=np.int64)
     except ValueError as exc:
         raise InputError(f"{path}: not a table of integer cluster labels ({exc})") from exc
     if len(table) != n:

@@ -201,8 +201,8 @@ def run_track(args) -> int:
     from ..streamlines import Tractogram
     from ..tracking.engine import COMPILING, KernelTracker, warm_up
 
+    tractogram_format(args.out)
     out = check_output(args.out, force=args.force)
-    tractogram_format(out)
     warming = threading.Thread(target=warm_up, daemon=True)  # overlaps the image reads
     warming.start()
     params = TrackingParams(algorithm=args.algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,

@@ -149,5 +149,8 @@ def test_an_empty_tractogram_is_an_error_and_a_missing_step_size_is_said(data_di
     assert not out.exists()
     tracks = data_dir / TRACTOGRAMS["phantom"]  # written without step_size
     assert difftract(["density", str(tracks), "--template", str(template), "--out", str(out), "--quiet"]) == 0
-    assert capsys.readouterr().err == (f"difftract: warning: {tracks} records no step size: the streamlines are "
-                                       "mapped without upsampling (give --step MM or --upsample N)\n")
+    assert capsys.readouterr().err == (f"difftract: warning: {tracks} records no usable step size (a .tck header's "
+                                       "step_size; other formats carry none): the streamlines are mapped without "
+                                       "upsampling (give --step MM or --upsample N)\n")
+    assert difftract(["density", str(tracks), "--template", str(template), "--out", str(template), "--force"]) == 2
+    assert capsys.readouterr().err == f"difftract: error: --out {template} is an input; name another file\n"

@@ -155,3 +155,18 @@ def test_streamlines_without_two_distinct_points_are_an_input_error(tmp_path, di
     assert capsys.readouterr().err == ("difftract: error: none of the 2 streamlines has two distinct points: "
                                        "nothing to cluster\n")
     assert not (tmp_path / "l.txt").exists()
+
+
+def test_per_cluster_trk_files_from_a_tck_share_one_grid_said_once(tmp_path, tracks, difftract, capsys):
+    from dipy.io.streamline import load_tractogram as dipy_load
+
+    from DiffTractographyLib.io import write_tck
+
+    source = load_tractogram(tracks)
+    path = tmp_path / "in.tck"
+    write_tck(path, [(source.points.numpy(), source.lengths.numpy())])
+    assert difftract(["cluster", str(path), "--threshold", "10", "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "a 1 mm grid around them" in err[0]
+    headers = [dipy_load(str(f), "same", bbox_valid_check=True) for f in sorted((tmp_path / "f").glob("*.trk"))]
+    assert len(headers) > 1 and all(np.array_equal(h.affine, headers[0].affine) for h in headers)

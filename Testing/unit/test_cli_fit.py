@@ -2,6 +2,7 @@
 headers and the sidecar record basis and frame, a written response can be read back, and bad input
 (options out of range, a folder as prefix, existing outputs without --force) ends with one error line
 and exit status 2, found before the fit and leaving no output behind."""
+import errno
 import json
 
 import nibabel as nib
@@ -12,7 +13,6 @@ import torch
 from DiffTractographyLib import cli, sh
 from DiffTractographyLib.cli import fit as fit_command
 from DiffTractographyLib.dwi_io import load_dwi, load_mask
-from DiffTractographyLib.errors import InputError
 from DiffTractographyLib.geometry import axes_rotation
 from DiffTractographyLib.models.csd import Response, fit_fod
 from DiffTractographyLib.models.dti import fit_dti
@@ -207,7 +207,7 @@ def test_an_output_may_not_overwrite_an_input(tmp_path, tiny, difftract, capsys,
     before = source.read_bytes()
     argv = [model, "--dwi", tiny, option, source, "--out-prefix", tmp_path / "sub", "--force"]
     assert fit(difftract, capsys, *argv) == (
-        2, f"difftract: error: --out-prefix {source} is an input; name another file\n")
+        2, f"difftract: error: --out-prefix {tmp_path / 'sub'} -> {source} is an input; name another file\n")
     assert source.read_bytes() == before and [p.name for p in tmp_path.glob("sub*")] == [source.name]
 
 
@@ -215,19 +215,26 @@ def test_an_output_may_not_overwrite_an_input(tmp_path, tiny, difftract, capsys,
 def test_an_output_that_is_a_folder_is_refused_before_the_fit(tmp_path, tiny, difftract, capsys, force):
     (tmp_path / "sub_MD.nii.gz").mkdir()
     assert fit(difftract, capsys, "dti", "--dwi", tiny, "--out-prefix", tmp_path / "sub", *force) == (
-        2, f"difftract: error: --out-prefix {tmp_path / 'sub_MD.nii.gz'} is a folder; name a file\n")
+        2, f"difftract: error: --out-prefix {tmp_path / 'sub'} -> {tmp_path / 'sub_MD.nii.gz'} is a folder; "
+           "name a file\n")
     assert [p.name for p in tmp_path.glob("sub*")] == ["sub_MD.nii.gz"]
 
 
-def test_a_write_failing_midway_removes_the_outputs_this_run_wrote(tmp_path, tiny, difftract, capsys, monkeypatch):
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_write_failing_midway_leaves_the_earlier_files_as_they_were(tmp_path, tiny, difftract, capsys, monkeypatch,
+                                                                       force):
     save_nifti = fit_command.save_nifti
 
     def disk_full_at_md(array, affine, path, description=""):
         if str(path).endswith("_MD.nii.gz"):
-            raise InputError(f"{path}: cannot write (No space left on device)")
+            raise OSError(errno.ENOSPC, "No space left on device")
         save_nifti(array, affine, path, description)
 
+    if force:
+        (tmp_path / "sub_FA.nii.gz").write_bytes(b"earlier run")
     monkeypatch.setattr(fit_command, "save_nifti", disk_full_at_md)
-    assert fit(difftract, capsys, "dti", "--dwi", tiny, "--out-prefix", tmp_path / "sub") == (
+    assert fit(difftract, capsys, "dti", "--dwi", tiny, "--out-prefix", tmp_path / "sub", *force) == (
         2, f"difftract: error: {tmp_path / 'sub_MD.nii.gz'}: cannot write (No space left on device)\n")
-    assert names(tmp_path) == ["dwi.bval", "dwi.bvec", "dwi.nii.gz"]  # sub_FA.nii.gz, written first, is gone
+    assert names(tmp_path) == ["dwi.bval", "dwi.bvec", "dwi.nii.gz"] + (["sub_FA.nii.gz"] if force else [])
+    if force:
+        assert (tmp_path / "sub_FA.nii.gz").read_bytes() == b"earlier run"  # not replaced by half a set

@@ -151,3 +151,8 @@ def test_seeds_outside_the_image_are_rejected_and_said_unless_all_are(files, tmp
                                        "the image (first: row 2, [500.0, 0.0, 0.0] mm RAS); they are rejected, as "
                                        "tckgen rejects a seed outside its mask\n")
     assert len(load_tractogram(out)) == 2
+
+
+def test_an_output_without_a_tractogram_name_is_said_before_its_existence(files, tmp_path, capsys):
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--out", tmp_path) == 2
+    assert capsys.readouterr().err.startswith(f"difftract: error: {tmp_path}: unknown tractogram format ''")

@@ -35,3 +35,18 @@ def test_a_failed_write_names_the_users_path_and_leaves_nothing(tmp_path):
         with atomic_path(target) as tmp:
             open(tmp, "wb").write(b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.nii.gz"]
+
+
+def test_a_system_error_while_writing_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from DiffTractographyLib.cli import main
+    from DiffTractographyLib.cli import density as density_command
+
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(density_command, "run", full_disk)
+    template = tmp_path / "t.nii"
+    assert main(["density", "x.tck", "--template", str(template), "--out", str(tmp_path / "m.nii")]) == 1
+    assert capsys.readouterr().err == "difftract: error: No space left on device\n"

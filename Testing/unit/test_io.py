@@ -63,7 +63,7 @@ def test_subset_and_padded_keep_order_and_data():
     torch.testing.assert_close(back.points, t.points)
 
 
-@pytest.mark.parametrize("ext", [".tck", ".trk", ".trx", ".vtk"])
+@pytest.mark.parametrize("ext", [".tck", ".trk", ".trx", ".vtk", ".vtp"])
 def test_damaged_files_are_one_line_errors(tmp_path, ext):
     path = tmp_path / f"bad{ext}"
     path.write_bytes(b"not a tractogram")
