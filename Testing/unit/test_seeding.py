@@ -73,3 +73,10 @@ def test_outside_grid():
     inside = apply_affine(AFFINE, [[0, 0, 0], [4.4, 5.4, 6.4]])
     outside = apply_affine(AFFINE, [[-0.6, 0, 0], [0, 6.5, 0]])
     assert outside_grid(np.vstack([inside, outside]), AFFINE, (5, 6, 7)).tolist() == [False, False, True, True]
+
+
+def test_a_label_in_a_map_of_non_integer_values_is_said_to_match_exactly():
+    labels = np.array([1.6, 2.4, 2.0, 1.5, 2.5, 0.0], dtype=np.float32).reshape(1, 2, 3)
+    with pytest.warns(UserWarning, match="holds 4 voxels of non-integer value .* label 2 matches its exact value"):
+        seeds = seeds_from_mask(labels, AFFINE, placement="grid", label=2)
+    assert len(seeds) == 1
