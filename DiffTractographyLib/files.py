@@ -51,27 +51,13 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
         seen[where] = flag
 
 
-def write_all(writers: Iterable[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Call ``write(path)`` for every (path, write) of ``writers`` on a hidden file beside ``path``, and
-    move them all into place only when every one was written: a failure leaves the earlier files as
-    they were (with --force too) and none of this run's."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, write in writers:
-            path = check_output(path)
-            fd, tmp = tempfile.mkstemp(prefix=".", suffix=f".{path.name}", dir=path.parent)  # same extension
-            os.close(fd)
-            staged.append((tmp, path))
-            try:
-                write(Path(tmp))
-            except OSError as exc:
-                raise InputError(f"{path}: cannot write ({exc.strerror})") from exc
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+def write_all(contents: Iterable[tuple[Path, Callable[[], bytes]]]) -> None:
+    """Write the bytes ``content()`` to ``path`` for every (path, content) of ``contents``, each through
+    ``atomic_path``, and move them all into place only when every one was written: a failure leaves
+    the earlier files as they were (with --force too) and none of this run's."""
+    with contextlib.ExitStack() as staged:  # each file's move waits for the stack's exit
+        for path, content in contents:
+            Path(staged.enter_context(atomic_path(path))).write_bytes(content())
 
 
 def load_table(path, **options):

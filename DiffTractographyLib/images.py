@@ -90,19 +90,23 @@ def nifti_grid(path, what: str = "template", mrtrix: bool = False) -> tuple[tupl
     return tuple(int(s) for s in img.shape[:3]), mrtrix_affine(img.header) if mrtrix else as_affine(img.affine)
 
 
-def save_nifti(array, affine, path, description: str = "") -> None:
-    """Write a float32 NIfTI (X, Y, Z[, C]) atomically; ``description`` goes to the header
-    (truncated to NIfTI's 80 characters)."""
+def nifti_bytes(array, affine, description: str = "", compress: bool = False) -> bytes:
+    """A float32 NIfTI (X, Y, Z[, C]) file's bytes, gzip-compressed with ``compress`` (for .nii.gz);
+    ``description`` goes to the header (truncated to NIfTI's 80 characters)."""
     import nibabel as nib
-
-    from .files import atomic_path
 
     image = nib.Nifti1Image(np.asarray(array, dtype=np.float32), as_affine(affine))
     image.header.set_sform(image.affine, code=1)
     image.header.set_qform(image.affine, code=1)
     image.header["descrip"] = description.encode()[:79]
     payload = image.to_bytes()
-    if str(path).endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=6)
+    return gzip.compress(payload, compresslevel=6) if compress else payload
+
+
+def save_nifti(array, affine, path, description: str = "") -> None:
+    """Write a float32 NIfTI (X, Y, Z[, C]) atomically (``nifti_bytes``; .nii.gz compressed)."""
+    from .files import atomic_path
+
+    payload = nifti_bytes(array, affine, description, compress=str(path).endswith(".gz"))
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(payload)

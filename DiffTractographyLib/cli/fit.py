@@ -25,8 +25,8 @@ from ..dwi import B0_THRESHOLD
 from ..dwi_io import load_dwi, load_mask
 from ..errors import InputError
 from . import COMMANDS
-from ..files import check_outputs, load_table, write_all, write_text
-from ..images import save_nifti
+from ..files import check_outputs, load_table, write_all
+from ..images import nifti_bytes
 from ..models import defaults
 
 #: the maps of ``fit dti``; the files ``fit MODEL --out-prefix PREFIX`` writes: PREFIX and each suffix, in order
@@ -105,8 +105,8 @@ def run(args) -> int:
     dtype = getattr(torch, args.precision)
     dwi = load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, b0_threshold=args.b0_threshold)
     mask = load_mask(args.mask, dwi) if args.mask else None
-    writers = (_fit_dti if args.model == "dti" else _fit_csd)(args, dwi, mask, device, dtype)
-    write_all(zip(outputs, writers, strict=True))
+    contents = (_fit_dti if args.model == "dti" else _fit_csd)(args, dwi, mask, device, dtype)
+    write_all(zip(outputs, contents, strict=True))
     print("\n".join(str(path) for path in outputs))
     return 0
 
@@ -127,8 +127,8 @@ def _prefix(prefix: str) -> str:
     return prefix
 
 
-def _fit_dti(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
-    """The tensor fit's maps as writers ``write(path)``, in the order of ``SUFFIXES['dti']``."""
+def _fit_dti(args, dwi, mask, device, dtype) -> list[Callable[[], bytes]]:
+    """The tensor fit's maps as the bytes of their files, in the order of ``SUFFIXES['dti']``."""
     from ..models import dti
 
     if args.shell is not None:
@@ -137,12 +137,12 @@ def _fit_dti(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
     tag = f"difftract dti {args.method}"
     maps = {"FA": (fit.fa, "FA"), "MD": (fit.md, "MD mm2/s"), "AD": (fit.ad, "AD mm2/s"), "RD": (fit.rd, "RD mm2/s"),
             "V1": (fit.v1, f"V1 {args.frame} frame"), "RGB": (fit.color_fa, f"|V1|*FA {args.frame} frame")}
-    return [partial(save_nifti, maps[name][0].cpu().numpy(), dwi.affine, description=f"{tag} {maps[name][1]}")
+    return [partial(nifti_bytes, maps[name][0].cpu().numpy(), dwi.affine, f"{tag} {maps[name][1]}", compress=True)
             for name in DTI_MAPS]
 
 
-def _fit_csd(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
-    """The FOD, its sidecar and the response as writers ``write(path)``, in the order of ``SUFFIXES['csd']``."""
+def _fit_csd(args, dwi, mask, device, dtype) -> list[Callable[[], bytes]]:
+    """The FOD, its sidecar and the response as the bytes of their files, in the order of ``SUFFIXES['csd']``."""
     from ..models import csd
 
     dwi = dwi.select_shell(args.shell)
@@ -156,11 +156,12 @@ def _fit_csd(args, dwi, mask, device, dtype) -> list[Callable[[Path], None]]:
         "lmax": args.lmax, "shell_bvalue": dwi.shell_bvalues()[0], "tau": args.tau, "lambda": args.lambda_,
         "response": {"evals_mm2_per_s": list(response.evals), "s0": response.s0, "n_voxels": response.n_voxels},
     }
-    return [partial(save_nifti, fod.coeffs.cpu().numpy(), dwi.affine,
-                    description=f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame"),
-            partial(write_text, text=json.dumps(sidecar, indent=2) + "\n"),
-            partial(write_text, text="# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
-                    + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")]
+    response_text = ("# single-fibre response: eigenvalues l1 l2 l3 (mm^2/s) and mean b=0 signal\n"
+                     + " ".join(f"{v:.10g}" for v in (*response.evals, response.s0)) + "\n")
+    return [partial(nifti_bytes, fod.coeffs.cpu().numpy(), dwi.affine,
+                    f"difftract csd SH lmax {args.lmax} {fod.basis} {fod.frame} frame", compress=True),
+            partial(str.encode, json.dumps(sidecar, indent=2) + "\n"),
+            partial(str.encode, response_text)]
 
 
 def _read_response(path):
