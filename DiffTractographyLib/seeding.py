@@ -33,10 +33,10 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
         raise InputError(f"seed placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if seeds_per_voxel < 1:
         raise InputError(f"seeds per voxel must be at least 1, got {seeds_per_voxel}")
-    if label is not None and np.issubdtype(m.dtype, np.floating) and (m != np.round(m)).any():
-        warnings.warn(f"the seed image holds {int((m != np.round(m)).sum())} voxels of non-integer value (a "
-                      f"label map resampled with interpolation?); label {label} matches its exact value only",
-                      stacklevel=2)
+    fractional = int((m != np.round(m)).sum()) if label is not None and np.issubdtype(m.dtype, np.floating) else 0
+    if fractional:
+        warnings.warn(f"the seed image holds {fractional} voxels of non-integer value (a label map resampled "
+                      f"with interpolation?); label {label} matches its exact value only", stacklevel=2)
     selected = (m == label) if label is not None else mask_voxels(m, rule, "seed image")
     voxels = np.argwhere(selected)
     if len(voxels) == 0:

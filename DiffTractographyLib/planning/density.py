@@ -102,9 +102,8 @@ def _voxel(m, x, y, z, shape):
     """Key of the voxel nearest to (x, y, z) through the float32 (3, 4) scanner -> voxel map (each row
     applied to (x, y, z, 1) in pairs, as tckmap's Eigen transform sums it: bisection for -precise homes
     in on voxel faces, where the last bit decides), halves away from zero as C's round: its flat
-    index inside the grid; outside, a negative key of its own
-    (indices clamped to +-2^19), so that precise mapping tells one outside voxel from the next as
-    tckmap does."""
+    index inside the grid; outside, a negative key of its own (indices clamped to +-2^19), so that
+    precise mapping tells one outside voxel from the next as tckmap does."""
     flat = 0
     key = 0
     outside = False
