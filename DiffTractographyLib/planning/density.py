@@ -31,6 +31,8 @@ HERMITE_TENSION = 0.1
 OUTSIDE_LIMIT = 1 << 19
 #: upsampled vertices per chunk (bounds the scratch memory: 12 bytes each)
 CHUNK_POINTS = 1 << 23
+#: most upsampled vertices of one streamline (its scratch, about 2 GB, cannot be split across chunks)
+STREAMLINE_POINTS = 1 << 26
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 _parallel_jit = njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -246,7 +248,13 @@ def density_map(points, lengths, shape, affine, *, step_size: float | None = Non
         raise InputError(f"the streamline lengths add up to {lengths.sum()} points, not {len(points)}")
     if upsample is not None and upsample < 1:
         raise InputError("the upsampling ratio must be at least 1")
-    ratio = 1 if endpoints else upsample or upsample_ratio(step_size, affine, precise)
+    longest = int(lengths.max(initial=0))
+    ratio = 1 if endpoints or longest < 2 else upsample or upsample_ratio(step_size, affine, precise)
+    if (longest - 1) * ratio * (4 if precise else 1) > STREAMLINE_POINTS:
+        largest = STREAMLINE_POINTS // ((longest - 1) * (4 if precise else 1))
+        raise InputError(f"an upsampling ratio of {ratio} makes the longest streamline ({longest} points) "
+                         f"{(longest - 1) * ratio + 1:,} vertices, more than one streamline's scratch holds; "
+                         f"the largest ratio for these streamlines is {largest}")
     weights = hermite_weights(np.arange(1, ratio) / ratio).reshape(-1, 4)
     m = np.linalg.inv(affine)[:3].astype(np.float32)
     accuracy = (0.005 * float(voxel_sizes(affine).min())) ** 2

@@ -114,6 +114,18 @@ def test_bad_options_end_in_one_line(data_dir, tmp_path, capsys):
     assert not (tmp_path / "m.nii.gz").exists()
 
 
+def test_an_upsampling_ratio_beyond_one_streamlines_scratch_is_refused_with_the_largest_that_fits():
+    points, lengths = np.zeros((101, 3)), [101]                     # 100 segments
+    assert density_map(points, lengths, (4, 4, 4), np.eye(4), upsample=(1 << 26) // 100).sum() == 1
+    with pytest.raises(InputError, match=r"ratio of 671089 makes the longest streamline \(101 points\) "
+                                         r"67,108,901 vertices.*the largest ratio for these streamlines is 671088"):
+        density_map(points, lengths, (4, 4, 4), np.eye(4), upsample=(1 << 26) // 100 + 1)
+    with pytest.raises(InputError, match="the largest ratio for these streamlines is 167772"):
+        density_map(points, lengths, (4, 4, 4), np.eye(4), upsample=10 ** 9, precise=True)
+    one_point = density_map(np.zeros((1, 3)), [1], (4, 4, 4), np.eye(4), upsample=10 ** 9)  # nothing to upsample
+    np.testing.assert_array_equal(one_point, density_map(np.zeros((1, 3)), [1], (4, 4, 4), np.eye(4)))
+
+
 def test_lengths_must_add_up():
     with pytest.raises(InputError, match="add up to 3 points, not 2"):
         density_map(np.zeros((2, 3)), [3], (4, 4, 4), np.eye(4))
