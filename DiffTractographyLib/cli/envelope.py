@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..files import check_outputs, write_text
 from . import COMMANDS
 from .select import REGION_HELP
-from .track import add_limit_arguments, add_seed_arguments
+from .track import add_limit_arguments, add_seed_arguments, sh_order
 
 EPILOG = f"""\
 Regions (--include, --exclude): {REGION_HELP}
@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     inp.add_argument("--fod", metavar="FILE", help="4-D NIfTI of FOD SH coefficients (--method prob only)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis of --fod (as difftract track)")
     inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
-    inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fits of --dwi (default 8)")
+    inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fits of --dwi (default 8)")
     inp.add_argument("--mask", metavar="FILE", help="stopping mask on the input's grid (also limits the response fit)")
     add_seed_arguments(p.add_argument_group("seeds (one of)"))
     env = p.add_argument_group("envelope")
@@ -117,6 +117,8 @@ def run(args) -> int:
     include = [parse_region(spec) for spec in args.include]
     exclude = [parse_region(spec) for spec in args.exclude]
     lesion = _lesion(args.lesion) if args.lesion else None
+    if lesion is None and args.robust_percentile != 1.0:
+        warnings.warn("--robust-percentile: for the distance to --lesion; ignored without --lesion", stacklevel=2)
     template = nifti_grid(args.template) if args.template else None
     source = _read_input(args)  # every image read as the algorithm's reference tool reads it
     points, directions = _seeds(args, source.affine, source.shape)

@@ -27,6 +27,7 @@ from ..errors import InputError
 from . import COMMANDS
 from ..files import check_outputs, load_table, write_all
 from ..images import nifti_bytes
+from .track import sh_order
 from ..models import defaults
 
 #: the maps of ``fit dti``; the files ``fit MODEL --out-prefix PREFIX`` writes: PREFIX and each suffix, in order
@@ -73,7 +74,7 @@ def add_parser(subparsers) -> None:
                         help="fit the b=0 volumes and the shell at B s/mm^2 only (default: all volumes)")
 
     fod = models.add_parser("csd", parents=[common], help="constrained spherical deconvolution (DIPY's CSD)")
-    fod.add_argument("--lmax", type=int, default=8,
+    fod.add_argument("--lmax", type=sh_order, default=8,
                      help="maximum SH degree, even (default 8; 12 with enough directions)")
     fod.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis written (default tournier07)")
     fod.add_argument("--shell", type=float, metavar="B", help="shell to fit, s/mm^2 (default: the largest)")

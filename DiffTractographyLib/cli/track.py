@@ -54,6 +54,17 @@ def add_limit_arguments(group) -> None:
                        help="stop streamlines at this length (mm; for detmax/prob: each half, as DIPY)")
 
 
+def sh_order(text: str) -> int:
+    """``--lmax``: an even SH order >= 2, refused as the command line is read (before any fit)."""
+    try:
+        order = int(text)
+    except ValueError:
+        order = None
+    if order is None or order < 2 or order % 2:
+        raise argparse.ArgumentTypeError(f"the SH order must be an even number >= 2, got {text}")
+    return order
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("track", help=COMMANDS["track"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +83,7 @@ def add_parser(sub) -> None:
     inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (voxel axes, x flipped for a "
                                                      "positive-determinant affine; default: the .bvec beside it)")
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
-    inp.add_argument("--lmax", type=int, default=8, help="SH order of the CSD fit for --dwi (default 8)")
+    inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fit for --dwi (default 8)")
     add_seed_arguments(p.add_argument_group("seeds (one of)"))
     trk = p.add_argument_group("tracking")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream",
@@ -120,6 +131,8 @@ def _read_input(args):
     if (args.fod is None) == (args.dwi is None):
         raise InputError("give exactly one of --fod (SH coefficients) or --dwi (diffusion-weighted images)")
     if args.fod is not None:
+        _unused(args, ("--bvals", args.bvals is not None), ("--bvecs", args.bvecs is not None),
+                ("--grad", args.grad is not None), ("--lmax", args.lmax != 8), why="for --dwi; ignored with --fod")
         data, affine = load_nifti(args.fod, ndim=4, what="FOD", mrtrix=_mrtrix(args))
         data = zero_non_finite(data, "(no fibre: streamlines end there)")
         try:
@@ -128,7 +141,19 @@ def _read_input(args):
             raise InputError(f"{args.fod}: {exc}") from exc
     from ..dwi_io import load_dwi
 
+    fits_fod = algorithm(args.algorithm).tracks_fod
+    _unused(args, ("--sh-basis", args.sh_basis != "tournier07"), ("--sh-frame", args.sh_frame is not None),
+            why="for --fod; ignored with --dwi" + (" (the CSD fit's FOD is tournier07, world frame)" if fits_fod else ""))
+    if not fits_fod:
+        _unused(args, ("--lmax", args.lmax != 8), why=f"for a CSD fit; {args.algorithm} tracks the DWI itself")
     return load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, mrtrix=_mrtrix(args))
+
+
+def _unused(args, *options: tuple[str, bool], why: str) -> None:
+    """One warning naming the ``options`` given (option, given) that this run does not use, and ``why``."""
+    given = [option for option, was_given in options if was_given]
+    if given:
+        warnings.warn(f"{', '.join(given)}: {why}", stacklevel=3)
 
 
 def _field(args, source, mask):
@@ -157,11 +182,8 @@ def _seeds(args, field_affine, field_shape):
     if (args.seed_image is None) == (args.seed_points is None):
         raise InputError("give exactly one of --seed-image or --seed-points")
     if args.seed_points is not None:
-        ignored = [flag for flag, given in (("--seed-label", args.seed_label is not None),
-                                            ("--seeds-per-voxel", args.seeds_per_voxel != 1),
-                                            ("--seed-placement", args.seed_placement != "random")) if given]
-        if ignored:
-            warnings.warn(f"{', '.join(ignored)}: for --seed-image; ignored with --seed-points", stacklevel=2)
+        _unused(args, ("--seed-label", args.seed_label is not None), ("--seeds-per-voxel", args.seeds_per_voxel != 1),
+                ("--seed-placement", args.seed_placement != "random"), why="for --seed-image; ignored with --seed-points")
         points, directions = read_seed_file(args.seed_points)
         outside = outside_grid(points, field_affine, field_shape)
         if outside.any():

@@ -207,3 +207,11 @@ def test_cli_refuses_to_run_for_nothing_or_to_write_two_outputs_to_one_file(file
     same = files / "out.nii.gz"
     assert cli.main([*base, "--out-prob", str(same), "--out-json", str(same)]) == 2
     assert capsys.readouterr().err == f"difftract: error: --out-prob and --out-json name the same file {same}\n"
+
+
+def test_cli_says_a_robust_percentile_without_a_lesion_is_ignored(files, tmp_path, capsys):
+    assert cli.main(["envelope", "--dwi", str(files / "dwi.nii.gz"), "--grad", str(files / "dwi.b"), "--seed-image",
+                     str(files / "seeds.nii.gz"), "--repeats", "1", "--robust-percentile", "5", "--quiet",
+                     "--out-json", str(tmp_path / "env.json")]) == 0
+    assert capsys.readouterr().err == ("difftract: warning: --robust-percentile: for the distance to --lesion; "
+                                       "ignored without --lesion\n")

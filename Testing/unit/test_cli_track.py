@@ -141,6 +141,19 @@ def test_seed_image_options_with_seed_points_are_said_to_be_ignored(files, tmp_p
                                        "ignored with --seed-points\n")
 
 
+def test_dwi_options_with_a_fod_and_fod_options_with_a_dwi_are_said_to_be_ignored(files, tmp_path, capsys):
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--lmax", 6,
+               "--bvals", files / "none.bval", "--quiet", "--out", tmp_path / "t.tck") == 0
+    assert capsys.readouterr().err == "difftract: warning: --bvals, --lmax: for --dwi; ignored with --fod\n"
+
+
+def test_an_odd_lmax_is_refused_as_the_command_line_is_read(files, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run("track", "--dwi", files / "missing.nii.gz", "--lmax", 7, "--seed-points", files / "seeds.txt",
+            "--out", tmp_path / "t.tck")
+    assert "argument --lmax: the SH order must be an even number >= 2, got 7" in capsys.readouterr().err
+
+
 def test_seeds_outside_the_image_are_rejected_and_said_unless_all_are(files, tmp_path, capsys):
     rows = np.loadtxt(files / "seeds.txt")
     np.savetxt(tmp_path / "seeds.txt", np.vstack([rows, [500.0, 0, 0, 1, 0, 0]]))
