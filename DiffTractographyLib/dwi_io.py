@@ -1,10 +1,12 @@
-"""DWI files in: NIfTI + FSL .bval/.bvec or MRtrix .b tables, Slicer's DWI NRRD; masks.
-Every reader returns a ``DWI`` whose b-vectors are in the RAS (world) frame:
+"""DWI files in: NIfTI + FSL .bval/.bvec or MRtrix .b tables, MRtrix3 images (.mif: the header's
+``dw_scheme``), Slicer's DWI NRRD; masks. Every reader returns a ``DWI`` whose b-vectors are in the
+RAS (world) frame:
 
 - FSL ``.bvec`` rows are directions along the stored voxel axes, x negated when the affine's
   determinant is positive (FSL's radiological convention). RAS = R @ (x-flipped) bvec with R the unit
   voxel axes in RAS (``geometry.axes_rotation``), as MRtrix3's ``-fslgrad`` reads them.
-- MRtrix ``.b`` tables (rows ``x y z b``) are already in the scanner (RAS) frame.
+- MRtrix ``.b`` tables (rows ``x y z b``) and a .mif's ``dw_scheme`` are already in the scanner (RAS)
+  frame; a table given on the command line takes precedence over the header's, as in MRtrix3.
 - NRRD ``DWMRI_gradient_NNNN`` vectors are in the measurement frame: space = MF @ g, then the NRRD
   space (LPS, RAS or LAS) is turned to RAS; b = ``DWMRI_b-value`` x (|g| / max |g|)^2 (Slicer's reader).
 """
@@ -19,6 +21,8 @@ from .errors import InputError
 from .files import load_table
 from .geometry import axes_rotation
 from .images import load_nifti
+from .mif import SUFFIXES as MIF_SUFFIXES
+from .mif import read_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -31,10 +35,11 @@ _SPACE_TO_RAS = {
 
 def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B0_THRESHOLD,
              mrtrix: bool = False) -> DWI:
-    """Read a DWI series: NIfTI (.nii/.nii.gz) with FSL ``bvals`` + ``bvecs`` files or an MRtrix ``grad``
-    (.b) table, or a Slicer DWI NRRD (.nrrd/.nhdr, gradients in its header). Without a table, a NIfTI's
-    sidecars ``<stem>.bval`` / ``<stem>.bvec`` (dcm2niix's naming) are used when present. ``mrtrix``:
-    a NIfTI's affine as MRtrix3 reads it (``images.mrtrix_affine``)."""
+    """Read a DWI series: NIfTI (.nii/.nii.gz) or MRtrix3 image (.mif/.mif.gz/.mih) with FSL ``bvals`` +
+    ``bvecs`` files or an MRtrix ``grad`` (.b) table, or a Slicer DWI NRRD (.nrrd/.nhdr, gradients in its
+    header). Without a table, a NIfTI's sidecars ``<stem>.bval`` / ``<stem>.bvec`` (dcm2niix's naming)
+    are used when present, and a .mif's ``dw_scheme``. ``mrtrix``: a NIfTI's affine as MRtrix3 reads it
+    (``images.mrtrix_affine``)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -43,10 +48,15 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         if bvals is not None or bvecs is not None or grad is not None:
             raise InputError(f"{path}: a DWI NRRD carries its own gradient table; do not give --bvals/--bvecs/--grad")
         return load_nrrd_dwi(path, b0_threshold=b0_threshold)
-    if not name.endswith(NIFTI_SUFFIXES):
-        raise InputError(f"{path}: unknown DWI format; use NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)")
+    if not name.endswith(NIFTI_SUFFIXES + MIF_SUFFIXES):
+        raise InputError(f"{path}: unknown DWI format; use NIfTI (.nii, .nii.gz), MRtrix3 (.mif, .mif.gz, .mih) "
+                         "or NRRD (.nrrd, .nhdr)")
     data, affine = load_nifti(path, ndim=4, what="DWI", mrtrix=mrtrix)
-    if grad is not None:
+    if name.endswith(MIF_SUFFIXES) and grad is None and bvals is None and bvecs is None:
+        table = _header_scheme(path)
+        _check_count(data, len(table), f"the dw_scheme of {path} has {len(table)} rows")
+        values, vectors = table[:, 3].copy(), table[:, :3].copy()
+    elif grad is not None:
         if bvals is not None or bvecs is not None:
             raise InputError("give either an MRtrix gradient table (--grad) or FSL --bvals/--bvecs, not both")
         values, vectors = read_mrtrix_gradients(grad)
@@ -59,6 +69,18 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         values, vectors = read_fsl_gradients(bvals, bvecs, affine)
         _check_count(data, len(values), f"{bvals} and {bvecs} have {len(values)} entries")
     return DWI(data, affine, values, vectors, b0_threshold=b0_threshold)
+
+
+def _header_scheme(path: Path) -> np.ndarray:
+    """The ``dw_scheme`` (G, 4) of a .mif DWI; InputError when it has none."""
+    try:
+        table = read_header(path).dw_scheme()
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    if table is None:
+        raise InputError(f"{path}: the header has no dw_scheme; give its gradient table (--grad, or --bvals and "
+                         "--bvecs)")
+    return table
 
 
 def read_fsl_gradients(bvals_path, bvecs_path, affine) -> tuple[np.ndarray, np.ndarray]:

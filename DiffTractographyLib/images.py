@@ -1,4 +1,4 @@
-"""Reading and writing NIfTI images with one-line errors; writes are atomic."""
+"""Reading and writing images (NIfTI; MRtrix3's .mif, .mif.gz, .mih) with one-line errors; writes are atomic."""
 from __future__ import annotations
 
 import gzip
@@ -7,18 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
+from . import mif
 from .errors import InputError
 from .geometry import as_affine, dot3
+
+#: the image files read: NIfTI and MRtrix3's format (``mif``); all but .mih are written too
+SUFFIXES = (".nii", ".nii.gz", ".mif", ".mif.gz", ".mih")
+WRITTEN = SUFFIXES[:-1]
 
 
 def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image", mrtrix: bool = False):
     """(data float32 array in voxel order i, j, k[, c], affine (4, 4) voxel -> RAS) of a NIfTI file:
-    nibabel's affine (DIPY's), or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``)."""
+    nibabel's affine (DIPY's), or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``). An MRtrix3
+    image (.mif, .mif.gz, .mih) is read too; its header holds one affine, in float64."""
     import nibabel as nib
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such {what} file")
+    if mif.is_mif(path):
+        data, header = mif.read_mif(path)
+        return _checked_dims(np.asarray(data, dtype=np.float32), ndim, what, path), header.affine
     try:
         img = None
         if path.suffix.lower() == ".gz":  # one decompression call, which releases the GIL for its whole length
@@ -30,6 +39,13 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for unreadable files
         raise InputError(f"{path}: cannot read the {what} as a NIfTI image ({exc})") from exc
+    affine = mrtrix_affine(img.header) if mrtrix else np.asarray(img.affine, dtype=np.float64)
+    return _checked_dims(data, ndim, what, path), affine
+
+
+def _checked_dims(data: np.ndarray, ndim: int | tuple[int, ...] | None, what: str, path: Path) -> np.ndarray:
+    """``data`` (a 4-D image of one volume as 3-D where 3-D is allowed), C-contiguous; InputError when
+    its number of axes is not allowed."""
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if allowed is not None and 3 in allowed and data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -37,8 +53,7 @@ def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "ima
         shape = " x ".join(str(s) for s in data.shape)
         expected = " or ".join(f"{d}-D" for d in allowed)
         raise InputError(f"{path}: the {what} must be {expected}, got a {data.ndim}-D image ({shape})")
-    affine = mrtrix_affine(img.header) if mrtrix else np.asarray(img.affine, dtype=np.float64)
-    return np.ascontiguousarray(data), affine
+    return np.ascontiguousarray(data)
 
 
 def mrtrix_affine(header) -> np.ndarray:
@@ -75,12 +90,15 @@ def zero_non_finite(data: np.ndarray, consequence: str) -> np.ndarray:
 
 def nifti_grid(path, what: str = "template", mrtrix: bool = False) -> tuple[tuple[int, int, int], np.ndarray]:
     """(shape of the first three axes, affine voxel -> RAS) of a NIfTI file, from its header alone:
-    nibabel's affine, or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``)."""
+    nibabel's affine, or with ``mrtrix`` the one MRtrix3 reads (``mrtrix_affine``); or of an MRtrix3 image."""
     import nibabel as nib
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such {what} file")
+    if mif.is_mif(path):
+        header = mif.read_header(path)
+        return header.dim[:3], header.affine
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for unreadable files
@@ -104,9 +122,12 @@ def nifti_bytes(array, affine, description: str = "", compress: bool = False) ->
 
 
 def save_nifti(array, affine, path, description: str = "") -> None:
-    """Write a float32 NIfTI (X, Y, Z[, C]) atomically (``nifti_bytes``; .nii.gz compressed)."""
+    """Write a float32 NIfTI (X, Y, Z[, C]) atomically (``nifti_bytes``; .nii.gz compressed), or an
+    MRtrix3 image when ``path`` ends in .mif or .mif.gz (``mif.mif_bytes``)."""
     from .files import atomic_path
 
-    payload = nifti_bytes(array, affine, description, compress=str(path).endswith(".gz"))
+    compress = str(path).endswith(".gz")
+    writer = mif.mif_bytes if str(path).lower().endswith((".mif", ".mif.gz")) else nifti_bytes
+    payload = writer(array, affine, description, compress=compress)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(payload)

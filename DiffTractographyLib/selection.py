@@ -19,6 +19,7 @@ import torch
 
 from .errors import InputError
 from .geometry import dot3
+from .images import SUFFIXES as IMAGE_SUFFIXES
 from .polylines import polyline_lengths, within_length
 from .stopping import BinaryMask, Region, mask_voxels
 from .streamlines import Tractogram
@@ -91,8 +92,14 @@ class AnyOf:
         return inside
 
 
+def is_image(path: str) -> bool:
+    """Whether ``path`` names an image file (NIfTI or MRtrix3) by its suffix."""
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
 def load_mask(path, labels: Sequence[int] | None = None) -> BinaryMask:
-    """A NIfTI label volume as a region: its non-zero voxels, or those whose value is in ``labels``."""
+    """A label volume (NIfTI or MRtrix3 image) as a region: its non-zero voxels, or those whose value is in
+    ``labels``."""
     from .images import load_nifti
 
     data, affine = load_nifti(path, ndim=3, what="region")
@@ -129,11 +136,12 @@ def parse_region(spec: str) -> Region:
             raise InputError(f"region {spec!r}: box side lengths must not be negative")
         return OrientedBox.from_angles(values[:3], values[3:6], values[6:])
     path, labels = spec, None
-    match = re.fullmatch(r"(.+\.nii(?:\.gz)?):([0-9,]+)", spec)
-    if match:
+    match = re.fullmatch(r"(.+):([0-9,]+)", spec)
+    if match and is_image(match.group(1)):
         path, labels = match.group(1), [int(v) for v in match.group(2).split(",") if v]
-    if not re.search(r"\.nii(\.gz)?$", path):
-        raise InputError(f"region {spec!r}: unknown region; give a .nii/.nii.gz file, sphere:, box: or obox: (see --help)")
+    if not is_image(path):
+        raise InputError(f"region {spec!r}: unknown region; give an image file ({', '.join(IMAGE_SUFFIXES)}), "
+                         "sphere:, box: or obox: (see --help)")
     return load_mask(path, labels)
 
 

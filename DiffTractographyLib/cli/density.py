@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("density", help=COMMANDS["density"], description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="TRACTOGRAM", help="tractogram (.tck, .trk, .trx, .vtk, .vtp; RAS mm)")
-    p.add_argument("--template", required=True, metavar="IMAGE", help="NIfTI whose grid (shape, affine) the map takes")
-    p.add_argument("--out", required=True, metavar="MAP", help="output NIfTI (.nii or .nii.gz)")
+    p.add_argument("--template", required=True, metavar="IMAGE", help="image (NIfTI or MRtrix3 .mif) whose grid (shape, affine) the map takes")
+    p.add_argument("--out", required=True, metavar="MAP", help="output image (.nii, .nii.gz, .mif or .mif.gz)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--precise", action="store_true",
                       help="mm of streamline within each voxel (tckmap -precise) instead of counts")
@@ -67,14 +67,14 @@ def run(args) -> int:
     import numpy as np
 
     from ..files import check_outputs
-    from ..images import nifti_grid, save_nifti
+    from ..images import WRITTEN, nifti_grid, save_nifti
     from ..planning.density import density_map, upsample_ratio
 
     if args.step is not None and not args.step > 0:
         raise InputError("--step must be a positive number of mm")
     out = Path(args.out)
-    if not out.name.endswith((".nii", ".nii.gz")):
-        raise InputError(f"{args.out}: the map is written as NIfTI; name it .nii or .nii.gz")
+    if not out.name.lower().endswith(WRITTEN):
+        raise InputError(f"{args.out}: the map is written as an image; name it {', '.join(WRITTEN)}")
     check_outputs([("--out", out)], inputs=[args.input, args.template], force=args.force)
     shape, affine = nifti_grid(args.template)
     grid = nifti_grid(args.template, mrtrix=True)[1]  # tckmap's reading: voxel sizes from pixdim

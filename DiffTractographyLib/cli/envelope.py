@@ -13,6 +13,7 @@ import warnings
 from ..config import ALGORITHMS, BASES
 from ..errors import InputError
 from ..files import check_outputs, write_text
+from ..images import WRITTEN
 from . import COMMANDS
 from .select import REGION_HELP
 from .track import add_limit_arguments, add_seed_arguments, sh_order
@@ -21,7 +22,7 @@ EPILOG = f"""\
 Regions (--include, --exclude): {REGION_HELP}
 The bundle of a repeat is its streamlines that visit every --include region and no --exclude region.
 
---lesion LESION: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance to the
+--lesion LESION: a label volume (NIfTI or .mif) (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance to the
 surface of its voxels, negative inside) or a text file of surface points 'x y z' per row (RAS mm;
 unsigned). Per repeat: the bundle's minimum distance, and a robust distance that one stray
 streamline cannot set: the --robust-percentile-th percentile (default 1) over the bundle's
@@ -36,7 +37,7 @@ are drawn in the voxel box around the seeds and the first run's streamlines wide
 and the box grows when a repeat's streamlines come near its edge. Everything random is drawn from
 --rng-seed: the same command gives the same output.
 
-Outputs: --out-prob, a float32 NIfTI of the share of repeats (0..1) on the --template grid (default
+Outputs: --out-prob, a float32 image (NIfTI or .mif) of the share of repeats (0..1) on the --template grid (default
 the input's grid); --out-json, per-repeat values, percentiles and timings. Coordinates are RAS mm.
 
 Example: difftract envelope --dwi dwi.nii.gz --seed-image roi.nii.gz --mask brain.nii.gz \\
@@ -49,11 +50,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("envelope", help=COMMANDS["envelope"], description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     inp = p.add_argument_group("input")
-    inp.add_argument("--dwi", metavar="FILE", help="DWI: 4-D NIfTI or Slicer DWI NRRD (needed by --method wild)")
+    inp.add_argument("--dwi", metavar="FILE", help="DWI: 4-D NIfTI, MRtrix3 .mif or Slicer DWI NRRD (needed by --method wild)")
     inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2; default: the .bval beside it)")
     inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (default: the .bvec beside it)")
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
-    inp.add_argument("--fod", metavar="FILE", help="4-D NIfTI of FOD SH coefficients (--method prob only)")
+    inp.add_argument("--fod", metavar="FILE", help="4-D image (NIfTI or .mif) of FOD SH coefficients (--method prob only)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis of --fod (as difftract track)")
     inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
     inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fits of --dwi (default 8)")
@@ -81,7 +82,7 @@ def add_parser(sub) -> None:
     trk.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
     out = p.add_argument_group("output")
     out.add_argument("--template", metavar="NIFTI", help="grid of --out-prob (default: the input's grid)")
-    out.add_argument("--out-prob", metavar="FILE", help="visitation probability, float32 NIfTI (.nii/.nii.gz)")
+    out.add_argument("--out-prob", metavar="FILE", help="visitation probability, float32 image (.nii, .nii.gz, .mif or .mif.gz)")
     out.add_argument("--out-json", metavar="FILE", help="per-repeat values, percentiles and timings (JSON)")
     out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     out.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -96,8 +97,8 @@ def run(args) -> int:
     check_outputs([("--out-prob", args.out_prob), ("--out-json", args.out_json)],
                   inputs=[args.dwi, args.bvals, args.bvecs, args.grad, args.fod, args.mask, args.seed_image,
                           args.seed_points, args.template], force=args.force)
-    if args.out_prob and not str(args.out_prob).endswith((".nii", ".nii.gz")):
-        raise InputError(f"--out-prob {args.out_prob}: write the probability volume as .nii or .nii.gz")
+    if args.out_prob and not str(args.out_prob).lower().endswith(WRITTEN):
+        raise InputError(f"--out-prob {args.out_prob}: write the probability volume as {', '.join(WRITTEN)}")
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}")
     if not args.margin >= 0:

@@ -51,7 +51,8 @@ def add_parser(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
     data = common.add_argument_group("input")
     data.add_argument("--dwi", required=True, metavar="FILE",
-                      help="DWI: NIfTI (.nii, .nii.gz) or Slicer DWI NRRD (.nrrd, .nhdr)")
+                      help="DWI: NIfTI (.nii, .nii.gz), MRtrix3 (.mif, .mif.gz, .mih; gradients from its dw_scheme) or "
+                          "Slicer DWI NRRD (.nrrd, .nhdr)")
     data.add_argument("--bvals", metavar="FILE", help="FSL b-values (default: the NIfTI's .bval sidecar)")
     data.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors (default: the NIfTI's .bvec sidecar)")
     data.add_argument("--grad", metavar="FILE", help="MRtrix gradient table (x y z b per row, scanner frame)")

@@ -20,7 +20,7 @@ from ..files import FORMATS, atomic_path, check_outputs, load_table, tractogram_
 
 #: the region syntax of ``selection.parse_region``
 REGION_HELP = (
-    "A region is a NIfTI mask or label volume (LABELS.nii.gz, non-zero voxels; LABELS.nii.gz:3,5 "
+    "A region is a mask or label volume, NIfTI or MRtrix3 .mif (LABELS.nii.gz, non-zero voxels; LABELS.nii.gz:3,5 "
     "for label values 3 and 5), sphere:X,Y,Z,R (centre and radius, RAS mm), "
     "box:XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX (axis-aligned, RAS mm) or "
     "obox:X,Y,Z,SX,SY,SZ,RX,RY,RZ (oriented box: centre, side lengths in mm, rotations in degrees "
@@ -32,7 +32,7 @@ Regions: {REGION_HELP}
 Coordinates are RAS mm (the world space of the NIfTI affine); lengths and distances are in mm.
 
 --distance-to LESION measures, for every kept streamline, the smallest distance in mm from its
-vertices to the lesion: a NIfTI label volume (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance
+vertices to the lesion: a label volume (NIfTI or .mif) (LESION.nii.gz or LESION.nii.gz:LABEL; signed distance
 to the surface of its voxels, negative inside) or a text file of surface points 'x y z' per row (RAS
 mm; unsigned distance to the nearest point). The distances are stored with the streamlines as 'lesion_distance' (.trk/.trx) and written to
 --distance-out (one per kept streamline, output order). With --cluster-labels (the --labels-out
@@ -152,14 +152,14 @@ def _length_limits(args) -> dict:
 
 
 def _lesion(spec: str):
-    """A lesion as a mask (NIfTI, optional ':labels') or (V, 3) surface points from a text file."""
-    from ..selection import parse_region
+    """A lesion as a mask (an image, optional ':labels') or (V, 3) surface points from a text file."""
+    from ..selection import is_image, parse_region
     from ..stopping import BinaryMask
 
-    if ".nii" in spec:
+    if is_image(spec.rsplit(":", 1)[0]) or is_image(spec):
         region = parse_region(spec)
         if not isinstance(region, BinaryMask):
-            raise InputError(f"--distance-to {spec!r}: give a NIfTI label volume or a text file of points")
+            raise InputError(f"--distance-to {spec!r}: give a label volume (NIfTI or .mif) or a text file of points")
         return region
     if not Path(spec).exists():
         raise InputError(f"{spec}: no such lesion file")

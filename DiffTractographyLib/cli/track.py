@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("track", help=COMMANDS["track"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     inp = p.add_argument_group("input field")
-    inp.add_argument("--fod", metavar="FILE", help="4-D NIfTI of FOD SH coefficients (sdstream, detmax, prob)")
+    inp.add_argument("--fod", metavar="FILE", help="4-D image (NIfTI, or MRtrix3 .mif) of FOD SH coefficients (sdstream, detmax, prob)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07",
                      help="SH basis of --fod: tournier07 (MRtrix3, default), descoteaux07 (DIPY's default, "
                           "legacy=True), descoteaux07-nonlegacy (DIPY legacy=False)")
@@ -77,7 +77,8 @@ def add_parser(sub) -> None:
                      help="frame of the FOD's directions: world (RAS, MRtrix3) or voxel (image axes, DIPY); "
                           "default world for tournier07, voxel for descoteaux07")
     inp.add_argument("--dwi", metavar="FILE",
-                     help="DWI: 4-D NIfTI or Slicer DWI NRRD. tensordet tracks it directly; the FOD algorithms "
+                     help="DWI: 4-D NIfTI, MRtrix3 .mif (gradients from its dw_scheme) or Slicer DWI NRRD. tensordet "
+                          "tracks it directly; the FOD algorithms "
                           "first fit CSD (lmax --lmax, response from single-fibre voxels)")
     inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2; default: the .bval beside it)")
     inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (voxel axes, x flipped for a "

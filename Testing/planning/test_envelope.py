@@ -181,7 +181,7 @@ def test_cli_writes_the_probability_on_the_template_grid_and_the_json(files, cap
 @pytest.mark.parametrize("argv, message", [
     (["--fod", "x.nii.gz"], "--method wild resamples a DWI"),
     (["--repeats", "0"], "--repeats must be at least 1"),
-    (["--out-prob", "{folder}/prob.txt"], "as .nii or .nii.gz"),
+    (["--out-prob", "{folder}/prob.txt"], "as .nii, .nii.gz, .mif, .mif.gz"),
     (["--include", "cube:1,2,3"], "unknown region"),
     (["--lesion", "{folder}/missing.txt"], "no such lesion file"),
     (["--seed-image", "{folder}/seeds.nii.gz", "--seed-points", "{folder}/seeds.txt"], "exactly one of"),
