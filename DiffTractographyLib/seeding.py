@@ -33,15 +33,7 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
         raise InputError(f"seed placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if seeds_per_voxel < 1:
         raise InputError(f"seeds per voxel must be at least 1, got {seeds_per_voxel}")
-    fractional = int((m != np.round(m)).sum()) if label is not None and np.issubdtype(m.dtype, np.floating) else 0
-    if fractional:
-        warnings.warn(f"the seed image holds {fractional} voxels of non-integer value (a label map resampled "
-                      f"with interpolation?); label {label} matches its exact value only", stacklevel=2)
-    selected = (m == label) if label is not None else mask_voxels(m, rule, "seed image")
-    voxels = np.argwhere(selected)
-    if len(voxels) == 0:
-        what = f"label {label}" if label is not None else "non-zero voxel"
-        raise InputError(f"the seed image has no {what}: no seeds to track from")
+    voxels = _seed_voxels(m, label, rule)
     if placement == "grid":
         n = round(seeds_per_voxel ** (1.0 / 3.0))
         if n ** 3 != seeds_per_voxel:
@@ -55,6 +47,42 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
         offsets = offsets.reshape(len(voxels), seeds_per_voxel, 3)
     ijk = voxels[:, None, :] + offsets
     return apply_affine(as_affine(affine), ijk.reshape(-1, 3))
+
+
+class RandomSeeds:
+    """Seeds drawn at random in a seed image (tckgen -seed_image with -seeds or -select): seed k lies in
+    a voxel drawn uniformly among the image's seed voxels (as ``seeds_from_mask`` selects them), at a
+    uniform point within it. Draws are keyed by (``rng_seed``, k) alone, so ``draw(start, stop)`` gives
+    seeds start..stop-1 of one endless sequence whatever the blocks it is asked for in."""
+
+    def __init__(self, mask, affine, rng_seed: int = 0, label: int | None = None, rule: str = "mrtrix"):
+        m = np.asarray(mask)
+        if m.ndim != 3:
+            raise InputError(f"a seed image must be 3-D, got shape {m.shape}")
+        self.voxels = _seed_voxels(m, label, rule)
+        self.affine = as_affine(affine)
+        self.rng_seed = rng_seed
+
+    def draw(self, start: int, stop: int) -> np.ndarray:
+        """Seeds ``start`` .. ``stop`` - 1, (stop - start, 3) RAS mm."""
+        u = rng.uniform(self.rng_seed, np.arange(start, stop, dtype=np.int64), stream=4, n=4)
+        voxel = np.minimum((u[:, 0] * len(self.voxels)).astype(np.int64), len(self.voxels) - 1)
+        return apply_affine(self.affine, self.voxels[voxel] + u[:, 1:] - 0.5)
+
+
+def _seed_voxels(m: np.ndarray, label: int | None, rule: str) -> np.ndarray:
+    """(V, 3) indices of the seed voxels of image ``m``: == ``label``, or inside as ``rule``'s tool reads
+    a seed image; InputError when there are none."""
+    fractional = int((m != np.round(m)).sum()) if label is not None and np.issubdtype(m.dtype, np.floating) else 0
+    if fractional:
+        warnings.warn(f"the seed image holds {fractional} voxels of non-integer value (a label map resampled "
+                      f"with interpolation?); label {label} matches its exact value only", stacklevel=3)
+    selected = (m == label) if label is not None else mask_voxels(m, rule, "seed image")
+    voxels = np.argwhere(selected)
+    if len(voxels) == 0:
+        what = f"label {label}" if label is not None else "non-zero voxel"
+        raise InputError(f"the seed image has no {what}: no seeds to track from")
+    return voxels
 
 
 def read_seed_file(path) -> tuple[np.ndarray, np.ndarray | None]:

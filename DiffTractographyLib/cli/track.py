@@ -7,6 +7,8 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -41,6 +43,20 @@ def add_seed_arguments(group) -> None:
     group.add_argument("--seed-placement", choices=("random", "grid"), default="random",
                        help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
     group.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+    group.add_argument("--seeds", type=positive_count, metavar="N",
+                       help="draw N seeds at random in --seed-image instead (a uniformly drawn seed voxel, a "
+                            "uniform point in it: tckgen -seed_image -seeds N)")
+
+
+def positive_count(text: str) -> int:
+    """A count option (--seeds, --select): a whole number >= 1, refused as the command line is read."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number >= 1, got {text}")
+    return count
 
 
 def add_limit_arguments(group) -> None:
@@ -86,6 +102,11 @@ def add_parser(sub) -> None:
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
     inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fit for --dwi (default 8)")
     add_seed_arguments(p.add_argument_group("seeds (one of)"))
+    p.add_argument_group("selection").add_argument(
+        "--select", type=positive_count, metavar="N",
+        help="track until N streamlines are accepted and keep those, the first N in seed order (tckgen -select): "
+             "seeds are drawn at random in --seed-image, at most --seeds of them (default 1000 x N), or taken "
+             "from --seed-points in order")
     trk = p.add_argument_group("tracking")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream",
                      help="; ".join(f"{a.name}: {a.summary}" for a in DECLARED.values()) + " (default sdstream)")
@@ -175,16 +196,25 @@ def _field(args, source, mask):
     return SHField(fod.coeffs.float().cpu().numpy(), source.affine, fod.basis, fod.frame)
 
 
-def _seeds(args, field_affine, field_shape):
+def _seeds(args, field_affine, field_shape) -> tuple[np.ndarray, np.ndarray | None]:
+    """(seed points (N, 3) RAS mm, start directions (N, 3) or None) as the options ask."""
+    draw, count = _seed_source(args, field_affine, field_shape)
+    return draw(0, count)
+
+
+def _seed_source(args, field_affine, field_shape) -> tuple[Callable[[int, int], tuple], int | None]:
+    """The seeds as (draw(start, stop) -> (points, directions or None), how many there are: None for
+    the endless random stream that --select draws from a seed image without --seeds)."""
     from ..config import reference_rule
     from ..images import load_nifti
-    from ..seeding import outside_grid, read_seed_file, seeds_from_mask
+    from ..seeding import RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
 
     if (args.seed_image is None) == (args.seed_points is None):
         raise InputError("give exactly one of --seed-image or --seed-points")
     if args.seed_points is not None:
         _unused(args, ("--seed-label", args.seed_label is not None), ("--seeds-per-voxel", args.seeds_per_voxel != 1),
-                ("--seed-placement", args.seed_placement != "random"), why="for --seed-image; ignored with --seed-points")
+                ("--seed-placement", args.seed_placement != "random"), ("--seeds", args.seeds is not None),
+                why="for --seed-image; ignored with --seed-points")
         points, directions = read_seed_file(args.seed_points)
         outside = outside_grid(points, field_affine, field_shape)
         if outside.any():
@@ -193,11 +223,21 @@ def _seeds(args, field_affine, field_shape):
                      f"(first: row {first}, {points[first].round(2).tolist()} mm RAS)")
             if outside.all():
                 raise InputError(where)
-            warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=2)
-        return points, directions
+            warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=3)
+        return (lambda start, stop: (points[start:stop], None if directions is None else directions[start:stop])), \
+            len(points)
     image, affine = load_nifti(args.seed_image, ndim=3, what="seed image", mrtrix=_mrtrix(args))
-    return seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,
-                           args.seed_label, reference_rule(args.algorithm)), None
+    if args.seeds is not None or getattr(args, "select", None):
+        per_voxel = [flag for flag, given in (("--seeds-per-voxel", args.seeds_per_voxel != 1),
+                                              ("--seed-placement", args.seed_placement != "random")) if given]
+        if per_voxel:
+            raise InputError(f"{', '.join(per_voxel)} place seeds in every voxel of --seed-image; --seeds and --select "
+                             "draw them at random in it: give one or the other")
+        stream = RandomSeeds(image, affine, args.rng_seed, args.seed_label, reference_rule(args.algorithm))
+        return (lambda start, stop: (stream.draw(start, stop), None)), args.seeds
+    points = seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,
+                             args.seed_label, reference_rule(args.algorithm))
+    return (lambda start, stop: (points[start:stop], None)), len(points)
 
 
 def _with_stop_map(args, mask):
@@ -234,7 +274,7 @@ def run_track(args) -> int:
                             precision=args.precision, device=args.device, chunk_size=args.chunk_size,
                             nthreads=args.nthreads, rng_seed=args.rng_seed).validate()
     source = _read_input(args)
-    points, directions = _seeds(args, source.affine, source.shape)
+    draw, available = _seed_source(args, source.affine, source.shape)
     mask = fit_mask = None
     if args.mask is not None:
         if isinstance(source, DWI) and algorithm(args.algorithm).tracks_fod:
@@ -250,27 +290,43 @@ def run_track(args) -> int:
     tracker = KernelTracker(field, params, mask=mask)
     if not args.quiet and tracker.needs_compiling():
         print(COMPILING, file=sys.stderr)
+    stats: Counter = Counter()
+    if args.select:
+        most = available if available is not None else args.seeds or 1000 * args.select  # tckgen's -seeds default
+        total, unit = args.select, "streamline"
+        run = partial(tracker.select, draw, args.select, most, stats=stats)
+    else:
+        points, directions = draw(0, available)
+        total = most = len(points)
+        unit = "seed"
+        run = partial(tracker.chunks, points, seed_directions=directions, stats=stats)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(points), unit="seed", desc="tracking", file=sys.stderr, disable=None, mininterval=0.5)
+        bar = tqdm(total=total, unit=unit, desc="tracking", file=sys.stderr, disable=None, mininterval=0.5)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
             bar.update(done - bar.n)
 
-    stats: Counter = Counter()
+    seeds_used = most
 
     def accepted():
         """The tracker's chunks; none accepted at all is an error (raised before an output is committed)."""
+        nonlocal seeds_used
         n = 0
-        for part in tracker.chunks(points, seed_directions=directions, progress=progress, stats=stats):
+        for part in run(progress=progress):
             n += len(part.lengths)
+            if args.select and n == args.select:  # the selection ends at its last streamline's seed
+                seeds_used = int(part.seed_index[-1]) + 1
             yield part
         if n == 0:
-            raise InputError(f"no streamline was accepted from {len(points)} seeds ({dict(stats)}); "
+            raise InputError(f"no streamline was accepted from {most} seeds ({dict(stats)}); "
                              "check the mask, the cutoff and the seeds")
+        if args.select and n < args.select:
+            warnings.warn(f"only {n} of the {args.select} streamlines asked for were accepted from {most} seeds",
+                          stacklevel=2)
 
     try:
         if out.suffix.lower() == ".tck":  # streamed to the file chunk by chunk: memory stays flat
@@ -290,6 +346,7 @@ def run_track(args) -> int:
     if not args.quiet:
         seconds = time.perf_counter() - start
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(stats.items()))
-        print(f"{count} streamlines from {len(points)} seeds in {seconds:.1f} s -> {out}\n"
+        print(f"{count} streamlines from {'the first ' if seeds_used < most else ''}{seeds_used} seeds in {seconds:.1f} s "
+              f"-> {out}\n"
               f"terminations and outcomes: {counts}", file=sys.stderr)
     return 0

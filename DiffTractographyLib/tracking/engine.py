@@ -66,6 +66,11 @@ class Chunk(NamedTuple):
     half_starts: np.ndarray
     seed_row: np.ndarray
 
+    def head(self, count: int) -> Chunk:
+        """The first ``count`` streamlines."""
+        n_points = int(self.lengths[:count].sum())
+        return Chunk(self.points[:n_points], *(field[:count] for field in self[1:]))
+
 
 class KernelResult(namedtuple("KernelResult", (*Chunk._fields, "stats"))):
     """A run's chunks joined (the fields of ``Chunk``), and the termination counts ``stats``
@@ -456,6 +461,36 @@ class KernelTracker:
             if progress is not None:
                 progress(end, n)
             yield part
+
+    def select(self, draw: Callable[[int, int], tuple], count: int, max_seeds: int, *,
+               progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+               stats: Counter | None = None) -> Iterator[Chunk]:
+        """Track seeds until ``count`` streamlines are accepted (tckgen -select), or ``max_seeds`` seeds
+        are used (-seeds): yields the first ``count`` accepted in seed order, chunk by chunk.
+        ``draw(start, stop)`` returns seeds start..stop-1 as (points (n, 3), directions (n, 3) or None);
+        their numbers are their ``seed_index``, so the selection is the same whatever the blocks.
+        ``progress(accepted, count)``; ``stats`` counts every seed tracked (the last chunk may track
+        seeds beyond the selection's last one)."""
+        if count < 1 or max_seeds < 1:
+            raise InputError(f"select at least one streamline from at least one seed, got {count} from {max_seeds}")
+        used = kept = 0
+        while kept < count and used < max_seeds:
+            # seeds for the streamlines still wanted at the acceptance so far (all of them at first)
+            wanted = (count - kept) * (used / kept if kept else 1.0)
+            block = int(min(max_seeds - used, max(wanted * 1.05 + 64, self._next_chunk())))
+            points, directions = draw(used, used + block)
+            ids = np.arange(used, used + block, dtype=np.int64)
+            for part in self.chunks(points, seed_directions=directions, seed_ids=ids, cancel=cancel, stats=stats):
+                part = part._replace(seed_row=part.seed_row + used)
+                if kept + len(part.lengths) >= count:
+                    part = part.head(count - kept)
+                kept += len(part.lengths)
+                if progress is not None:
+                    progress(kept, count)
+                yield part
+                if kept == count:
+                    return
+            used += block
 
     # -- chunking ---------------------------------------------------------------------------------
     def _slot_points(self) -> int:

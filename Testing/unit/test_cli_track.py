@@ -147,6 +147,23 @@ def test_dwi_options_with_a_fod_and_fod_options_with_a_dwi_are_said_to_be_ignore
     assert capsys.readouterr().err == "difftract: warning: --bvals, --lmax: for --dwi; ignored with --fod\n"
 
 
+def test_select_keeps_the_first_streamlines_from_random_seeds_in_the_image(files, tmp_path, capsys):
+    argv = ["track", "--fod", files / "fod.nii.gz", "--seed-image", files / "mask.nii.gz", "--mask",
+            files / "mask.nii.gz", "--step", 0.5]
+    assert run(*argv, "--select", 40, "--out", tmp_path / "select.trx") == 0
+    summary = capsys.readouterr().err.splitlines()[-2]
+    assert summary.startswith("40 streamlines from the first ") and " seeds in " in summary
+    used = int(summary.split("the first ")[1].split()[0])
+    assert run(*argv, "--seeds", used, "--quiet", "--out", tmp_path / "seeds.trx") == 0
+    selected, drawn = load_tractogram(tmp_path / "select.trx"), load_tractogram(tmp_path / "seeds.trx")
+    assert drawn.seed_index.tolist() == selected.seed_index.tolist()    # the same seeds: all used, none more
+    np.testing.assert_array_equal(drawn.points.numpy(), selected.points.numpy())
+    assert run(*argv, "--seeds", 5, "--select", 40, "--quiet", "--out", tmp_path / "few.tck") == 0
+    assert capsys.readouterr().err.startswith("difftract: warning: only ")
+    assert run(*argv, "--seeds", 5, "--seeds-per-voxel", 2, "--quiet", "--out", tmp_path / "no.tck") == 2
+    assert "--seeds-per-voxel place seeds in every voxel" in capsys.readouterr().err
+
+
 def test_an_odd_lmax_is_refused_as_the_command_line_is_read(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("track", "--dwi", files / "missing.nii.gz", "--lmax", 7, "--seed-points", files / "seeds.txt",

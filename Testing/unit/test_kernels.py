@@ -149,6 +149,25 @@ def test_chunks_threads_and_seed_ids_do_not_change_the_streamlines(phantom_cross
     assert np.array_equal(points, whole.points)
 
 
+@pytest.mark.parametrize("algorithm", ["sdstream", "detmax"])
+def test_select_keeps_the_first_accepted_in_seed_order_whatever_the_chunks(phantom_cross, algorithm):
+    field, mask, seeds = phantom_cross
+    everything = KernelTracker(field, mask=mask, algorithm=algorithm, step_size=0.5, device="cpu")(seeds)
+    count = len(everything.lengths) // 2
+    for chunk_size in (None, 7):
+        tracker = KernelTracker(field, mask=mask, algorithm=algorithm, step_size=0.5, device="cpu", chunk_size=chunk_size)
+        calls = []
+        parts = list(tracker.select(lambda a, b: (seeds[a:b], None), count, len(seeds),
+                                    progress=lambda done, total: calls.append((done, total))))
+        lengths = np.concatenate([p.lengths for p in parts])
+        assert len(lengths) == count and calls[-1] == (count, count)
+        np.testing.assert_array_equal(np.concatenate([p.seed_index for p in parts]), everything.seed_index[:count])
+        np.testing.assert_array_equal(np.concatenate([p.points for p in parts]),
+                                      everything.points[:int(everything.lengths[:count].sum())])
+    short = list(tracker.select(lambda a, b: (seeds[a:b], None), 10 ** 6, 30))  # at most 30 seeds
+    assert sum(len(p.lengths) for p in short) == int((everything.seed_index < 30).sum())
+
+
 def test_a_cancelled_run_stops_between_chunks(phantom_cross):
     field, mask, seeds = phantom_cross
     tracker = KernelTracker(field, mask=mask, step_size=0.5, device="cpu", chunk_size=10)

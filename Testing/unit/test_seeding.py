@@ -4,7 +4,7 @@ import pytest
 
 from DiffTractographyLib.errors import InputError
 from DiffTractographyLib.geometry import apply_affine
-from DiffTractographyLib.seeding import outside_grid, read_seed_file, seeds_from_mask
+from DiffTractographyLib.seeding import RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
 from helpers import oblique_affine
 
 AFFINE = oblique_affine(flip_x=True)
@@ -25,6 +25,19 @@ def test_random_seeds_stay_in_their_voxels_and_are_reproducible():
     assert ijk[:50].std(0).min() > 0.2  # spread over the voxel
     np.testing.assert_array_equal(seeds, seeds_from_mask(mask(), AFFINE, seeds_per_voxel=50, rng_seed=3))
     assert not np.array_equal(seeds, seeds_from_mask(mask(), AFFINE, seeds_per_voxel=50, rng_seed=4))
+
+
+def test_random_seeds_in_an_image_are_one_sequence_spread_evenly_over_its_voxels():
+    stream = RandomSeeds(mask(), AFFINE, rng_seed=3)
+    seeds = stream.draw(0, 4000)
+    np.testing.assert_array_equal(stream.draw(1000, 1500), seeds[1000:1500])  # any block of the same sequence
+    ijk = apply_affine(np.linalg.inv(AFFINE), seeds)
+    first = (np.abs(ijk - [1, 2, 3]) <= 0.5).all(1)
+    assert (first | (np.abs(ijk - [3, 4, 5]) <= 0.5).all(1)).all()
+    assert 1900 < first.sum() < 2100                     # a voxel drawn uniformly: 2000 +- 3 sd
+    assert not np.array_equal(seeds, RandomSeeds(mask(), AFFINE, rng_seed=4).draw(0, 4000))
+    only_two = RandomSeeds(mask(), AFFINE, label=2).draw(0, 50)
+    assert (np.abs(apply_affine(np.linalg.inv(AFFINE), only_two) - [3, 4, 5]) <= 0.5).all()
 
 
 def test_grid_seeds_and_labels():
