@@ -189,6 +189,26 @@ def select_streamlines(tractogram: Tractogram, include: Sequence[Region] = (), e
     return keep
 
 
+def tckgen_keeps(points: np.ndarray, lengths: np.ndarray, seed_at: np.ndarray, include: Sequence[Region] = (),
+                 exclude: Sequence[Region] = ()) -> np.ndarray:
+    """(N,) bool, True for the streamlines (``points`` (P, 3) RAS mm, ``lengths`` (N,)) that ``tckgen``
+    keeps with ``-include`` / ``-exclude``: a vertex in every include region, and no vertex in an exclude
+    region but the seed (``seed_at`` (N,): its vertex index), which tckgen tests for inclusion only.
+    Otherwise tckedit's test (``select_streamlines``): tckgen tests the vertices as it adds them."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    points = torch.from_numpy(np.ascontiguousarray(points))
+    keep = np.ones(len(lengths), dtype=bool)
+    for region in include:
+        keep &= np.bincount(owner, region.contains(points).cpu().numpy(), minlength=len(lengths)) > 0
+    seeds = np.cumsum(lengths) - lengths + np.asarray(seed_at, dtype=np.int64)
+    for region in exclude:
+        inside = region.contains(points).cpu().numpy().copy()
+        inside[seeds] = False
+        keep &= np.bincount(owner, inside, minlength=len(lengths)) == 0
+    return keep
+
+
 def selected(tractogram: Tractogram, include: Sequence[Region] = (), exclude: Sequence[Region] = ()) -> Tractogram:
     """The streamlines of ``tractogram`` that visit every ``include`` region and enter no ``exclude``
     region (``tractogram`` itself when there are none)."""

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..tracking.algorithms import ALGORITHMS as DECLARED
 from ..tracking.algorithms import algorithm
 from . import COMMANDS
+from .select import REGION_HELP
 from ..files import FORMATS, check_output, tractogram_format
 
 EPILOG = """\
@@ -102,11 +103,16 @@ def add_parser(sub) -> None:
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
     inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fit for --dwi (default 8)")
     add_seed_arguments(p.add_argument_group("seeds (one of)"))
-    p.add_argument_group("selection").add_argument(
-        "--select", type=positive_count, metavar="N",
-        help="track until N streamlines are accepted and keep those, the first N in seed order (tckgen -select): "
-             "seeds are drawn at random in --seed-image, at most --seeds of them (default 1000 x N), or taken "
-             "from --seed-points in order")
+    chosen = p.add_argument_group("selection (as tckgen's)")
+    chosen.add_argument("--select", type=positive_count, metavar="N",
+                        help="track until N streamlines are accepted and keep those, the first N in seed order "
+                             "(tckgen -select): seeds are drawn at random in --seed-image, at most --seeds of them "
+                             "(default 1000 x N), or taken from --seed-points in order")
+    chosen.add_argument("--include", action="append", default=[], metavar="REGION",
+                        help="region every kept streamline must visit (repeatable: all of them; tckgen -include). "
+                             + REGION_HELP)
+    chosen.add_argument("--exclude", action="append", default=[], metavar="REGION",
+                        help="region no kept streamline may enter, its seed apart (repeatable; tckgen -exclude)")
     trk = p.add_argument_group("tracking")
     trk.add_argument("--algorithm", choices=ALGORITHMS, default="sdstream",
                      help="; ".join(f"{a.name}: {a.summary}" for a in DECLARED.values()) + " (default sdstream)")
@@ -176,6 +182,25 @@ def _unused(args, *options: tuple[str, bool], why: str) -> None:
     given = [option for option, was_given in options if was_given]
     if given:
         warnings.warn(f"{', '.join(given)}: {why}", stacklevel=3)
+
+
+def _region_test(args, stats: Counter) -> Callable | None:
+    """``keep(chunk)`` for --include / --exclude (tckgen's test, ``selection.tckgen_keeps``), counting the
+    streamlines it rejects in ``stats``; None without regions (and then torch is not imported)."""
+    if not args.include and not args.exclude:
+        return None
+    from ..selection import parse_region, tckgen_keeps
+
+    include = [parse_region(spec) for spec in args.include]
+    exclude = [parse_region(spec) for spec in args.exclude]
+
+    def keep(chunk) -> np.ndarray:
+        kept = tckgen_keeps(chunk.points, chunk.lengths, chunk.before, include, exclude)
+        rejected = int((~kept).sum())
+        stats.update({"ACCEPTED": -rejected, "REJECTED_BY_REGIONS": rejected})
+        return kept
+
+    return keep
 
 
 def _field(args, source, mask):
@@ -291,15 +316,16 @@ def run_track(args) -> int:
     if not args.quiet and tracker.needs_compiling():
         print(COMPILING, file=sys.stderr)
     stats: Counter = Counter()
+    keep = _region_test(args, stats)
     if args.select:
         most = available if available is not None else args.seeds or 1000 * args.select  # tckgen's -seeds default
         total, unit = args.select, "streamline"
-        run = partial(tracker.select, draw, args.select, most, stats=stats)
+        run = partial(tracker.select, draw, args.select, most, stats=stats, keep=keep)
     else:
         points, directions = draw(0, available)
         total = most = len(points)
         unit = "seed"
-        run = partial(tracker.chunks, points, seed_directions=directions, stats=stats)
+        run = partial(tracker.chunks, points, seed_directions=directions, stats=stats, keep=keep)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

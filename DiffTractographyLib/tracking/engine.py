@@ -66,10 +66,9 @@ class Chunk(NamedTuple):
     half_starts: np.ndarray
     seed_row: np.ndarray
 
-    def head(self, count: int) -> Chunk:
-        """The first ``count`` streamlines."""
-        n_points = int(self.lengths[:count].sum())
-        return Chunk(self.points[:n_points], *(field[:count] for field in self[1:]))
+    def subset(self, keep: np.ndarray) -> Chunk:
+        """The streamlines where ``keep`` (N,) bool is True."""
+        return Chunk(self.points[np.repeat(keep, self.lengths)], *(field[keep] for field in self[1:]))
 
 
 class KernelResult(namedtuple("KernelResult", (*Chunk._fields, "stats"))):
@@ -416,9 +415,11 @@ class KernelTracker:
         return KernelResult(*(np.concatenate(arrays) for arrays in zip(*parts)), stats)
 
     def chunks(self, seeds, *, seed_directions=None, seed_ids=None, progress: Callable[[int, int], None] | None = None,
-               cancel: Callable[[], bool] | None = None, stats: Counter | None = None) -> Iterator[Chunk]:
+               cancel: Callable[[], bool] | None = None, stats: Counter | None = None,
+               keep: Callable[[Chunk], np.ndarray] | None = None) -> Iterator[Chunk]:
         """``__call__`` a chunk at a time: yields each chunk's accepted streamlines (``Chunk``), in
-        seed order, so that a writer can stream them; ``stats`` gathers the counts."""
+        seed order, so that a writer can stream them; ``stats`` gathers the counts. ``keep(chunk)``,
+        (N,) bool, filters each chunk's streamlines further (e.g. ``selection.tckgen_keeps``)."""
         seeds, seed_directions, seed_ids = as_numpy(seeds), as_numpy(seed_directions), as_numpy(seed_ids)
         seeds = np.asarray(seeds, dtype=self.dtype)
         if seeds.ndim != 2 or seeds.shape[1] != 3:
@@ -456,6 +457,8 @@ class KernelTracker:
                 log.warning("CUDA ran out of memory; retrying with chunks of %d seeds", self._chunk)
                 continue
             part = part._replace(seed_row=part.seed_row + start)
+            if keep is not None:
+                part = part.subset(keep(part))
             self._adapt(end - start, time.perf_counter() - started)
             start = end
             if progress is not None:
@@ -464,13 +467,13 @@ class KernelTracker:
 
     def select(self, draw: Callable[[int, int], tuple], count: int, max_seeds: int, *,
                progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-               stats: Counter | None = None) -> Iterator[Chunk]:
+               stats: Counter | None = None, keep: Callable[[Chunk], np.ndarray] | None = None) -> Iterator[Chunk]:
         """Track seeds until ``count`` streamlines are accepted (tckgen -select), or ``max_seeds`` seeds
         are used (-seeds): yields the first ``count`` accepted in seed order, chunk by chunk.
         ``draw(start, stop)`` returns seeds start..stop-1 as (points (n, 3), directions (n, 3) or None);
         their numbers are their ``seed_index``, so the selection is the same whatever the blocks.
         ``progress(accepted, count)``; ``stats`` counts every seed tracked (the last chunk may track
-        seeds beyond the selection's last one)."""
+        seeds beyond the selection's last one); ``keep`` filters as in ``chunks``, before counting."""
         if count < 1 or max_seeds < 1:
             raise InputError(f"select at least one streamline from at least one seed, got {count} from {max_seeds}")
         used = kept = 0
@@ -480,10 +483,11 @@ class KernelTracker:
             block = int(min(max_seeds - used, max(wanted * 1.05 + 64, self._next_chunk())))
             points, directions = draw(used, used + block)
             ids = np.arange(used, used + block, dtype=np.int64)
-            for part in self.chunks(points, seed_directions=directions, seed_ids=ids, cancel=cancel, stats=stats):
+            for part in self.chunks(points, seed_directions=directions, seed_ids=ids, cancel=cancel, stats=stats,
+                                    keep=keep):
                 part = part._replace(seed_row=part.seed_row + used)
                 if kept + len(part.lengths) >= count:
-                    part = part.head(count - kept)
+                    part = part.subset(np.arange(len(part.lengths)) < count - kept)
                 kept += len(part.lengths)
                 if progress is not None:
                     progress(kept, count)

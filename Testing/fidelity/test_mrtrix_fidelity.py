@@ -186,3 +186,30 @@ def test_sdstream_reproduces_tckgen_to_the_bit_on_fibres_along_the_sh_frames_z_a
     reference = load_tractogram(root / f"{name}_ref_subset.tck").numpy_streamlines()
     assert len(reference) == 250
     assert all(i in ours and np.array_equal(ours[i], r) for i, r in enumerate(reference))
+
+
+@pytest.mark.mrtrix
+@pytest.mark.skipif(shutil.which("tckgen") is None, reason="MRtrix3 is not installed")
+def test_include_and_exclude_regions_keep_the_streamlines_tckgen_keeps(data_dir, tmp_path):
+    """tckgen with -include/-exclude from the same random seeds as a run without them keeps a subset of
+    that run's streamlines; tracking that run's seeds with --include/--exclude keeps the same subset."""
+    root = data_dir / "phantom_cross"
+    regions = ["-include", "5,-16,12,6", "-exclude", "-12,-16,12,5"]
+    for name, extra in (("all", []), ("roi", regions)):
+        subprocess.run(["tckgen", "-quiet", "-algorithm", "SD_Stream", str(root / "fod_mrtrix_masked.nii.gz"),
+                        f"{name}.tck", "-seed_image", str(root / "mask.nii.gz"), "-mask", str(root / "mask.nii.gz"),
+                        "-seeds", "1500", "-select", "0", "-step", "0.5", "-angle", "45", "-minlength", "2",
+                        "-maxlength", "250", "-nthreads", "0", "-output_seeds", f"{name}.csv", *extra],
+                       cwd=tmp_path, check=True, env={**os.environ, "MRTRIX_RNG_SEED": "5"})
+    points, dirs = _seed_rows(tmp_path / "all.tck", tmp_path / "all.csv")
+    np.savetxt(tmp_path / "seeds.txt", np.hstack([points, dirs]))
+    from DiffTractographyLib.cli import main
+
+    assert main(["track", "--fod", str(root / "fod_mrtrix_masked.nii.gz"), "--mask", str(root / "mask.nii.gz"),
+                 "--seed-points", str(tmp_path / "seeds.txt"), "--step", "0.5", "--angle", "45", "--min-length", "2",
+                 "--max-length", "250", "--include", "sphere:5,-16,12,6", "--exclude", "sphere:-12,-16,12,5",
+                 "--quiet", "--out", str(tmp_path / "ours.trx")]) == 0
+    ours = load_tractogram(tmp_path / "ours.trx")
+    kept_seeds = {tuple(p) for p in np.round(_seed_rows(tmp_path / "roi.tck", tmp_path / "roi.csv")[0], 3)}
+    assert len(ours) == len(kept_seeds) > 100
+    assert {tuple(p) for p in np.round(points[ours.seed_index.numpy()], 3)} == kept_seeds

@@ -164,6 +164,18 @@ def test_select_keeps_the_first_streamlines_from_random_seeds_in_the_image(files
     assert "--seeds-per-voxel place seeds in every voxel" in capsys.readouterr().err
 
 
+def test_select_counts_only_the_streamlines_the_regions_keep(files, tmp_path, capsys):
+    from DiffTractographyLib.selection import parse_region, select_streamlines
+
+    centre = np.loadtxt(files / "seeds.txt")[0, :3]            # the crossing
+    region = "sphere:{:.3f},{:.3f},{:.3f},3".format(*centre)
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-image", files / "mask.nii.gz", "--mask",
+               files / "mask.nii.gz", "--step", 0.5, "--select", 25, "--include", region, "--quiet", "--out",
+               tmp_path / "t.trx") == 0
+    kept = load_tractogram(tmp_path / "t.trx")
+    assert len(kept) == 25 and bool(select_streamlines(kept, include=[parse_region(region)]).all())
+
+
 def test_an_odd_lmax_is_refused_as_the_command_line_is_read(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("track", "--dwi", files / "missing.nii.gz", "--lmax", 7, "--seed-points", files / "seeds.txt",

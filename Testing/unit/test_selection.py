@@ -111,3 +111,15 @@ def test_sphere_boundary_is_tckedits_to_the_last_bit():
     data = np.load(Path(__file__).resolve().parents[1] / "Data" / "tckedit" / "sphere_boundary.npz")
     inside = Sphere(tuple(data["centre"]), float(data["radius"])).contains(torch.from_numpy(data["points"]))
     np.testing.assert_array_equal(inside.numpy(), data["kept"])
+
+
+def test_tckgen_tests_exclusion_on_every_vertex_but_the_seed_and_inclusion_on_all():
+    from DiffTractographyLib.selection import tckgen_keeps
+
+    line = np.array([[x, 0.0, 0.0] for x in range(5)], dtype=np.float32)   # vertices at x = 0..4 mm
+    points, lengths = np.vstack([line, line]), np.array([5, 5])
+    seed_at = np.array([0, 2])                                             # seeds at x = 0 and x = 2
+    around_first = Sphere((0.0, 0.0, 0.0), 0.5)
+    assert tckgen_keeps(points, lengths, seed_at, exclude=[around_first]).tolist() == [True, False]
+    assert tckgen_keeps(points, lengths, seed_at, include=[around_first]).tolist() == [True, True]
+    assert tckgen_keeps(points, lengths, seed_at, include=[Sphere((9.0, 0, 0), 1.0)]).tolist() == [False, False]
