@@ -66,7 +66,9 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
             bvals, bvecs = _sidecars(path)
         if bvals is None or bvecs is None:
             raise InputError("FSL gradients need both a .bval and a .bvec file")
-        values, vectors = read_fsl_gradients(bvals, bvecs, affine)
+        # FSL b-vectors follow the stored axes: a .mif's file order, a NIfTI's own axes
+        frame = read_header(path).stored_affine() if name.endswith(MIF_SUFFIXES) else affine
+        values, vectors = read_fsl_gradients(bvals, bvecs, frame)
         _check_count(data, len(values), f"{bvals} and {bvecs} have {len(values)} entries")
     return DWI(data, affine, values, vectors, b0_threshold=b0_threshold)
 

@@ -126,7 +126,7 @@ def save_nifti(array, affine, path, description: str = "") -> None:
     MRtrix3 image when ``path`` ends in .mif or .mif.gz (``mif.mif_bytes``)."""
     from .files import atomic_path
 
-    compress = str(path).endswith(".gz")
+    compress = str(path).lower().endswith(".gz")
     writer = mif.mif_bytes if str(path).lower().endswith((".mif", ".mif.gz")) else nifti_bytes
     payload = writer(array, affine, description, compress=compress)
     with atomic_path(path) as tmp:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,20 @@ class MifHeader:
     offset: int = 0
     keys: dict[str, list[str]] = field(default_factory=dict)
 
+    def stored_affine(self) -> np.ndarray:
+        """Voxel -> RAS mm of the spatial axes in the order and direction the file stores them (fastest
+        first, reversed axes turned back): the axes of FSL b-vectors given for this image, as MRtrix3
+        reads them (``File::NIfTI::adjust_transform``)."""
+        out = np.eye(4)
+        out[:3, 3] = self.affine[:3, 3]
+        for k, axis in enumerate(sorted(range(3), key=lambda a: abs(self.layout[a]))):
+            column = self.affine[:3, axis]
+            if self.layout[axis] < 0:
+                out[:3, 3] += column * (self.dim[axis] - 1)
+                column = -column
+            out[:3, k] = column
+        return out
+
     def dw_scheme(self) -> np.ndarray | None:
         """The ``dw_scheme`` gradient table (G, 4) (x, y, z RAS, b s/mm^2), or None."""
         rows = self.keys.get("dw_scheme")
@@ -75,14 +91,9 @@ def read_header(path) -> MifHeader:
     """The header of a .mif, .mif.gz or .mih file (InputError naming the file when it is not one)."""
     path = Path(path)
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                text = _header_text(stream)
-        else:
-            with open(path, "rb") as stream:
-                text = _header_text(stream)
-        return _parse(text, path)
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        with (gzip.open if _gzipped(path) else open)(path, "rb") as stream:
+            return _parse(_header_text(stream), path)
+    except (OSError, EOFError, ValueError, OverflowError, zlib.error) as exc:
         raise InputError(f"{path}: cannot read as an MRtrix image ({exc})") from exc
 
 
@@ -94,13 +105,18 @@ def read_mif(path) -> tuple[np.ndarray, MifHeader]:
     itemsize = 1 / 8 if header.datatype == "bit" else np.dtype(header.datatype).itemsize
     nbytes = math.ceil(count * itemsize)
     try:
-        if path.name.lower().endswith(".gz"):
-            raw = gzip.decompress(path.read_bytes())[header.offset:header.offset + nbytes]
+        if _gzipped(path):
+            with gzip.open(path, "rb") as stream:  # no more than the header says, whatever the file holds
+                stream.seek(header.offset)
+                raw = stream.read(nbytes)
         else:
+            held = os.path.getsize(header.data_file) - header.offset
+            if held < nbytes:
+                raise InputError(f"{path}: the image data is truncated ({max(held, 0)} of {nbytes} bytes)")
             with open(header.data_file, "rb") as stream:
                 stream.seek(header.offset)
                 raw = stream.read(nbytes)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: cannot read the image data ({exc})") from exc
     if len(raw) < nbytes:
         raise InputError(f"{path}: the image data is truncated ({len(raw)} of {nbytes} bytes)")
@@ -135,9 +151,14 @@ def mif_bytes(array, affine, description: str = "", compress: bool = False) -> b
     return gzip.compress(payload, compresslevel=6) if compress else payload
 
 
+def _gzipped(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
 def _header_text(stream) -> list[str]:
-    """The header's lines up to END (or the end of the file)."""
-    first = stream.readline(4096).decode("utf-8").strip()
+    """The header's lines up to END (or the end of the file); bytes that are not UTF-8 (in comments,
+    say) are kept as they are, as MRtrix3 keeps them."""
+    first = stream.readline(4096).decode("utf-8", "surrogateescape").strip()
     if not first.startswith(MAGIC):
         raise ValueError(f"it does not start with '{MAGIC}'")
     lines = []
@@ -145,7 +166,7 @@ def _header_text(stream) -> list[str]:
         line = stream.readline(1 << 20)
         if not line:
             return lines
-        text = line.decode("utf-8").split("#", 1)[0].strip(" \t\r\n\0")
+        text = line.decode("utf-8", "surrogateescape").split("#", 1)[0].strip(" \t\r\n\0")
         if text == "END":
             return lines
         lines.append(text)
@@ -176,24 +197,32 @@ def _parse(lines: list[str], path: Path) -> MifHeader:
     if len(dim) < 3 or min(dim) < 1:
         raise ValueError(f"dim: {values['dim']} is not a 3-D or larger image")
     vox = [float(v) for v in values["vox"].split(",")][:3]
-    if len(vox) < 3 or not all(v > 0 for v in vox):
-        raise ValueError(f"vox: {values['vox']} has no positive voxel size for each spatial axis")
+    if len(vox) < 3 or not all(math.isfinite(v) and v > 0 for v in vox):
+        raise ValueError(f"vox: {values['vox']} has no finite positive voxel size for each spatial axis")
     layout = _layout(values.get("layout"), len(dim))
     datatype = values["datatype"].lower()
     if datatype not in _TYPES:
-        raise ValueError(f"datatype {values['datatype']} is not supported (real voxels with LE/BE byte order)")
+        unordered = re.fullmatch(r"(c?float|u?int)(16|32|64)", datatype)
+        why = "it gives no byte order (LE or BE), and MRtrix3 cannot read it either" if unordered else \
+            "real voxels with LE/BE byte order are read"
+        raise ValueError(f"datatype {values['datatype']} is not supported: {why}")
     scaling = (0.0, 1.0)
     if "scaling" in values:
-        offset, scale = (float(v) for v in values["scaling"].split(","))
-        scaling = (offset, scale)
+        scaling = tuple(float(v) for v in values["scaling"].split(","))
+        if len(scaling) != 2 or not all(math.isfinite(v) for v in scaling):
+            raise ValueError(f"scaling: {values['scaling']} is not two finite numbers offset,scale")
     if data_file is None:
         raise ValueError("no 'file' entry")
-    name, _, offset = data_file.partition(" ")
-    offset = int(offset) if offset.strip() else 0
+    name, *rest = data_file.split()
+    offset = int(rest[0]) if rest else 0
+    if offset < 0:
+        raise ValueError(f"file: {data_file}: a negative offset")
     if name == ".":
         if offset <= 0:
             raise ValueError("'file: .' without the offset of the data")
         location = path
+    elif _gzipped(path):
+        raise ValueError(f"file: {data_file}: a .mif.gz holds its data itself ('file: . OFFSET'), as MRtrix3 requires")
     else:
         location = path.parent / name
     return MifHeader(dim, _affine(transform, vox, dim, path), layout, _TYPES[datatype], scaling, location, offset,
@@ -222,11 +251,13 @@ def _affine(transform: list[list[float]], vox: list[float], dim: tuple[int, ...]
                       "places it", stacklevel=4)
         rotation, translation = np.eye(3), -0.5 * (np.asarray(dim[:3]) - 1) * vox
     else:
-        rows = np.asarray(transform[:3], dtype=np.float64)
-        if rows.shape != (3, 4):
+        if len(transform) < 3 or any(len(row) != 4 for row in transform[:3]):
             raise ValueError("transform: three rows of four numbers expected")
+        rows = np.asarray(transform[:3], dtype=np.float64)
         rotation, translation = rows[:, :3].copy(), rows[:, 3]
         lengths = np.linalg.norm(rotation, axis=0)
+        if not (np.isfinite(rows).all() and (lengths > 0).all() and abs(np.linalg.det(rotation)) > 1e-6):
+            raise ValueError("transform: the rows do not give finite, independent axis directions")
         off = np.abs(lengths - 1.0) > 1e-6
         rotation[:, off] /= lengths[off]
         vox = np.where(off, vox * lengths, vox)

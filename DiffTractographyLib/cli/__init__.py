@@ -76,5 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print("difftract: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("difftract: error: out of memory; lower --chunk-size or the number of seeds", file=sys.stderr)
+        advice = "; lower --chunk-size or the number of seeds" if hasattr(args, "chunk_size") else ""
+        print(f"difftract: error: out of memory{advice}", file=sys.stderr)
         return 1

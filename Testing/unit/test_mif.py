@@ -6,6 +6,7 @@ beside them (make_sources.py, make_fixtures.sh): reversed and permuted strides, 
 realigns the oblique, x-flipped source to near-RAS axes as it writes, so voxels are compared in world
 space: each voxel of the .mif must hold the source's value at the same RAS point.
 """
+import gzip
 import os
 import shutil
 import subprocess
@@ -89,6 +90,16 @@ def test_a_dwi_takes_its_gradients_from_the_dw_scheme_in_ras_as_from_the_fsl_fil
     np.testing.assert_allclose(given.bvecs, -from_fsl.bvecs, atol=1e-6)
 
 
+def test_fsl_bvecs_given_for_a_mif_follow_its_storage_order_as_in_mrtrix3(folder):
+    """mrconvert -export_grad_fsl writes the table of the axes as stored (permuted, one reversed here);
+    read back against them, it is the image's own dw_scheme."""
+    own = load_dwi(folder / "dwi_permuted.mif")
+    from_fsl = load_dwi(folder / "dwi_permuted.mif", bvals=folder / "dwi_permuted.bval",
+                        bvecs=folder / "dwi_permuted.bvec")
+    assert mif.read_header(folder / "dwi_permuted.mif").layout[:2] == (2, -1)
+    np.testing.assert_allclose(from_fsl.bvecs, own.bvecs, atol=1e-8)
+
+
 def test_a_dwi_without_a_dw_scheme_asks_for_a_table(folder, tmp_path):
     shutil.copy(folder / "asym.mih", tmp_path)
     shutil.copy(folder / "asym.dat", tmp_path)
@@ -110,12 +121,21 @@ def test_what_we_write_reads_back_with_its_affine(tmp_path, name):
 @pytest.mark.parametrize("text, message", [
     ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32LE\nEND\n", "no 'file' entry"),
     ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: CFloat32LE\nfile: . 100\nEND\n", "CFloat32LE is not supported"),
-    ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32\nfile: . 100\nEND\n", "with LE/BE byte order"),
     ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\nlayout: +0,+0,+1\ndatatype: Float32LE\nfile: . 100\nEND\n",
      "not a permutation"),
     ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32LE\ntransform: 1,0,0,0\ntransform: 0,1,0,0\n"
      "transform: 0,0,1,0\nfile: . 200\nEND\n", r"the image data is truncated \(10 of 32 bytes\)"),
     ("mrtrix imag\n", "it does not start with 'mrtrix image'"),
+    ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32\nfile: . 100\nEND\n", "gives no byte order"),
+    ("mrtrix image\ndim: 2,2,2\nvox: inf,1,1\ndatatype: Float32LE\nfile: . 100\nEND\n", "no finite positive voxel"),
+    ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32LE\ntransform: 1,0,0,0\ntransform: 0,nan,0,0\n"
+     "transform: 0,0,1,0\nfile: . 200\nEND\n", "do not give finite, independent axis directions"),
+    ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32LE\nscaling: 2\nfile: . 100\nEND\n",
+     "is not two finite numbers"),
+    ("mrtrix image\ndim: 100000,100000,100000\nvox: 1,1,1\ndatatype: Float32LE\ntransform: 1,0,0,0\n"
+     "transform: 0,1,0,0\ntransform: 0,0,1,0\nfile: . 200\nEND\n", r"truncated \(10 of 4000000000000000 bytes\)"),
+    ("mrtrix image\ndim: 2,2,2\nvox: 1,1,1\ndatatype: Float32LE\ntransform: 1,0,0,0\ntransform: 0,1,0,0\n"
+     "transform: 0,0,1,0\nfile: . 99999999999999999999\nEND\n", r"truncated \(0 of 32 bytes\)"),
 ])
 def test_damaged_headers_are_one_line_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad.mif"
@@ -123,6 +143,23 @@ def test_damaged_headers_are_one_line_naming_the_file(tmp_path, text, message):
     with pytest.raises(InputError, match=message) as error:
         load_nifti(path)
     assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_damaged_compressed_files_are_one_line(folder, tmp_path):
+    payload = (folder / "asym.mif.gz").read_bytes()
+    (tmp_path / "corrupt.mif.gz").write_bytes(payload[:20] + bytes(b ^ 0x5A for b in payload[20:60]) + payload[60:])
+    (tmp_path / "short.mif.gz").write_bytes(payload[:-40])
+    (tmp_path / "outside.mif.gz").write_bytes(gzip.compress((folder / "asym.mih").read_bytes()))
+    for name, message in (("corrupt.mif.gz", "cannot read as an MRtrix image"), ("short.mif.gz", "image data"),
+                          ("outside.mif.gz", "a .mif.gz holds its data itself")):
+        with pytest.raises(InputError, match=message):
+            load_nifti(tmp_path / name)
+
+
+def test_an_upper_case_gz_suffix_is_written_compressed(tmp_path):
+    save_nifti(np.ones((2, 3, 4), np.float32), np.eye(4), tmp_path / "MAP.MIF.GZ")
+    assert (tmp_path / "MAP.MIF.GZ").read_bytes()[:2] == b"\x1f\x8b"
+    np.testing.assert_array_equal(load_nifti(tmp_path / "MAP.MIF.GZ")[0], np.ones((2, 3, 4)))
 
 
 @mrtrix

@@ -12,3 +12,5 @@ mrconvert $q asym.nii asym_int16_scaled.mif -datatype int16 -scaling 10,0.5
 mrconvert $q asym.nii asym_float64be.mif -datatype float64be
 mrconvert $q mask.nii mask_bit.mif -datatype bit
 mrconvert $q dwi.nii.gz dwi.mif -fslgrad dwi.bvec dwi.bval -strides -1,2,3,4
+# the DWI permuted and reversed on disk, with the FSL table MRtrix3 exports for that storage order
+mrconvert $q dwi.mif dwi_permuted.mif -strides 2,-1,3,4 -export_grad_fsl dwi_permuted.bvec dwi_permuted.bval
