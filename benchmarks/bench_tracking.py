@@ -13,6 +13,8 @@ phantom as the mask. Runs:
   voxels, 48,064 seeds; ``-seed_grid_per_voxel ball 2``);
 - small: one random seed in every voxel of a 22.8 mm ball (3,184 seeds; ``-seed_random_per_voxel``);
 - one seed: a single seed (``--seed-points`` / ``-seed_sphere x,y,z,0 -seeds 1``): start-up cost;
+- select: random seeds in the whole mask until 10,000 streamlines are accepted (``--select`` /
+  ``-seed_image mask -select 10000``, tckgen's everyday use);
 - first run: the small run in a fresh Numba cache directory, i.e. including the one-off compilation.
 
 Seeds without a direction start along a random direction in both tools, so the streamline counts
@@ -39,6 +41,7 @@ from processes import DIFFTRACT, machine, median_of, tck_count  # noqa: E402
 from records import commit, save  # noqa: E402
 
 GRID_BALL_MM, SMALL_BALL_MM = 28.3, 22.8
+SELECT = 10_000
 ONE_SEED = (10.0, 30.0, 0.0)
 
 
@@ -55,7 +58,7 @@ def write_phantom(folder: Path, shape, voxel: float) -> None:
 
 
 def commands(folder: Path, threads: int) -> dict[str, tuple[list, list, int]]:
-    """run -> (difftract command, tckgen command, seeds)."""
+    """run -> (difftract command, tckgen command, seeds; 0 for the select run)."""
     fod, mask = folder / "fod.nii.gz", folder / "mask.nii.gz"
     ours = [*DIFFTRACT, "track", "--fod", fod, "--mask", mask, "--nthreads", threads, "--force", "--quiet"]
     theirs = ["tckgen", fod, "-algorithm", "SD_Stream", "-mask", mask, "-select", "0", "-nthreads", threads,
@@ -74,6 +77,9 @@ def commands(folder: Path, threads: int) -> dict[str, tuple[list, list, int]]:
         "one seed": (ours + ["--seed-points", folder / "one_seed.txt", "--out", folder / "ours_one.tck"],
                      theirs + ["-seed_sphere", ",".join(map(str, ONE_SEED)) + ",0", "-seeds", "1",
                                folder / "mrtrix_one.tck"], 1),
+        "select": (ours + ["--seed-image", mask, "--select", str(SELECT), "--out", folder / "ours_select.tck"],
+                   theirs[:theirs.index("-select")] + theirs[theirs.index("-select") + 2:]
+                   + ["-seed_image", mask, "-select", str(SELECT), folder / "mrtrix_select.tck"], 0),
     }
 
 
@@ -108,7 +114,7 @@ def main() -> None:
           f"{'MB tckgen':>9s} {'streamlines ours / tckgen':>26s}")
     for name, r in record["runs"].items():
         o, t = r["difftract"], r["tckgen"]
-        print(f"{name:10s} {r['seeds']:7d} {o['seconds']:12.2f} {t['seconds']:9.2f} {r['ratio']:6.2f} "
+        print(f"{name:10s} {r['seeds'] or 'random':>7} {o['seconds']:12.2f} {t['seconds']:9.2f} {r['ratio']:6.2f} "
               f"{o['peak_mb']:8.0f} {t['peak_mb']:9.0f} {o['streamlines']:>12d} / {t['streamlines']:<12d}")
     print(f"first run, compiling the kernels: {record['first_run_seconds']:.1f} s (small run)")
     print(json.dumps(record))

@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("density", help=COMMANDS["density"], description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="TRACTOGRAM", help="tractogram (.tck, .trk, .trx, .vtk, .vtp; RAS mm)")
-    p.add_argument("--template", required=True, metavar="IMAGE", help="image (NIfTI or MRtrix3 .mif) whose grid (shape, affine) the map takes")
+    p.add_argument("--template", required=True, metavar="IMAGE",
+                   help="image (NIfTI or MRtrix3 .mif) whose grid (shape, affine) the map takes")
     p.add_argument("--out", required=True, metavar="MAP", help="output image (.nii, .nii.gz, .mif or .mif.gz)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--precise", action="store_true",

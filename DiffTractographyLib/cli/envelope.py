@@ -50,11 +50,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("envelope", help=COMMANDS["envelope"], description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     inp = p.add_argument_group("input")
-    inp.add_argument("--dwi", metavar="FILE", help="DWI: 4-D NIfTI, MRtrix3 .mif or Slicer DWI NRRD (needed by --method wild)")
+    inp.add_argument("--dwi", metavar="FILE",
+                     help="DWI: 4-D NIfTI, MRtrix3 .mif or Slicer DWI NRRD (needed by --method wild)")
     inp.add_argument("--bvals", metavar="FILE", help="FSL b-values of --dwi (s/mm^2; default: the .bval beside it)")
     inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (default: the .bvec beside it)")
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
-    inp.add_argument("--fod", metavar="FILE", help="4-D image (NIfTI or .mif) of FOD SH coefficients (--method prob only)")
+    inp.add_argument("--fod", metavar="FILE",
+                     help="4-D image (NIfTI or .mif) of FOD SH coefficients (--method prob only)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis of --fod (as difftract track)")
     inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
     inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fits of --dwi (default 8)")
@@ -82,7 +84,8 @@ def add_parser(sub) -> None:
     trk.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
     out = p.add_argument_group("output")
     out.add_argument("--template", metavar="NIFTI", help="grid of --out-prob (default: the input's grid)")
-    out.add_argument("--out-prob", metavar="FILE", help="visitation probability, float32 image (.nii, .nii.gz, .mif or .mif.gz)")
+    out.add_argument("--out-prob", metavar="FILE",
+                     help="visitation probability, float32 image (.nii, .nii.gz, .mif or .mif.gz)")
     out.add_argument("--out-json", metavar="FILE", help="per-repeat values, percentiles and timings (JSON)")
     out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     out.add_argument("--quiet", action="store_true", help="no progress bar or summary")

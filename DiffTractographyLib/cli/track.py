@@ -86,7 +86,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("track", help=COMMANDS["track"], description=__doc__,
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     inp = p.add_argument_group("input field")
-    inp.add_argument("--fod", metavar="FILE", help="4-D image (NIfTI, or MRtrix3 .mif) of FOD SH coefficients (sdstream, detmax, prob)")
+    inp.add_argument("--fod", metavar="FILE",
+                     help="4-D image (NIfTI, or MRtrix3 .mif) of FOD SH coefficients (sdstream, detmax, prob)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07",
                      help="SH basis of --fod: tournier07 (MRtrix3, default), descoteaux07 (DIPY's default, "
                           "legacy=True), descoteaux07-nonlegacy (DIPY legacy=False)")
@@ -298,6 +299,8 @@ def run_track(args) -> int:
                             unidirectional=args.unidirectional, sh_precomputed=not args.noprecomputed,
                             precision=args.precision, device=args.device, chunk_size=args.chunk_size,
                             nthreads=args.nthreads, rng_seed=args.rng_seed).validate()
+    stats: Counter = Counter()
+    keep = _region_test(args, stats)  # a wrong region is said before any image is read
     source = _read_input(args)
     draw, available = _seed_source(args, source.affine, source.shape)
     mask = fit_mask = None
@@ -315,8 +318,6 @@ def run_track(args) -> int:
     tracker = KernelTracker(field, params, mask=mask)
     if not args.quiet and tracker.needs_compiling():
         print(COMPILING, file=sys.stderr)
-    stats: Counter = Counter()
-    keep = _region_test(args, stats)
     if args.select:
         most = available if available is not None else args.seeds or 1000 * args.select  # tckgen's -seeds default
         total, unit = args.select, "streamline"
