@@ -130,9 +130,28 @@ def seeds_in_spheres(centres, radius: float, count: int, rng_seed: int = 0, indi
         raise InputError(f"seeds per point must be at least 1, got {count}")
     ids = np.arange(len(c)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
     keys = (ids[:, None] * count + np.arange(count)).reshape(-1)
-    u = rng.uniform(rng_seed, keys, stream=2, n=3)
-    offsets = (radius * np.cbrt(u[:, 0]))[:, None] * rng.on_sphere(u[:, 1:])
-    return np.repeat(c, count, axis=0) + offsets
+    return np.repeat(c, count, axis=0) + _in_ball(radius, rng_seed, keys, stream=2)
+
+
+class BallSeeds:
+    """Seeds drawn uniformly in the ball of ``radius`` mm about ``centre`` (RAS mm; tckgen -seed_sphere);
+    ``draw(start, stop)`` as ``RandomSeeds.draw``: seed k depends on (``rng_seed``, k) alone."""
+
+    def __init__(self, centre, radius: float, rng_seed: int = 0):
+        self.centre = np.asarray(centre, dtype=np.float64).reshape(3)
+        if not (np.isfinite(self.centre).all() and np.isfinite(radius) and radius >= 0):
+            raise InputError(f"a seed sphere needs a finite centre and radius >= 0 mm, got {centre}, {radius}")
+        self.radius, self.rng_seed = float(radius), rng_seed
+
+    def draw(self, start: int, stop: int) -> np.ndarray:
+        """Seeds ``start`` .. ``stop`` - 1, (stop - start, 3) RAS mm."""
+        return self.centre + _in_ball(self.radius, self.rng_seed, np.arange(start, stop, dtype=np.int64), stream=5)
+
+
+def _in_ball(radius: float, rng_seed: int, keys: np.ndarray, stream: int) -> np.ndarray:
+    """(len(keys), 3) offsets uniform in the ball of ``radius`` mm, one per key of draw ``stream``."""
+    u = rng.uniform(rng_seed, keys, stream=stream, n=3)
+    return (radius * np.cbrt(u[:, 0]))[:, None] * rng.on_sphere(u[:, 1:])
 
 
 def seeds_in_box(box_to_world, size, count: int, rng_seed: int = 0) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import warnings
 
@@ -54,8 +55,20 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"difftract: warning: {message}", file=sys.stderr)
 
 
+def _numeric_lists_as_values(argv: list[str]) -> list[str]:
+    """``--seed-sphere -20,5,3,4`` as ``--seed-sphere=-20,5,3,4``: argparse takes a comma-separated list
+    that starts with a minus sign for an option, not for the value of the option before it."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-\.?\d[\d.eE+-]*(,[^,]*)+", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _numeric_lists_as_values(sys.argv[1:] if argv is None else list(argv))
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:

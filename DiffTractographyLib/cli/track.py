@@ -44,9 +44,40 @@ def add_seed_arguments(group) -> None:
     group.add_argument("--seed-placement", choices=("random", "grid"), default="random",
                        help="random within each voxel (default) or a regular grid (N must be 1, 8, 27, ...)")
     group.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
+    group.add_argument("--seed-sphere", type=sphere, metavar="X,Y,Z,R",
+                       help="seed uniformly in the ball of radius R mm about X,Y,Z (RAS mm; tckgen -seed_sphere): "
+                            "--seeds N of them, or as many as --select needs (default --select 1000, as tckgen)")
     group.add_argument("--seeds", type=positive_count, metavar="N",
-                       help="draw N seeds at random in --seed-image instead (a uniformly drawn seed voxel, a "
-                            "uniform point in it: tckgen -seed_image -seeds N)")
+                       help="draw N seeds at random: in --seed-image instead of per voxel (a uniformly drawn seed "
+                            "voxel, a uniform point in it: tckgen -seed_image -seeds N), or in --seed-sphere")
+    group.add_argument("--seed-direction", type=direction, metavar="DX,DY,DZ",
+                       help="start every streamline along this RAS direction (tckgen -seed_direction; tensordet, as "
+                            "tckgen's Tensor_Det, keeps the eigenvector's own sign)")
+
+
+def sphere(text: str) -> tuple[float, float, float, float]:
+    """--seed-sphere X,Y,Z,R: four finite numbers, R >= 0."""
+    values = _numbers(text, 4)
+    if values is None or values[3] < 0:
+        raise argparse.ArgumentTypeError(f"give X,Y,Z,R: the centre in RAS mm and a radius >= 0 mm, got {text}")
+    return values
+
+
+def direction(text: str) -> tuple[float, float, float]:
+    """--seed-direction DX,DY,DZ: three finite numbers, not all zero."""
+    values = _numbers(text, 3)
+    if values is None or not any(values):
+        raise argparse.ArgumentTypeError(f"give DX,DY,DZ: a RAS direction other than 0,0,0, got {text}")
+    return values
+
+
+def _numbers(text: str, count: int) -> tuple[float, ...] | None:
+    """``count`` comma-separated finite numbers, or None."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return values if len(values) == count and all(np.isfinite(values)) else None
 
 
 def positive_count(text: str) -> int:
@@ -225,22 +256,47 @@ def _field(args, source, mask):
 def _seeds(args, field_affine, field_shape) -> tuple[np.ndarray, np.ndarray | None]:
     """(seed points (N, 3) RAS mm, start directions (N, 3) or None) as the options ask."""
     draw, count = _seed_source(args, field_affine, field_shape)
+    if count is None:
+        raise InputError("--seed-sphere draws seeds at random: give their number, --seeds N")
     return draw(0, count)
 
 
 def _seed_source(args, field_affine, field_shape) -> tuple[Callable[[int, int], tuple], int | None]:
     """The seeds as (draw(start, stop) -> (points, directions or None), how many there are: None for
-    the endless random stream that --select draws from a seed image without --seeds)."""
+    the endless random stream that --select draws from a seed image or sphere without --seeds)."""
+    draw, count = _seed_points(args, field_affine, field_shape)
+    if args.seed_direction is None:
+        return draw, count
+    given = np.asarray(args.seed_direction, dtype=np.float64)
+
+    def along(start: int, stop: int) -> tuple:
+        points, directions = draw(start, stop)
+        if directions is not None:
+            raise InputError(f"{args.seed_points} gives the seeds' directions; --seed-direction would replace them")
+        return points, np.broadcast_to(given, points.shape)
+
+    return along, count
+
+
+def _seed_points(args, field_affine, field_shape) -> tuple[Callable[[int, int], tuple], int | None]:
+    """``_seed_source`` before --seed-direction."""
     from ..config import reference_rule
     from ..images import load_nifti
-    from ..seeding import RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
+    from ..seeding import BallSeeds, RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
 
-    if (args.seed_image is None) == (args.seed_points is None):
-        raise InputError("give exactly one of --seed-image or --seed-points")
+    sources = [flag for flag, value in (("--seed-image", args.seed_image), ("--seed-points", args.seed_points),
+                                        ("--seed-sphere", args.seed_sphere)) if value is not None]
+    if len(sources) != 1:
+        raise InputError(f"give exactly one of --seed-image, --seed-points or --seed-sphere, got "
+                         f"{' and '.join(sources) if sources else 'none'}")
+    per_voxel = [("--seed-label", args.seed_label is not None), ("--seeds-per-voxel", args.seeds_per_voxel != 1),
+                 ("--seed-placement", args.seed_placement != "random")]
+    if args.seed_sphere is not None:
+        _unused(args, *per_voxel, why="for --seed-image; ignored with --seed-sphere")
+        ball = BallSeeds(args.seed_sphere[:3], args.seed_sphere[3], args.rng_seed)
+        return (lambda start, stop: (ball.draw(start, stop), None)), args.seeds
     if args.seed_points is not None:
-        _unused(args, ("--seed-label", args.seed_label is not None), ("--seeds-per-voxel", args.seeds_per_voxel != 1),
-                ("--seed-placement", args.seed_placement != "random"), ("--seeds", args.seeds is not None),
-                why="for --seed-image; ignored with --seed-points")
+        _unused(args, *per_voxel, ("--seeds", args.seeds is not None), why="for --seed-image; ignored with --seed-points")
         points, directions = read_seed_file(args.seed_points)
         outside = outside_grid(points, field_affine, field_shape)
         if outside.any():
@@ -318,6 +374,8 @@ def run_track(args) -> int:
     tracker = KernelTracker(field, params, mask=mask)
     if not args.quiet and tracker.needs_compiling():
         print(COMPILING, file=sys.stderr)
+    if args.seed_sphere is not None and args.seeds is None and args.select is None:
+        args.select = 1000  # tckgen's default for seeds drawn at random
     if args.select:
         most = available if available is not None else args.seeds or 1000 * args.select  # tckgen's -seeds default
         total, unit = args.select, "streamline"
@@ -372,8 +430,9 @@ def run_track(args) -> int:
             bar.close()
     if not args.quiet:
         seconds = time.perf_counter() - start
+        tracked = stats.pop("SEEDS_TRACKED", most)
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(stats.items()))
-        print(f"{count} streamlines from {'the first ' if seeds_used < most else ''}{seeds_used} seeds in {seconds:.1f} s "
-              f"-> {out}\n"
-              f"terminations and outcomes: {counts}", file=sys.stderr)
+        print(f"{count} streamlines from {'the first ' if seeds_used < tracked else ''}{seeds_used} seeds in "
+              f"{seconds:.1f} s -> {out}\n"
+              f"terminations and outcomes of the {tracked} seeds tracked: {counts}", file=sys.stderr)
     return 0

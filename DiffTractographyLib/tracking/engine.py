@@ -472,19 +472,25 @@ class KernelTracker:
         are used (-seeds): yields the first ``count`` accepted in seed order, chunk by chunk.
         ``draw(start, stop)`` returns seeds start..stop-1 as (points (n, 3), directions (n, 3) or None);
         their numbers are their ``seed_index``, so the selection is the same whatever the blocks.
-        ``progress(accepted, count)``; ``stats`` counts every seed tracked (the last chunk may track
-        seeds beyond the selection's last one); ``keep`` filters as in ``chunks``, before counting."""
+        ``progress(accepted, count)``; ``stats`` counts the outcomes of every seed tracked, and their
+        number as ``SEEDS_TRACKED`` (the last chunk may track seeds beyond the selection's last one);
+        ``keep`` filters as in ``chunks``, before counting."""
         if count < 1 or max_seeds < 1:
             raise InputError(f"select at least one streamline from at least one seed, got {count} from {max_seeds}")
+        stats = Counter() if stats is None else stats
         used = kept = 0
         while kept < count and used < max_seeds:
-            # seeds for the streamlines still wanted at the acceptance so far (all of them at first)
+            # seeds for the streamlines still wanted at the acceptance so far (all of them at first), 5% more
             wanted = (count - kept) * (used / kept if kept else 1.0)
-            block = int(min(max_seeds - used, max(wanted * 1.05 + 64, self._next_chunk())))
+            block = int(min(max_seeds - used, wanted * 1.05 + 64))
             points, directions = draw(used, used + block)
             ids = np.arange(used, used + block, dtype=np.int64)
-            for part in self.chunks(points, seed_directions=directions, seed_ids=ids, cancel=cancel, stats=stats,
-                                    keep=keep):
+
+            def advance(done: int, total: int, before: int = used) -> None:
+                stats["SEEDS_TRACKED"] = before + done
+
+            for part in self.chunks(points, seed_directions=directions, seed_ids=ids, progress=advance, cancel=cancel,
+                                    stats=stats, keep=keep):
                 part = part._replace(seed_row=part.seed_row + used)
                 if kept + len(part.lengths) >= count:
                     part = part.subset(np.arange(len(part.lengths)) < count - kept)

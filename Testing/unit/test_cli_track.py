@@ -1,4 +1,5 @@
 """``difftract track`` end to end on real files; bad input ends in one line, exit 2, no output file."""
+import re
 import subprocess
 import sys
 
@@ -151,9 +152,11 @@ def test_select_keeps_the_first_streamlines_from_random_seeds_in_the_image(files
     argv = ["track", "--fod", files / "fod.nii.gz", "--seed-image", files / "mask.nii.gz", "--mask",
             files / "mask.nii.gz", "--step", 0.5]
     assert run(*argv, "--select", 40, "--out", tmp_path / "select.trx") == 0
-    summary = capsys.readouterr().err.splitlines()[-2]
-    assert summary.startswith("40 streamlines from the first ") and " seeds in " in summary
-    used = int(summary.split("the first ")[1].split()[0])
+    summary = re.search(r"^40 streamlines from (?:the first )?(\d+) seeds in .*\n"
+                        r"terminations and outcomes of the (\d+) seeds tracked: accepted (\d+)",
+                        capsys.readouterr().err, re.MULTILINE)
+    used, tracked, accepted = (int(g) for g in summary.groups())
+    assert used <= tracked and accepted >= 40
     assert run(*argv, "--seeds", used, "--quiet", "--out", tmp_path / "seeds.trx") == 0
     selected, drawn = load_tractogram(tmp_path / "select.trx"), load_tractogram(tmp_path / "seeds.trx")
     assert drawn.seed_index.tolist() == selected.seed_index.tolist()    # the same seeds: all used, none more
@@ -162,6 +165,26 @@ def test_select_keeps_the_first_streamlines_from_random_seeds_in_the_image(files
     assert capsys.readouterr().err.startswith("difftract: warning: only ")
     assert run(*argv, "--seeds", 5, "--seeds-per-voxel", 2, "--quiet", "--out", tmp_path / "no.tck") == 2
     assert "--seeds-per-voxel place seeds in every voxel" in capsys.readouterr().err
+
+
+def test_a_seed_sphere_with_a_seed_direction_is_seed_points_with_that_direction(files, tmp_path, capsys):
+    centre, along = np.loadtxt(files / "seeds.txt")[0, :3], np.loadtxt(files / "seeds.txt")[0, 3:]
+    np.savetxt(tmp_path / "seed.txt", [[*centre, *along]])
+    argv = ["track", "--fod", files / "fod.nii.gz", "--mask", files / "mask.nii.gz", "--step", 0.5, "--quiet"]
+    assert run(*argv, "--seed-points", tmp_path / "seed.txt", "--out", tmp_path / "one.trx") == 0
+    assert run(*argv, "--seed-sphere", ",".join(map(str, centre)) + ",0", "--seeds", 3, "--seed-direction",
+               ",".join(map(str, along)), "--out", tmp_path / "ball.trx") == 0
+    one, ball = load_tractogram(tmp_path / "one.trx").numpy_streamlines(), load_tractogram(tmp_path / "ball.trx")
+    assert ball.seed_index.tolist() == [0, 1, 2]
+    for streamline in ball.numpy_streamlines():
+        np.testing.assert_array_equal(streamline, one[0])
+    assert run(*argv, "--seed-sphere", ",".join(map(str, centre)) + ",4", "--select", 30, "--out",
+               tmp_path / "select.tck") == 0                        # --select 1000 by default, as tckgen
+    assert len(load_tractogram(tmp_path / "select.tck")) == 30
+    assert run(*argv, "--seed-points", files / "seeds.txt", "--seed-direction", "1,0,0", "--out",
+               tmp_path / "no.tck") == 2
+    assert "gives the seeds' directions; --seed-direction would replace them" in capsys.readouterr().err
+    assert not (tmp_path / "no.tck").exists()
 
 
 def test_select_counts_only_the_streamlines_the_regions_keep(files, tmp_path, capsys):

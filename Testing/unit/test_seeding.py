@@ -4,7 +4,7 @@ import pytest
 
 from DiffTractographyLib.errors import InputError
 from DiffTractographyLib.geometry import apply_affine
-from DiffTractographyLib.seeding import RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
+from DiffTractographyLib.seeding import BallSeeds, RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
 from helpers import oblique_affine
 
 AFFINE = oblique_affine(flip_x=True)
@@ -38,6 +38,15 @@ def test_random_seeds_in_an_image_are_one_sequence_spread_evenly_over_its_voxels
     assert not np.array_equal(seeds, RandomSeeds(mask(), AFFINE, rng_seed=4).draw(0, 4000))
     only_two = RandomSeeds(mask(), AFFINE, label=2).draw(0, 50)
     assert (np.abs(apply_affine(np.linalg.inv(AFFINE), only_two) - [3, 4, 5]) <= 0.5).all()
+
+
+def test_ball_seeds_fill_the_ball_uniformly_as_one_sequence():
+    ball = BallSeeds((10.0, -5.0, 3.0), 4.0, rng_seed=2)
+    seeds = ball.draw(0, 8000)
+    np.testing.assert_array_equal(ball.draw(500, 700), seeds[500:700])
+    r = np.linalg.norm(seeds - [10.0, -5.0, 3.0], axis=1)
+    assert r.max() <= 4.0 and abs((r <= 4.0 / 2 ** (1 / 3)).mean() - 0.5) < 0.02   # half the volume inside
+    assert np.abs(seeds.mean(0) - [10.0, -5.0, 3.0]).max() < 0.1
 
 
 def test_grid_seeds_and_labels():
