@@ -139,6 +139,9 @@ def parse_region(spec: str) -> Region:
     match = re.fullmatch(r"(.+):([0-9,]+)", spec)
     if match and is_image(match.group(1)):
         path, labels = match.group(1), [int(v) for v in match.group(2).split(",") if v]
+    if not is_image(path) and is_image(spec.rpartition(":")[0]):
+        raise InputError(f"region {spec!r}: give the labels as comma-separated whole numbers, e.g. "
+                         f"{spec.rpartition(':')[0]}:3,5")
     if not is_image(path):
         raise InputError(f"region {spec!r}: unknown region; give an image file ({', '.join(IMAGE_SUFFIXES)}), "
                          "sphere:, box: or obox: (see --help)")

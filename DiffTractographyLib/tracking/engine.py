@@ -37,6 +37,8 @@ CHUNK_SECONDS = 0.25
 #: bytes of streamline slots one chunk may hold: on the CPU a bound that keeps them in memory
 #: nearby, on CUDA enough rows to fill the GPU (a smaller chunk leaves most of its threads idle)
 SLOT_BYTES = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
+#: most seeds ``select`` draws at once (their points: 24 MB)
+SELECT_BLOCK = 1 << 20
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -471,7 +473,8 @@ class KernelTracker:
         """Track seeds until ``count`` streamlines are accepted (tckgen -select), or ``max_seeds`` seeds
         are used (-seeds): yields the first ``count`` accepted in seed order, chunk by chunk.
         ``draw(start, stop)`` returns seeds start..stop-1 as (points (n, 3), directions (n, 3) or None);
-        their numbers are their ``seed_index``, so the selection is the same whatever the blocks.
+        their numbers are their ``seed_index``, so the selection is the same whatever the blocks (DIPY's
+        methods start one streamline per peak at a seed without a direction: the cut may fall between them).
         ``progress(accepted, count)``; ``stats`` counts the outcomes of every seed tracked, and their
         number as ``SEEDS_TRACKED`` (the last chunk may track seeds beyond the selection's last one);
         ``keep`` filters as in ``chunks``, before counting."""
@@ -482,7 +485,7 @@ class KernelTracker:
         while kept < count and used < max_seeds:
             # seeds for the streamlines still wanted at the acceptance so far (all of them at first), 5% more
             wanted = (count - kept) * (used / kept if kept else 1.0)
-            block = int(min(max_seeds - used, wanted * 1.05 + 64))
+            block = int(min(max_seeds - used, wanted * 1.05 + 64, SELECT_BLOCK))
             points, directions = draw(used, used + block)
             ids = np.arange(used, used + block, dtype=np.int64)
 

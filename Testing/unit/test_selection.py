@@ -60,6 +60,7 @@ def test_region_specs(tmp_path):
     for bad, message in [("cube:1,2", "unknown region"), ("sphere:1,2,3", "4 comma-separated"),
                          ("sphere:0,0,0,-1", "radius"), ("box:1,0,0,1,0,1", "minimum"),
                          (f"{tmp_path / 'labels.nii.gz'}:9", "no voxel with label 9"),
+                         (f"{tmp_path / 'labels.nii.gz'}:x", "give the labels as comma-separated whole numbers"),
                          (str(tmp_path / "missing.nii.gz"), "no such")]:
         with pytest.raises(InputError, match=message):
             parse_region(bad)
