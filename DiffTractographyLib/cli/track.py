@@ -432,7 +432,7 @@ def run_track(args) -> int:
         seconds = time.perf_counter() - start
         tracked = stats.pop("SEEDS_TRACKED", most)
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(stats.items()))
-        print(f"{count} streamlines from {'the first ' if seeds_used < tracked else ''}{seeds_used} seeds in "
-              f"{seconds:.1f} s -> {out}\n"
-              f"terminations and outcomes of the {tracked} seeds tracked: {counts}", file=sys.stderr)
+        first = f"the first {seeds_used} seeds ({tracked} tracked)" if seeds_used < tracked else f"{seeds_used} seeds"
+        print(f"{count} streamlines from {first} in {seconds:.1f} s -> {out}\n"
+              f"terminations and outcomes: {counts}", file=sys.stderr)
     return 0
