@@ -75,8 +75,9 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
 
 def _header_scheme(path: Path) -> np.ndarray:
     """The ``dw_scheme`` (G, 4) of a .mif DWI; InputError when it has none."""
+    header = read_header(path)
     try:
-        table = read_header(path).dw_scheme()
+        table = header.dw_scheme()
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
     if table is None:

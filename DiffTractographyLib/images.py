@@ -12,8 +12,8 @@ from .errors import InputError
 from .geometry import as_affine, dot3
 
 #: the image files read: NIfTI and MRtrix3's format (``mif``); all but .mih are written too
-SUFFIXES = (".nii", ".nii.gz", ".mif", ".mif.gz", ".mih")
-WRITTEN = SUFFIXES[:-1]
+SUFFIXES = (".nii", ".nii.gz", *mif.SUFFIXES)
+WRITTEN = (".nii", ".nii.gz", ".mif", ".mif.gz")
 
 
 def load_nifti(path, ndim: int | tuple[int, ...] | None = None, what: str = "image", mrtrix: bool = False):
@@ -126,6 +126,8 @@ def save_nifti(array, affine, path, description: str = "") -> None:
     MRtrix3 image when ``path`` ends in .mif or .mif.gz (``mif.mif_bytes``)."""
     from .files import atomic_path
 
+    if not str(path).lower().endswith(WRITTEN):
+        raise InputError(f"{path}: images are written as {', '.join(WRITTEN)}")
     compress = str(path).lower().endswith(".gz")
     writer = mif.mif_bytes if str(path).lower().endswith((".mif", ".mif.gz")) else nifti_bytes
     payload = writer(array, affine, description, compress=compress)

@@ -143,10 +143,10 @@ def mif_bytes(array, affine, description: str = "", compress: bool = False) -> b
              "layout: " + ",".join(f"+{a}" for a in range(array.ndim)), "datatype: Float32LE"]
     lines += [f"transform: {','.join(repr(float(v)) for v in (*rotation[r], affine[r, 3]))}" for r in range(3)]
     lines += [f"comments: {line}" for line in description.splitlines() if line.strip()]
-    head = "\n".join(lines) + "\nfile: . "
+    head = ("\n".join(lines) + "\nfile: . ").encode()
     offset = len(head) + 16
     offset += -offset % 4  # the data starts at a multiple of 4, as MRtrix3 writes it
-    text = f"{head}{offset}\nEND\n".encode()
+    text = head + f"{offset}\nEND\n".encode()
     payload = text + bytes(offset - len(text)) + array.astype("<f4").tobytes(order="F")
     return gzip.compress(payload, compresslevel=6) if compress else payload
 

@@ -55,12 +55,18 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"difftract: warning: {message}", file=sys.stderr)
 
 
+#: options whose value is a list of numbers, which may start with a minus sign
+NUMBER_LISTS = ("--seed-sphere", "--seed-direction")
+
+
 def _numeric_lists_as_values(argv: list[str]) -> list[str]:
-    """``--seed-sphere -20,5,3,4`` as ``--seed-sphere=-20,5,3,4``: argparse takes a comma-separated list
-    that starts with a minus sign for an option, not for the value of the option before it."""
+    """``--seed-sphere -20,5,3,4`` as ``--seed-sphere=-20,5,3,4``: argparse takes a value that starts
+    with a minus sign and is not a plain number for an option, not for the value of the option before."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-\.?\d[\d.eE+-]*(,[^,]*)+", arg):
+        if arg == "--" or "--" in out:
+            out.append(arg)
+        elif out and out[-1] in NUMBER_LISTS and re.match(r"-\.?\d", arg):
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)

@@ -16,7 +16,8 @@ from ..files import check_outputs, write_text
 from ..images import WRITTEN
 from . import COMMANDS
 from .select import REGION_HELP
-from .track import add_limit_arguments, add_seed_arguments, sh_order
+from .arguments import DEFAULT_LMAX, sh_order
+from .track import add_limit_arguments, add_seed_arguments
 
 EPILOG = f"""\
 Regions (--include, --exclude): {REGION_HELP}
@@ -59,7 +60,8 @@ def add_parser(sub) -> None:
                      help="4-D image (NIfTI or .mif) of FOD SH coefficients (--method prob only)")
     inp.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis of --fod (as difftract track)")
     inp.add_argument("--sh-frame", choices=("world", "voxel"), help="frame of --fod (as difftract track)")
-    inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fits of --dwi (default 8)")
+    inp.add_argument("--lmax", type=sh_order, default=DEFAULT_LMAX,
+                     help=f"SH order of the CSD fits of --dwi (default {DEFAULT_LMAX})")
     inp.add_argument("--mask", metavar="FILE", help="stopping mask on the input's grid (also limits the response fit)")
     add_seed_arguments(p.add_argument_group("seeds (one of)"))
     env = p.add_argument_group("envelope")
@@ -83,7 +85,7 @@ def add_parser(sub) -> None:
     add_limit_arguments(trk)
     trk.add_argument("--nthreads", type=int, metavar="N", help="CPU threads (default: all cores)")
     out = p.add_argument_group("output")
-    out.add_argument("--template", metavar="NIFTI", help="grid of --out-prob (default: the input's grid)")
+    out.add_argument("--template", metavar="IMAGE", help="grid of --out-prob (default: the input's grid)")
     out.add_argument("--out-prob", metavar="FILE",
                      help="visitation probability, float32 image (.nii, .nii.gz, .mif or .mif.gz)")
     out.add_argument("--out-json", metavar="FILE", help="per-repeat values, percentiles and timings (JSON)")

@@ -27,7 +27,7 @@ from ..errors import InputError
 from . import COMMANDS
 from ..files import check_outputs, load_table, write_all
 from ..images import nifti_bytes
-from .track import sh_order
+from .arguments import DEFAULT_LMAX, sh_order
 from ..models import defaults
 
 #: the maps of ``fit dti``; the files ``fit MODEL --out-prefix PREFIX`` writes: PREFIX and each suffix, in order
@@ -56,7 +56,7 @@ def add_parser(subparsers) -> None:
     data.add_argument("--bvals", metavar="FILE", help="FSL b-values (default: the NIfTI's .bval sidecar)")
     data.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors (default: the NIfTI's .bvec sidecar)")
     data.add_argument("--grad", metavar="FILE", help="MRtrix gradient table (x y z b per row, scanner frame)")
-    data.add_argument("--mask", metavar="FILE", help="NIfTI mask on the DWI grid (default: voxels with signal)")
+    data.add_argument("--mask", metavar="FILE", help="mask (NIfTI or .mif) on the DWI grid (default: voxels with signal)")
     data.add_argument("--b0-threshold", type=float, default=B0_THRESHOLD, metavar="B",
                       help=f"b-values <= B s/mm^2 are b=0 volumes (default {B0_THRESHOLD:g})")
     out = common.add_argument_group("output")
@@ -75,8 +75,8 @@ def add_parser(subparsers) -> None:
                         help="fit the b=0 volumes and the shell at B s/mm^2 only (default: all volumes)")
 
     fod = models.add_parser("csd", parents=[common], help="constrained spherical deconvolution (DIPY's CSD)")
-    fod.add_argument("--lmax", type=sh_order, default=8,
-                     help="maximum SH degree, even (default 8; 12 with enough directions)")
+    fod.add_argument("--lmax", type=sh_order, default=DEFAULT_LMAX,
+                     help=f"maximum SH degree, even (default {DEFAULT_LMAX}; 12 with enough directions)")
     fod.add_argument("--sh-basis", choices=BASES, default="tournier07", help="SH basis written (default tournier07)")
     fod.add_argument("--shell", type=float, metavar="B", help="shell to fit, s/mm^2 (default: the largest)")
     fod.add_argument("--response", metavar="FILE",

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..tracking.algorithms import ALGORITHMS as DECLARED
 from ..tracking.algorithms import algorithm
 from . import COMMANDS
+from .arguments import DEFAULT_LMAX, direction, positive_count, sh_order, sphere
 from .select import REGION_HELP
 from ..files import FORMATS, check_output, tractogram_format
 
@@ -33,8 +34,8 @@ Example: difftract track --fod fod.nii.gz --seed-image mask.nii.gz --seeds-per-v
 """
 
 
-def add_seed_arguments(group) -> None:
-    """The seeding options ``_seeds`` reads (track, envelope)."""
+def add_seed_arguments(group, select: bool = False) -> None:
+    """The seeding options ``_seed_source`` reads (track, with ``select``; envelope)."""
     group.add_argument("--seed-image", metavar="FILE", help="seed in the non-zero voxels of this image")
     group.add_argument("--seed-points", metavar="FILE",
                        help="text file of seeds, 'x y z' or 'x y z dx dy dz' per row (RAS mm, optional "
@@ -46,49 +47,14 @@ def add_seed_arguments(group) -> None:
     group.add_argument("--seed-label", type=int, metavar="L", help="seed only where --seed-image equals L")
     group.add_argument("--seed-sphere", type=sphere, metavar="X,Y,Z,R",
                        help="seed uniformly in the ball of radius R mm about X,Y,Z (RAS mm; tckgen -seed_sphere): "
-                            "--seeds N of them, or as many as --select needs (default --select 1000, as tckgen)")
+                            + ("--seeds N of them, or as many as --select needs (default --select 1000, as tckgen)"
+                               if select else "--seeds N of them"))
     group.add_argument("--seeds", type=positive_count, metavar="N",
                        help="draw N seeds at random: in --seed-image instead of per voxel (a uniformly drawn seed "
                             "voxel, a uniform point in it: tckgen -seed_image -seeds N), or in --seed-sphere")
     group.add_argument("--seed-direction", type=direction, metavar="DX,DY,DZ",
                        help="start every streamline along this RAS direction (tckgen -seed_direction; tensordet, as "
                             "tckgen's Tensor_Det, keeps the eigenvector's own sign)")
-
-
-def sphere(text: str) -> tuple[float, float, float, float]:
-    """--seed-sphere X,Y,Z,R: four finite numbers, R >= 0."""
-    values = _numbers(text, 4)
-    if values is None or values[3] < 0:
-        raise argparse.ArgumentTypeError(f"give X,Y,Z,R: the centre in RAS mm and a radius >= 0 mm, got {text}")
-    return values
-
-
-def direction(text: str) -> tuple[float, float, float]:
-    """--seed-direction DX,DY,DZ: three finite numbers, not all zero."""
-    values = _numbers(text, 3)
-    if values is None or not any(values):
-        raise argparse.ArgumentTypeError(f"give DX,DY,DZ: a RAS direction other than 0,0,0, got {text}")
-    return values
-
-
-def _numbers(text: str, count: int) -> tuple[float, ...] | None:
-    """``count`` comma-separated finite numbers, or None."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        return None
-    return values if len(values) == count and all(np.isfinite(values)) else None
-
-
-def positive_count(text: str) -> int:
-    """A count option (--seeds, --select): a whole number >= 1, refused as the command line is read."""
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"give a whole number >= 1, got {text}")
-    return count
 
 
 def add_limit_arguments(group) -> None:
@@ -100,17 +66,6 @@ def add_limit_arguments(group) -> None:
     group.add_argument("--min-length", type=float, metavar="MM", help="discard streamlines shorter than this (mm)")
     group.add_argument("--max-length", type=float, metavar="MM",
                        help="stop streamlines at this length (mm; for detmax/prob: each half, as DIPY)")
-
-
-def sh_order(text: str) -> int:
-    """``--lmax``: an even SH order >= 2, refused as the command line is read (before any fit)."""
-    try:
-        order = int(text)
-    except ValueError:
-        order = None
-    if order is None or order < 2 or order % 2:
-        raise argparse.ArgumentTypeError(f"the SH order must be an even number >= 2, got {text}")
-    return order
 
 
 def add_parser(sub) -> None:
@@ -133,8 +88,9 @@ def add_parser(sub) -> None:
     inp.add_argument("--bvecs", metavar="FILE", help="FSL b-vectors of --dwi (voxel axes, x flipped for a "
                                                      "positive-determinant affine; default: the .bvec beside it)")
     inp.add_argument("--grad", metavar="FILE", help="MRtrix gradient table of --dwi (rows x y z b, RAS)")
-    inp.add_argument("--lmax", type=sh_order, default=8, help="SH order of the CSD fit for --dwi (default 8)")
-    add_seed_arguments(p.add_argument_group("seeds (one of)"))
+    inp.add_argument("--lmax", type=sh_order, default=DEFAULT_LMAX,
+                     help=f"SH order of the CSD fit for --dwi (default {DEFAULT_LMAX})")
+    add_seed_arguments(p.add_argument_group("seeds (one of)"), select=True)
     chosen = p.add_argument_group("selection (as tckgen's)")
     chosen.add_argument("--select", type=positive_count, metavar="N",
                         help="track until N streamlines are accepted and keep those, the first N in seed order "
@@ -191,8 +147,8 @@ def _read_input(args):
     if (args.fod is None) == (args.dwi is None):
         raise InputError("give exactly one of --fod (SH coefficients) or --dwi (diffusion-weighted images)")
     if args.fod is not None:
-        _unused(args, ("--bvals", args.bvals is not None), ("--bvecs", args.bvecs is not None),
-                ("--grad", args.grad is not None), ("--lmax", args.lmax != 8), why="for --dwi; ignored with --fod")
+        _unused(("--bvals", args.bvals is not None), ("--bvecs", args.bvecs is not None),
+                ("--grad", args.grad is not None), ("--lmax", args.lmax != DEFAULT_LMAX), why="for --dwi; ignored with --fod")
         data, affine = load_nifti(args.fod, ndim=4, what="FOD", mrtrix=_mrtrix(args))
         data = zero_non_finite(data, "(no fibre: streamlines end there)")
         try:
@@ -202,14 +158,14 @@ def _read_input(args):
     from ..dwi_io import load_dwi
 
     fits_fod = algorithm(args.algorithm).tracks_fod
-    _unused(args, ("--sh-basis", args.sh_basis != "tournier07"), ("--sh-frame", args.sh_frame is not None),
+    _unused(("--sh-basis", args.sh_basis != "tournier07"), ("--sh-frame", args.sh_frame is not None),
             why="for --fod; ignored with --dwi" + (" (the CSD fit's FOD is tournier07, world frame)" if fits_fod else ""))
     if not fits_fod:
-        _unused(args, ("--lmax", args.lmax != 8), why=f"for a CSD fit; {args.algorithm} tracks the DWI itself")
+        _unused(("--lmax", args.lmax != DEFAULT_LMAX), why=f"for a CSD fit; {args.algorithm} tracks the DWI itself")
     return load_dwi(args.dwi, bvals=args.bvals, bvecs=args.bvecs, grad=args.grad, mrtrix=_mrtrix(args))
 
 
-def _unused(args, *options: tuple[str, bool], why: str) -> None:
+def _unused(*options: tuple[str, bool], why: str) -> None:
     """One warning naming the ``options`` given (option, given) that this run does not use, and ``why``."""
     given = [option for option, was_given in options if was_given]
     if given:
@@ -262,64 +218,75 @@ def _seeds(args, field_affine, field_shape) -> tuple[np.ndarray, np.ndarray | No
 
 
 def _seed_source(args, field_affine, field_shape) -> tuple[Callable[[int, int], tuple], int | None]:
-    """The seeds as (draw(start, stop) -> (points, directions or None), how many there are: None for
-    the endless random stream that --select draws from a seed image or sphere without --seeds)."""
-    draw, count = _seed_points(args, field_affine, field_shape)
-    if args.seed_direction is None:
-        return draw, count
-    given = np.asarray(args.seed_direction, dtype=np.float64)
+    """The seeds as (draw(start, stop) -> (points (n, 3) RAS mm, start directions (n, 3) or None), how
+    many there are: None for the endless random stream that --select draws from without --seeds)."""
+    points_of, file_directions, count = _seed_points(args, field_affine, field_shape)
+    along = None if args.seed_direction is None else np.asarray(args.seed_direction, dtype=np.float64)
+    if along is not None and file_directions is not None:
+        raise InputError(f"{args.seed_points} gives the seeds' directions; --seed-direction would replace them")
 
-    def along(start: int, stop: int) -> tuple:
-        points, directions = draw(start, stop)
-        if directions is not None:
-            raise InputError(f"{args.seed_points} gives the seeds' directions; --seed-direction would replace them")
-        return points, np.broadcast_to(given, points.shape)
+    def draw(start: int, stop: int) -> tuple:
+        points = points_of(start, stop)
+        if along is not None:
+            return points, np.broadcast_to(along, points.shape)
+        return points, None if file_directions is None else file_directions[start:stop]
 
-    return along, count
+    return draw, count
 
 
-def _seed_points(args, field_affine, field_shape) -> tuple[Callable[[int, int], tuple], int | None]:
-    """``_seed_source`` before --seed-direction."""
+def _seed_points(args, field_affine, field_shape) -> tuple[Callable[[int, int], np.ndarray], np.ndarray | None,
+                                                            int | None]:
+    """(points_of(start, stop) -> seeds start..stop-1, a seed file's directions or None, the number of
+    seeds or None) of the one seed source given."""
     from ..config import reference_rule
     from ..images import load_nifti
-    from ..seeding import BallSeeds, RandomSeeds, outside_grid, read_seed_file, seeds_from_mask
+    from ..seeding import BallSeeds, RandomSeeds, read_seed_file, seeds_from_mask
 
     sources = [flag for flag, value in (("--seed-image", args.seed_image), ("--seed-points", args.seed_points),
                                         ("--seed-sphere", args.seed_sphere)) if value is not None]
     if len(sources) != 1:
         raise InputError(f"give exactly one of --seed-image, --seed-points or --seed-sphere, got "
                          f"{' and '.join(sources) if sources else 'none'}")
-    per_voxel = [("--seed-label", args.seed_label is not None), ("--seeds-per-voxel", args.seeds_per_voxel != 1),
-                 ("--seed-placement", args.seed_placement != "random")]
+    per_voxel = [("--seeds-per-voxel", args.seeds_per_voxel != 1), ("--seed-placement", args.seed_placement != "random")]
     if args.seed_sphere is not None:
-        _unused(args, *per_voxel, why="for --seed-image; ignored with --seed-sphere")
-        ball = BallSeeds(args.seed_sphere[:3], args.seed_sphere[3], args.rng_seed)
-        return (lambda start, stop: (ball.draw(start, stop), None)), args.seeds
+        _unused(("--seed-label", args.seed_label is not None), *per_voxel,
+                why="for --seed-image; ignored with --seed-sphere")
+        return BallSeeds(args.seed_sphere[:3], args.seed_sphere[3], args.rng_seed).draw, None, args.seeds
     if args.seed_points is not None:
-        _unused(args, *per_voxel, ("--seeds", args.seeds is not None), why="for --seed-image; ignored with --seed-points")
+        _unused(("--seed-label", args.seed_label is not None), *per_voxel, ("--seeds", args.seeds is not None),
+                why="for --seed-image; ignored with --seed-points")
         points, directions = read_seed_file(args.seed_points)
-        outside = outside_grid(points, field_affine, field_shape)
-        if outside.any():
-            first = int(np.argmax(outside))
-            where = (f"{args.seed_points}: {int(outside.sum())} of {len(points)} seeds lie outside the image "
-                     f"(first: row {first}, {points[first].round(2).tolist()} mm RAS)")
-            if outside.all():
-                raise InputError(where)
-            warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=3)
-        return (lambda start, stop: (points[start:stop], None if directions is None else directions[start:stop])), \
-            len(points)
+        _reject_outside(args.seed_points, points, field_affine, field_shape)
+        return partial(_rows, points), directions, len(points)
     image, affine = load_nifti(args.seed_image, ndim=3, what="seed image", mrtrix=_mrtrix(args))
     if args.seeds is not None or getattr(args, "select", None):
-        per_voxel = [flag for flag, given in (("--seeds-per-voxel", args.seeds_per_voxel != 1),
-                                              ("--seed-placement", args.seed_placement != "random")) if given]
-        if per_voxel:
-            raise InputError(f"{', '.join(per_voxel)} place seeds in every voxel of --seed-image; --seeds and --select "
+        given = [flag for flag, was_given in per_voxel if was_given]
+        if given:
+            raise InputError(f"{', '.join(given)} place seeds in every voxel of --seed-image; --seeds and --select "
                              "draw them at random in it: give one or the other")
         stream = RandomSeeds(image, affine, args.rng_seed, args.seed_label, reference_rule(args.algorithm))
-        return (lambda start, stop: (stream.draw(start, stop), None)), args.seeds
+        return stream.draw, None, args.seeds
     points = seeds_from_mask(image, affine, args.seeds_per_voxel, args.seed_placement, args.rng_seed,
                              args.seed_label, reference_rule(args.algorithm))
-    return (lambda start, stop: (points[start:stop], None)), len(points)
+    return partial(_rows, points), None, len(points)
+
+
+def _rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return array[start:stop]
+
+
+def _reject_outside(path, points: np.ndarray, field_affine, field_shape) -> None:
+    """Warn that seed rows outside the image will be rejected (tckgen's way); InputError when all are."""
+    from ..seeding import outside_grid
+
+    outside = outside_grid(points, field_affine, field_shape)
+    if outside.any():
+        first = int(np.argmax(outside))
+        where = (f"{path}: {int(outside.sum())} of {len(points)} seeds lie outside the image "
+                 f"(first: row {first}, {points[first].round(2).tolist()} mm RAS)")
+        if outside.all():
+            raise InputError(where)
+        warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=4)
 
 
 def _with_stop_map(args, mask):
@@ -374,12 +341,12 @@ def run_track(args) -> int:
     tracker = KernelTracker(field, params, mask=mask)
     if not args.quiet and tracker.needs_compiling():
         print(COMPILING, file=sys.stderr)
-    if args.seed_sphere is not None and args.seeds is None and args.select is None:
-        args.select = 1000  # tckgen's default for seeds drawn at random
-    if args.select:
-        most = available if available is not None else args.seeds or 1000 * args.select  # tckgen's -seeds default
-        total, unit = args.select, "streamline"
-        run = partial(tracker.select, draw, args.select, most, stats=stats, keep=keep)
+    # a seed sphere without --seeds selects 1000 streamlines, tckgen's default for seeds drawn at random
+    select = 1000 if available is None and args.select is None else args.select
+    if select:
+        most = 1000 * select if available is None else available  # tckgen's -seeds default
+        total, unit = select, "streamline"
+        run = partial(tracker.select, draw, select, most, stats=stats, keep=keep)
     else:
         points, directions = draw(0, available)
         total = most = len(points)
@@ -403,14 +370,15 @@ def run_track(args) -> int:
         n = 0
         for part in run(progress=progress):
             n += len(part.lengths)
-            if args.select and n == args.select:  # the selection ends at its last streamline's seed
+            if select and n == select:  # the selection ends at its last streamline's seed
                 seeds_used = int(part.seed_index[-1]) + 1
             yield part
         if n == 0:
-            raise InputError(f"no streamline was accepted from {most} seeds ({dict(stats)}); "
+            outcomes = {k: v for k, v in stats.items() if k != "SEEDS_TRACKED"}
+            raise InputError(f"no streamline was accepted from {most} seeds ({outcomes}); "
                              "check the mask, the cutoff and the seeds")
-        if args.select and n < args.select:
-            warnings.warn(f"only {n} of the {args.select} streamlines asked for were accepted from {most} seeds",
+        if select and n < select:
+            warnings.warn(f"only {n} of the {select} streamlines asked for were accepted from {most} seeds",
                           stacklevel=2)
 
     try:

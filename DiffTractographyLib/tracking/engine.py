@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import Counter, namedtuple
+from functools import partial
 from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
@@ -484,14 +485,11 @@ class KernelTracker:
         used = kept = 0
         while kept < count and used < max_seeds:
             # seeds for the streamlines still wanted at the acceptance so far (all of them at first), 5% more
-            wanted = (count - kept) * (used / kept if kept else 1.0)
+            wanted = (count - kept) * used / kept if kept else max(count, 2 * used)  # doubling while none
             block = int(min(max_seeds - used, wanted * 1.05 + 64, SELECT_BLOCK))
             points, directions = draw(used, used + block)
             ids = np.arange(used, used + block, dtype=np.int64)
-
-            def advance(done: int, total: int, before: int = used) -> None:
-                stats["SEEDS_TRACKED"] = before + done
-
+            advance = partial(_count_tracked, stats, used)
             for part in self.chunks(points, seed_directions=directions, seed_ids=ids, progress=advance, cancel=cancel,
                                     stats=stats, keep=keep):
                 part = part._replace(seed_row=part.seed_row + used)
@@ -596,6 +594,11 @@ class KernelTracker:
         order = [0, 1] if after_first else [1, 0]
         return Chunk(points, lengths, ids[keep], peak[keep], before, np.ascontiguousarray(half_starts[keep][:, order]),
                      rows[keep])
+
+
+def _count_tracked(stats: Counter, before: int, done: int, total: int) -> None:
+    """``select``'s progress within a block: the seeds tracked so far, ``before`` the block and ``done`` in it."""
+    stats["SEEDS_TRACKED"] = before + done
 
 
 def tensor_solver_matrix(field: DWIField, dtype) -> np.ndarray:

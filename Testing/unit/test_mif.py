@@ -111,11 +111,11 @@ def test_a_dwi_without_a_dw_scheme_asks_for_a_table(folder, tmp_path):
 def test_what_we_write_reads_back_with_its_affine(tmp_path, name):
     affine = oblique_affine(spacing=(2.0, 2.2, 2.5), flip_x=True)
     values = np.random.default_rng(1).normal(size=(5, 6, 7, 3)).astype(np.float32)
-    save_nifti(values, affine, tmp_path / name, description="difftract test\nsecond line")
+    save_nifti(values, affine, tmp_path / name, description="difftract test\nlésion à gauche, éèêëïîôûü")
     data, read_affine = load_nifti(tmp_path / name, ndim=4)
     np.testing.assert_array_equal(data, values)
     np.testing.assert_allclose(read_affine, affine, rtol=0, atol=1e-12)
-    assert mif.read_header(tmp_path / name).keys["comments"] == ["difftract test", "second line"]
+    assert mif.read_header(tmp_path / name).keys["comments"] == ["difftract test", "lésion à gauche, éèêëïîôûü"]
 
 
 @pytest.mark.parametrize("text, message", [
