@@ -79,20 +79,20 @@ def write_tck_rows(path, blocks: Iterable[tuple[np.ndarray, int]], properties: d
     from datetime import datetime
 
     extra = "".join(f"{k}: {v}\n" for k, v in (properties or {}).items())
-    head = f"mrtrix tracks\ntimestamp: {datetime.now().timestamp():.6f}\ndatatype: Float32LE\n{extra}"
+    head = f"mrtrix tracks\ntimestamp: {datetime.now().timestamp():.6f}\ndatatype: Float32LE\n{extra}".encode()
     base = len(head) + len("count: 0000000000\nfile: . \nEND\n")
     offset = base
     while offset != base + len(str(offset)):  # the offset counts its own digits
         offset = base + len(str(offset))
     count = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(f"{head}count: {0:010d}\nfile: . {offset}\nEND\n".encode("latin-1"))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # UTF-8, as MRtrix3 writes its headers
+        f.write(head + f"count: {0:010d}\nfile: . {offset}\nEND\n".encode())
         for rows, n in blocks:
             f.write(np.ascontiguousarray(rows, dtype="<f4"))
             count += n
         f.write(np.full(3, np.inf, dtype="<f4").tobytes())
         f.seek(len(head))
-        f.write(f"count: {count:010d}".encode("latin-1"))
+        f.write(f"count: {count:010d}".encode())
     return count
 
 
@@ -115,7 +115,7 @@ def read_tck_header(path) -> tuple[dict[str, str], int, str]:
             raise InputError(f"{path}: not an MRtrix3 .tck file (no 'mrtrix tracks' first line)")
         fields: dict[str, str] = {}
         for line in f:
-            line = line.decode("latin-1").strip()
+            line = line.decode("utf-8", "replace").strip()
             if line == "END":
                 break
             key, _, value = line.partition(":")

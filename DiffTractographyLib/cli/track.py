@@ -289,6 +289,17 @@ def _reject_outside(path, points: np.ndarray, field_affine, field_shape) -> None
         warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=4)
 
 
+def _tck_properties(args, params: TrackingParams, select: int | None) -> dict[str, str]:
+    """The .tck header fields, named as tckgen names them, that describe the run (``tckinfo`` lists
+    them; ``tckmap`` and ``tckedit`` read step_size): lengths in mm, the angle in degrees."""
+    fields = {"method": args.algorithm, "step_size": params.step_size, "max_angle": params.max_angle,
+              "threshold": params.cutoff, "min_dist": params.min_length, "max_dist": params.max_length,
+              "rk4": int(params.rk4), "unidirectional": int(params.unidirectional), "source": args.fod or args.dwi,
+              "max_num_tracks": select}
+    return {key: f"{value:g}" if isinstance(value, float) else str(value)
+            for key, value in fields.items() if value is not None}
+
+
 def _with_stop_map(args, mask):
     """The stopping region: ``mask`` ((data, affine) or None), and the --stop-map threshold when given."""
     from ..config import reference_rule
@@ -384,7 +395,7 @@ def run_track(args) -> int:
     try:
         if out.suffix.lower() == ".tck":  # streamed to the file chunk by chunk: memory stays flat
             count = write_tck(out, ((chunk.points, chunk.lengths) for chunk in accepted()),
-                              {"method": args.algorithm, "step_size": f"{tracker.params.step_size:g}"})
+                              _tck_properties(args, tracker.params, select))
         else:
             parts = list(accepted())
             lengths = np.concatenate([p.lengths for p in parts])

@@ -198,6 +198,21 @@ def test_select_counts_only_the_streamlines_the_regions_keep(files, tmp_path, ca
     assert len(kept) == 25 and bool(select_streamlines(kept, include=[parse_region(region)]).all())
 
 
+def test_a_tck_header_records_the_run_as_tckgen_names_it(files, tmp_path):
+    from DiffTractographyLib.io import read_tck_header
+
+    fod = tmp_path / "sujet é" / "fod.nii.gz"           # MRtrix3 writes its headers in UTF-8
+    fod.parent.mkdir()
+    fod.write_bytes((files / "fod.nii.gz").read_bytes())
+    assert run("track", "--fod", fod, "--seed-points", files / "seeds.txt", "--step", 0.5, "--angle", 45,
+               "--select", 2, "--quiet", "--out", tmp_path / "t.tck") == 0
+    fields = read_tck_header(tmp_path / "t.tck")[0]
+    assert {k: fields[k] for k in ("method", "step_size", "max_angle", "threshold", "rk4", "source",
+                                   "max_num_tracks", "count")} == {
+        "method": "sdstream", "step_size": "0.5", "max_angle": "45", "threshold": "0.1", "rk4": "0",
+        "source": str(fod), "max_num_tracks": "2", "count": "0000000002"}
+
+
 def test_an_odd_lmax_is_refused_as_the_command_line_is_read(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("track", "--dwi", files / "missing.nii.gz", "--lmax", 7, "--seed-points", files / "seeds.txt",
