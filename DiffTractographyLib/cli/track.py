@@ -9,6 +9,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ..tracking.algorithms import algorithm
 from . import COMMANDS
 from .arguments import DEFAULT_LMAX, direction, positive_count, sh_order, sphere
 from .select import REGION_HELP
-from ..files import FORMATS, check_output, tractogram_format
+from ..files import FORMATS, check_outputs, tractogram_format, write_text
 
 EPILOG = """\
 Coordinates: seed files and outputs are RAS millimetres, the world space of
@@ -126,7 +127,10 @@ def add_parser(sub) -> None:
                      help="seeds per kernel call (default: sized for progress about 4 times a second)")
     run.add_argument("--rng-seed", type=int, default=0, metavar="N", help="seed of all random draws (default 0)")
     run.add_argument("--out", required=True, metavar="FILE", help=f"output tractogram ({', '.join(FORMATS)})")
-    run.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    run.add_argument("--output-seeds", metavar="FILE",
+                     help="also write each streamline's seed as tckgen -output_seeds does: CSV rows of the streamline "
+                          "index, the seed's vertex index in it and its x,y,z (RAS mm)")
+    run.add_argument("--force", action="store_true", help="overwrite --out (and --output-seeds) if they exist")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=run_track)
 
@@ -289,6 +293,14 @@ def _reject_outside(path, points: np.ndarray, field_affine, field_shape) -> None
         warnings.warn(f"{where}; they are rejected, as tckgen rejects a seed outside its mask", stacklevel=4)
 
 
+def _seed_rows(chunk, first: int) -> str:
+    """tckgen's -output_seeds rows of a chunk whose first streamline is number ``first``: the
+    streamline's index, its seed's vertex index and the seed's x,y,z in RAS mm."""
+    seeds = chunk.points[np.cumsum(chunk.lengths) - chunk.lengths + chunk.before]
+    return "".join(f"{first + i},{before},{x:.9g},{y:.9g},{z:.9g},\n"
+                   for i, (before, (x, y, z)) in enumerate(zip(chunk.before.tolist(), seeds.tolist())))
+
+
 def _tck_properties(args, params: TrackingParams, select: int | None) -> dict[str, str]:
     """The .tck header fields, named as tckgen names them, that describe the run (``tckinfo`` lists
     them; ``tckmap`` and ``tckedit`` read step_size): lengths in mm, the angle in degrees."""
@@ -325,7 +337,10 @@ def run_track(args) -> int:
     from ..tracking.engine import COMPILING, KernelTracker, warm_up
 
     tractogram_format(args.out)
-    out = check_output(args.out, force=args.force)
+    check_outputs([("--out", args.out), ("--output-seeds", args.output_seeds)],
+                  inputs=[args.fod, args.dwi, args.mask, args.seed_image, args.seed_points, args.stop_map],
+                  force=args.force)
+    out = Path(args.out)
     warming = threading.Thread(target=warm_up, daemon=True)  # overlaps the image reads
     warming.start()
     params = TrackingParams(algorithm=args.algorithm, step_size=args.step, max_angle=args.angle, cutoff=args.cutoff,
@@ -374,12 +389,15 @@ def run_track(args) -> int:
             bar.update(done - bar.n)
 
     seeds_used = most
+    seed_rows: list[str] = []
 
     def accepted():
         """The tracker's chunks; none accepted at all is an error (raised before an output is committed)."""
         nonlocal seeds_used
         n = 0
         for part in run(progress=progress):
+            if args.output_seeds:
+                seed_rows.append(_seed_rows(part, n))
             n += len(part.lengths)
             if select and n == select:  # the selection ends at its last streamline's seed
                 seeds_used = int(part.seed_index[-1]) + 1
@@ -407,6 +425,8 @@ def run_track(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if args.output_seeds:
+        write_text(args.output_seeds, "#Track_index,Seed_index,Pos_x,Pos_y,Pos_z,\n" + "".join(seed_rows))
     if not args.quiet:
         seconds = time.perf_counter() - start
         tracked = stats.pop("SEEDS_TRACKED", most)

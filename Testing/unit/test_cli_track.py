@@ -213,6 +213,20 @@ def test_a_tck_header_records_the_run_as_tckgen_names_it(files, tmp_path):
         "source": str(fod), "max_num_tracks": "2", "count": "0000000002"}
 
 
+def test_output_seeds_lists_each_streamlines_seed_as_tckgen_does(files, tmp_path):
+    seeds = np.loadtxt(files / "seeds.txt")
+    assert run("track", "--fod", files / "fod.nii.gz", "--seed-points", files / "seeds.txt", "--step", 0.5, "--quiet",
+               "--output-seeds", tmp_path / "seeds.csv", "--out", tmp_path / "t.tck") == 0
+    text = (tmp_path / "seeds.csv").read_text()
+    assert text.startswith("#Track_index,Seed_index,Pos_x,Pos_y,Pos_z,\n")
+    rows = np.loadtxt(tmp_path / "seeds.csv", delimiter=",", comments="#", usecols=range(5))
+    streamlines = load_tractogram(tmp_path / "t.tck").numpy_streamlines()
+    assert rows[:, 0].tolist() == list(range(len(streamlines))) == [0, 1]
+    for (index, vertex, *point), streamline, seed in zip(rows, streamlines, seeds):
+        np.testing.assert_allclose(point, seed[:3], atol=1e-5)              # the seed as given (float32)
+        np.testing.assert_array_equal(streamline[int(vertex)], np.float32(point))
+
+
 def test_an_odd_lmax_is_refused_as_the_command_line_is_read(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("track", "--dwi", files / "missing.nii.gz", "--lmax", 7, "--seed-points", files / "seeds.txt",
