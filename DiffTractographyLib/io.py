@@ -107,6 +107,19 @@ def write_tck(path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], properties:
 TCK_TYPES = {"Float32LE": "<f4", "Float32BE": ">f4", "Float64LE": "<f8", "Float64BE": ">f8"}
 
 
+#: .tck header fields that belong to one file, not to how its streamlines were made
+_OWN_FIELDS = ("count", "total_count", "timestamp", "datatype", "file")
+
+
+def tck_lineage(source) -> dict[str, str]:
+    """The header fields of the .tck ``source`` that say how its streamlines were made (step_size,
+    method, source, ...: all but count, total_count, timestamp, datatype and file), for a file derived
+    from it to keep, as tckedit keeps them (tckmap reads step_size); {} for None or another format."""
+    if source is None or tractogram_format(source) != ".tck" or not Path(source).exists():
+        return {}
+    return {k: v for k, v in read_tck_header(source)[0].items() if k not in _OWN_FIELDS}
+
+
 def read_tck_header(path) -> tuple[dict[str, str], int, str]:
     """The key-value fields of a .tck header (first value of a repeated key), the byte offset of its
     data and the numpy dtype of its triplets."""
@@ -165,17 +178,18 @@ def read_tck(path) -> tuple[np.ndarray, np.ndarray]:
     return points.astype(np.float32, copy=False), lengths
 
 
-def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None) -> None:
+def save_tractogram(tractogram: Tractogram, path, groups: dict | None = None, derived_from=None) -> None:
     """Write ``tractogram`` (RAS mm) to ``path``; the format follows the extension.
 
     ``groups`` (.trx only): name -> (streamline indices, (3,) uint8 RGB colour or None), written as
-    TRX groups with the colour as the group's ``color`` data.
+    TRX groups with the colour as the group's ``color`` data. ``derived_from``: the tractogram file
+    these streamlines come from; a .tck written from a .tck keeps its header fields (``tck_lineage``).
     """
     fmt = tractogram_format(path)
     if groups and fmt != ".trx":
         raise InputError(f"{path}: streamline groups can only be stored in .trx files")
     if fmt == ".tck":
-        write_tck(path, [(tractogram.points, np.diff(as_numpy(tractogram.offsets)))])
+        write_tck(path, [(tractogram.points, np.diff(as_numpy(tractogram.offsets)))], tck_lineage(derived_from))
         return
     if fmt in (".trk", ".trx"):
         tractogram = with_grid(tractogram, path)

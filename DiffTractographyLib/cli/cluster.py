@@ -97,7 +97,7 @@ def run(args) -> int:
         if out.suffix.lower() == ".trx":
             _write_trx(tractogram, clusters, out)
         else:
-            _write_folder(tractogram, clusters, out, args.format)
+            _write_folder(tractogram, clusters, out, args.format, args.input)
     if args.labels_out is not None:
         columns = [map(str, level.labels.tolist()) for level in levels]
         write_text(args.labels_out, "".join(" ".join(row) + "\n" for row in zip(*columns)))
@@ -153,7 +153,7 @@ def _check_folder(out: Path, force: bool) -> None:
         raise InputError(f"{out} holds the cluster files of an earlier run; use --force to replace them")
 
 
-def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str) -> None:
+def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str, source) -> None:
     from ..io import save_tractogram
 
     out.mkdir(exist_ok=True)
@@ -167,7 +167,7 @@ def _write_folder(tractogram: Tractogram, clusters, out: Path, fmt: str) -> None
         save_tractogram(Tractogram(tractogram.points[vertices], first, tractogram.affine, tractogram.dimensions,
                                    {name: v[index] for name, v in tractogram.data_per_streamline.items()},
                                    {name: v[vertices] for name, v in tractogram.data_per_point.items()}),
-                        out / f"{_name(k)}.{fmt}")
+                        out / f"{_name(k)}.{fmt}", derived_from=source)
 
 
 def _members(clusters) -> list[np.ndarray]:

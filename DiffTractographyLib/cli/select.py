@@ -97,7 +97,7 @@ def run(args) -> int:
     if lesion is not None:
         distances = lesion_distances(kept, lesion)
         kept.data_per_streamline["lesion_distance"] = distances.float()
-    save_tractogram(kept, args.out)
+    save_tractogram(kept, args.out, derived_from=args.input)
     if args.distance_out is not None:
         with atomic_path(args.distance_out) as tmp:
             np.savetxt(tmp, distances.numpy(), fmt="%.4f")
@@ -118,7 +118,7 @@ def run(args) -> int:
 def _lengths_only(args) -> int:
     """Length limits from .tck to .tck, as tckedit does it: numpy on the file's stored rows
     (memory-mapped, NaN rows in place), the kept ones written back in one block; no torch."""
-    from ..io import read_tck_rows, subset_tck_rows, write_tck_rows
+    from ..io import read_tck_rows, subset_tck_rows, tck_lineage, write_tck_rows
     from ..polylines import packed_starts, within_length
 
     if not Path(args.input).exists():
@@ -132,7 +132,7 @@ def _lengths_only(args) -> int:
         rows = subset_tck_rows(rows, lengths, keep)
     elif Path(args.out).resolve() == Path(args.input).resolve():
         rows = np.array(rows)  # release the mapping before the output replaces its file
-    kept = write_tck_rows(args.out, [(rows, int(keep.sum()))])
+    kept = write_tck_rows(args.out, [(rows, int(keep.sum()))], tck_lineage(args.input))
     if not args.quiet:
         print(f"kept {kept} of {len(lengths)} streamlines -> {args.out}", file=sys.stderr)
     return 0

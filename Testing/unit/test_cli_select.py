@@ -83,3 +83,18 @@ def test_the_distance_file_follows_the_force_rule_and_never_replaces_the_tractog
     assert difftract([*argv, "--distance-out", str(out), "--force"]) == 2
     assert capsys.readouterr().err == f"difftract: error: --out and --distance-out name the same file {out}\n"
     assert distances.read_text() == "keep\n" and not out.exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--include", "sphere:0,-16,13,30"]], ids=["lengths", "regions"])
+def test_a_tck_from_a_tck_keeps_the_header_fields_tckmap_reads_as_tckedit_does(data_dir, tmp_path, difftract, extra):
+    from DiffTractographyLib.io import read_tck, read_tck_header, write_tck
+
+    source = tmp_path / "tracks.tck"                        # as tckgen writes it: how it was made
+    write_tck(source, [read_tck(data_dir / "phantom_cross" / "sdstream_ref_subset.tck")],
+              {"method": "SDStream", "step_size": "0.5", "max_angle": "45"})
+    assert difftract(["select", str(source), "--min-length", "20", *extra, "--quiet", "--out",
+                      str(tmp_path / "kept.tck")]) == 0
+    before, after = read_tck_header(source)[0], read_tck_header(tmp_path / "kept.tck")[0]
+    assert {k: after[k] for k in ("method", "step_size", "max_angle")} == {
+        "method": "SDStream", "step_size": "0.5", "max_angle": "45"}
+    assert int(after["count"]) < int(before["count"])
