@@ -52,8 +52,9 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         raise InputError(f"{path}: unknown DWI format; use NIfTI (.nii, .nii.gz), MRtrix3 (.mif, .mif.gz, .mih) "
                          "or NRRD (.nrrd, .nhdr)")
     data, affine = load_nifti(path, ndim=4, what="DWI", mrtrix=mrtrix)
-    if name.endswith(MIF_SUFFIXES) and grad is None and bvals is None and bvecs is None:
-        table = _header_scheme(path)
+    header = read_header(path) if name.endswith(MIF_SUFFIXES) else None
+    if header is not None and grad is None and bvals is None and bvecs is None:
+        table = _header_scheme(path, header)
         _check_count(data, len(table), f"the dw_scheme of {path} has {len(table)} rows")
         values, vectors = table[:, 3].copy(), table[:, :3].copy()
     elif grad is not None:
@@ -67,15 +68,14 @@ def load_dwi(path, *, bvals=None, bvecs=None, grad=None, b0_threshold: float = B
         if bvals is None or bvecs is None:
             raise InputError("FSL gradients need both a .bval and a .bvec file")
         # FSL b-vectors follow the stored axes: a .mif's file order, a NIfTI's own axes
-        frame = read_header(path).stored_affine() if name.endswith(MIF_SUFFIXES) else affine
+        frame = affine if header is None else header.stored_affine()
         values, vectors = read_fsl_gradients(bvals, bvecs, frame)
         _check_count(data, len(values), f"{bvals} and {bvecs} have {len(values)} entries")
     return DWI(data, affine, values, vectors, b0_threshold=b0_threshold)
 
 
-def _header_scheme(path: Path) -> np.ndarray:
-    """The ``dw_scheme`` (G, 4) of a .mif DWI; InputError when it has none."""
-    header = read_header(path)
+def _header_scheme(path: Path, header) -> np.ndarray:
+    """The ``dw_scheme`` (G, 4) of the .mif DWI ``path`` (its ``header``); InputError when it has none."""
     try:
         table = header.dw_scheme()
     except InputError as exc:

@@ -27,8 +27,6 @@ def seeds_from_mask(mask, affine, seeds_per_voxel: int = 1, placement: str = "ra
     Seeds are ordered by voxel (C order), then by draw.
     """
     m = np.asarray(mask)
-    if m.ndim != 3:
-        raise InputError(f"a seed image must be 3-D, got shape {m.shape}")
     if placement not in PLACEMENTS:
         raise InputError(f"seed placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if seeds_per_voxel < 1:
@@ -56,10 +54,7 @@ class RandomSeeds:
     seeds start..stop-1 of one endless sequence whatever the blocks it is asked for in."""
 
     def __init__(self, mask, affine, rng_seed: int = 0, label: int | None = None, rule: str = "mrtrix"):
-        m = np.asarray(mask)
-        if m.ndim != 3:
-            raise InputError(f"a seed image must be 3-D, got shape {m.shape}")
-        self.voxels = _seed_voxels(m, label, rule)
+        self.voxels = _seed_voxels(np.asarray(mask), label, rule)
         self.affine = as_affine(affine)
         self.rng_seed = rng_seed
 
@@ -71,8 +66,10 @@ class RandomSeeds:
 
 
 def _seed_voxels(m: np.ndarray, label: int | None, rule: str) -> np.ndarray:
-    """(V, 3) indices of the seed voxels of image ``m``: == ``label``, or inside as ``rule``'s tool reads
-    a seed image; InputError when there are none."""
+    """(V, 3) indices of the seed voxels of the 3-D image ``m``: == ``label``, or inside as ``rule``'s tool
+    reads a seed image; InputError when there are none."""
+    if m.ndim != 3:
+        raise InputError(f"a seed image must be 3-D, got shape {m.shape}")
     fractional = int((m != np.round(m)).sum()) if label is not None and np.issubdtype(m.dtype, np.floating) else 0
     if fractional:
         warnings.warn(f"the seed image holds {fractional} voxels of non-integer value (a label map resampled "

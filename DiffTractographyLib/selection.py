@@ -154,8 +154,9 @@ def streamline_lengths(tractogram: Tractogram) -> torch.Tensor:
     return torch.from_numpy(polyline_lengths(tractogram.points.detach().cpu().numpy(), tractogram.lengths.cpu().numpy()))
 
 
-def _visits(tractogram: Tractogram, region: Region, ends_only: bool) -> torch.Tensor:
-    """(N,) bool: streamline has a tested vertex inside ``region``."""
+def _visits(tractogram: Tractogram, region: Region, ends_only: bool, untested=None) -> torch.Tensor:
+    """(N,) bool: streamline has a tested vertex inside ``region`` (``untested``: rows of ``points``
+    that are not tested, e.g. the seeds)."""
     n = len(tractogram)
     if ends_only:
         lengths = tractogram.lengths
@@ -167,6 +168,8 @@ def _visits(tractogram: Tractogram, region: Region, ends_only: bool) -> torch.Te
         out[has.to(inside.device)] = inside
         return out
     inside = region.contains(tractogram.points.detach()).long()
+    if untested is not None:
+        inside[torch.as_tensor(untested, device=inside.device)] = 0
     counts = torch.zeros(n, dtype=torch.long, device=inside.device)
     owner = torch.repeat_interleave(torch.arange(n, device=tractogram.lengths.device), tractogram.lengths)
     return counts.index_add_(0, owner.to(inside.device), inside) > 0
@@ -198,18 +201,16 @@ def tckgen_keeps(points: np.ndarray, lengths: np.ndarray, seed_at: np.ndarray, i
     keeps with ``-include`` / ``-exclude``: a vertex in every include region, and no vertex in an exclude
     region but the seed (``seed_at`` (N,): its vertex index), which tckgen tests for inclusion only.
     Otherwise tckedit's test (``select_streamlines``): tckgen tests the vertices as it adds them."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    points = torch.from_numpy(np.ascontiguousarray(points))
-    keep = np.ones(len(lengths), dtype=bool)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tractogram = Tractogram(torch.from_numpy(np.ascontiguousarray(points)), torch.from_numpy(offsets))
+    keep = torch.ones(len(tractogram), dtype=torch.bool)
     for region in include:
-        keep &= np.bincount(owner, region.contains(points).cpu().numpy(), minlength=len(lengths)) > 0
-    seeds = np.cumsum(lengths) - lengths + np.asarray(seed_at, dtype=np.int64)
+        keep &= _visits(tractogram, region, False).cpu()
+    seeds = offsets[:-1] + np.asarray(seed_at, dtype=np.int64)
     for region in exclude:
-        inside = region.contains(points).cpu().numpy().copy()
-        inside[seeds] = False
-        keep &= np.bincount(owner, inside, minlength=len(lengths)) == 0
-    return keep
+        keep &= ~_visits(tractogram, region, False, untested=seeds).cpu()
+    return keep.numpy()
 
 
 def selected(tractogram: Tractogram, include: Sequence[Region] = (), exclude: Sequence[Region] = ()) -> Tractogram:
